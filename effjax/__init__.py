@@ -1,0 +1,19 @@
+"""effjax: efficient large models in JAX/Flax."""
+
+from effjax import checkpoint, data, decoding, eval, models
+from effjax.decoding import generate
+from effjax.eval import perplexity
+from effjax.models import load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "checkpoint",
+    "data",
+    "decoding",
+    "eval",
+    "generate",
+    "load",
+    "models",
+    "perplexity",
+]

@@ -1,0 +1,176 @@
+"""Jitted autoregressive generation with a KV cache: greedy and temperature/top-k/top-p."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from effjax.models.api import check_tokens
+from effjax.models.config import LMConfig
+from effjax.models.decoder import Params, forward, init_cache
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """How the next token is drawn.
+
+    Attributes:
+      temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+      top_k: keep only the k most likely tokens (0 = off).
+      top_p: keep the smallest set of tokens whose probability reaches top_p (1.0 = off).
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_logits(
+    logits: Float[Array, "b v"], key: jax.Array, sampling: SamplingConfig
+) -> Int[Array, " b"]:
+    """Draws one token per row from `logits` under `sampling` (pure, jittable).
+
+    Args:
+      logits: next-token logits.
+      key: PRNG key (unused when greedy).
+      sampling: the `SamplingConfig`.
+
+    Returns:
+      int32 token ids (b,).
+    """
+    if sampling.temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32) / sampling.temperature
+    neg = jnp.finfo(jnp.float32).min
+    if sampling.top_k:
+        kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, neg, logits)
+    if sampling.top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Mass strictly before each sorted token; keep tokens whose preceding mass < top_p.
+        before = jnp.cumsum(probs, axis=-1) - probs
+        keep = before < sampling.top_p
+        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, neg, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling", "dtype"))
+def _generate(
+    params: Params,
+    tokens: Int[Array, "b p"],
+    mask: Bool[Array, "b p"],
+    key: jax.Array,
+    eos_id: Int[Array, ""],
+    *,
+    config: LMConfig,
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    dtype,
+):
+    b, p = tokens.shape
+    cache = init_cache(config, b, p + max_new_tokens, dtype)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+    logits, cache = forward(params, tokens, config=config, positions=positions, mask=mask,
+                            cache=cache, dtype=dtype)
+    next_pos = positions[:, -1] + 1
+    out = jnp.zeros((b, max_new_tokens), jnp.int32)
+    done = jnp.zeros((b,), bool)
+
+    def cond(state):
+        step, _, _, _, done, _, _ = state
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(state):
+        step, last_logits, cache, out, done, pos, key = state
+        key, sub = jax.random.split(key)
+        tok = sample_logits(last_logits, sub, sampling)
+        tok = jnp.where(done, eos_id, tok)
+        out = out.at[:, step].set(tok)
+        done = done | (tok == eos_id)
+        logits, cache = forward(params, tok[:, None], config=config, positions=pos[:, None],
+                                mask=jnp.ones((b, 1), bool), cache=cache, dtype=dtype)
+        return step + 1, logits[:, -1], cache, out, done, pos + 1, key
+
+    state = (jnp.zeros((), jnp.int32), logits[:, -1], cache, out, done, next_pos, key)
+    steps, _, _, out, done, _, _ = jax.lax.while_loop(cond, body, state)
+    return out, steps
+
+
+def generate(
+    params: Params,
+    config: LMConfig,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    key: jax.Array | None = None,
+    eos_id: int | None = None,
+    dtype=jnp.float32,
+    pad_to_multiple: int = 16,
+) -> list[list[int]]:
+    """Generates continuations of a batch of prompts of different lengths.
+
+    Prompts are left-padded (padding masked out, RoPE positions counted from each
+    prompt's first real token), prefilled in one forward and decoded token by token
+    inside one jitted `lax.while_loop` over a static-shape KV cache.
+
+    Args:
+      params: the parameter pytree.
+      config: the model's config.
+      prompts: token id lists, each non-empty.
+      max_new_tokens: tokens to generate per prompt.
+      sampling: greedy by default.
+      key: PRNG key for sampling (default PRNGKey(0)).
+      eos_id: stop a sequence after this token (default config.eos_token_id; -1 = never).
+      dtype: compute dtype.
+      pad_to_multiple: prompt length bucket, to limit recompilation.
+
+    Returns:
+      One list of new token ids per prompt, ending at (and including) eos when reached.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of non-empty token lists, got "
+                         f"lengths {[len(p) for p in prompts]}")
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    longest = max(len(p) for p in prompts)
+    width = -(-longest // pad_to_multiple) * pad_to_multiple
+    if width + max_new_tokens > config.max_position_embeddings:
+        width = longest
+    if width + max_new_tokens > config.max_position_embeddings:
+        raise ValueError(f"prompt length {longest} + {max_new_tokens=} is past the context length "
+                         f"{config.max_position_embeddings=}")
+    tokens = np.zeros((len(prompts), width), np.int64)
+    mask = np.zeros((len(prompts), width), bool)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = p
+        mask[i, width - len(p):] = True
+    tokens = check_tokens(tokens, config)
+    if eos_id is None:
+        eos_id = -1 if config.eos_token_id is None else config.eos_token_id
+    key = jax.random.PRNGKey(0) if key is None else key
+    out, steps = _generate(params, tokens, jnp.asarray(mask), key, jnp.int32(eos_id), config=config,
+                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype)
+    out = np.asarray(out)[:, : int(steps)]
+    results = []
+    for row in out.tolist():
+        if eos_id in row:
+            row = row[: row.index(eos_id) + 1]
+        results.append(row)
+    return results

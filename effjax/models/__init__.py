@@ -1,0 +1,45 @@
+"""Models: the Llama/Qwen-family decoder LM in Flax NNX, its loaders and sharding."""
+
+from effjax.models.api import LM, ZOO, check_tokens, load, zoo_path
+from effjax.models.config import SUPPORTED_ARCHITECTURES, LMConfig, RopeScaling
+from effjax.models.decoder import (
+    DecoderLM,
+    KVCache,
+    Params,
+    forward,
+    init_cache,
+    init_params,
+    param_shapes,
+)
+from effjax.models.gguf_loader import load_gguf
+from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
+from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.models.sharding import param_partition_specs, shard_params
+
+__all__ = [
+    "LM",
+    "ZOO",
+    "SUPPORTED_ARCHITECTURES",
+    "DecoderLM",
+    "KVCache",
+    "LMConfig",
+    "Params",
+    "RopeScaling",
+    "apply_rope",
+    "attention",
+    "check_tokens",
+    "forward",
+    "hf_name_to_path",
+    "init_cache",
+    "init_params",
+    "linear",
+    "load",
+    "load_gguf",
+    "load_hf_params",
+    "param_partition_specs",
+    "param_shapes",
+    "read_config",
+    "rms_norm",
+    "shard_params",
+    "zoo_path",
+]

@@ -1,0 +1,197 @@
+"""Configuration of the decoder LM (Llama, Qwen2 and Qwen3 families)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# Hugging Face `architectures` entries we load, and the family each one belongs to.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RopeScaling:
+    """RoPE frequency scaling as found in real configs.
+
+    Attributes:
+      rope_type: "linear" (positions divided by `factor`) or "llama3" (Llama 3.1's
+        wavelength-dependent interpolation).
+      factor: the context extension factor.
+      low_freq_factor, high_freq_factor, original_max_position_embeddings: llama3 only.
+    """
+
+    rope_type: str
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def __post_init__(self):
+        if self.rope_type not in ("linear", "llama3"):
+            raise ValueError(
+                f"rope_type must be one of ('linear', 'llama3'), got {self.rope_type!r}"
+            )
+        if not self.factor > 0:
+            raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMConfig:
+    """Shape and options of a decoder-only LM.
+
+    Attributes:
+      family: "llama", "qwen2" or "qwen3".
+      vocab_size, hidden_size, intermediate_size, num_layers: the usual sizes.
+      num_heads, num_kv_heads: query and key/value heads (grouped-query attention when
+        they differ; num_heads must be a multiple of num_kv_heads).
+      head_dim: per-head width; may differ from hidden_size // num_heads.
+      rms_norm_eps: epsilon of every RMSNorm.
+      rope_theta: RoPE base frequency.
+      rope_scaling: optional `RopeScaling`.
+      max_position_embeddings: the context length; longer inputs are rejected.
+      tie_word_embeddings: the output projection reuses the embedding matrix.
+      qkv_bias, o_bias, mlp_bias: which projections carry a bias.
+      qk_norm: RMSNorm over head_dim on queries and keys before RoPE (Qwen3).
+      bos_token_id, eos_token_id, pad_token_id: special token ids (None when unknown).
+    """
+
+    family: str = "llama"
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        if self.family not in SUPPORTED_ARCHITECTURES.values():
+            raise ValueError(
+                f"family must be one of {sorted(set(SUPPORTED_ARCHITECTURES.values()))}, "
+                f"got {self.family!r}"
+            )
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                     "num_heads", "num_kv_heads", "head_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads must be a multiple of num_kv_heads, got {self.num_heads=} "
+                f"and {self.num_kv_heads=}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim=}")
+
+    @property
+    def num_groups(self) -> int:
+        """Query heads per key/value head."""
+        return self.num_heads // self.num_kv_heads
+
+    def rope_inv_freq(self) -> np.ndarray:
+        """Inverse RoPE frequencies, shape (head_dim // 2,), float64 then cast by the caller."""
+        exponents = np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim
+        inv_freq = 1.0 / (self.rope_theta**exponents)
+        scaling = self.rope_scaling
+        if scaling is None:
+            return inv_freq
+        if scaling.rope_type == "linear":
+            return inv_freq / scaling.factor
+        # llama3: keep high frequencies, divide low ones by `factor`, blend in between.
+        old_len = scaling.original_max_position_embeddings
+        low_wavelen = old_len / scaling.low_freq_factor
+        high_wavelen = old_len / scaling.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+        smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+            scaling.high_freq_factor - scaling.low_freq_factor
+        )
+        blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return np.where(medium, blended, scaled)
+
+    @classmethod
+    def from_hf(cls, hf: Mapping[str, Any]) -> LMConfig:
+        """Builds a config from a Hugging Face `config.json` dictionary.
+
+        Args:
+          hf: the parsed config.json.
+
+        Returns:
+          The matching `LMConfig`.
+
+        Raises:
+          ValueError: an unsupported architecture or option, naming what is supported.
+        """
+        archs = list(hf.get("architectures") or [])
+        family = next((SUPPORTED_ARCHITECTURES[a] for a in archs if a in SUPPORTED_ARCHITECTURES),
+                      None)
+        if family is None:
+            raise ValueError(
+                f"unsupported architecture {archs or hf.get('model_type')!r} in config.json; "
+                f"supported architectures: {sorted(SUPPORTED_ARCHITECTURES)}"
+            )
+        act = hf.get("hidden_act", "silu")
+        if act != "silu":
+            raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {act!r}")
+        if hf.get("use_sliding_window"):
+            raise ValueError("use_sliding_window=True is not supported; expected False")
+        num_heads = hf["num_attention_heads"]
+        rope = dict(hf.get("rope_parameters") or {})
+        rope.update(hf.get("rope_scaling") or {})
+        rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_type must be one of {ROPE_TYPES}, got {rope_type!r}")
+        scaling = None
+        if rope_type != "default":
+            extra = {k: rope[k] for k in ("low_freq_factor", "high_freq_factor",
+                                          "original_max_position_embeddings") if k in rope}
+            scaling = RopeScaling(rope_type=rope_type, factor=float(rope["factor"]), **extra)
+        attention_bias = bool(hf.get("attention_bias", False))
+        eos = hf.get("eos_token_id")
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        return cls(
+            family=family,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=num_heads,
+            num_kv_heads=hf.get("num_key_value_heads") or num_heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope_theta),
+            rope_scaling=scaling,
+            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            qkv_bias=True if family == "qwen2" else attention_bias,
+            o_bias=False if family == "qwen2" else attention_bias,
+            mlp_bias=bool(hf.get("mlp_bias", False)),
+            qk_norm=family == "qwen3",
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=eos,
+            pad_token_id=hf.get("pad_token_id"),
+        )

@@ -1,0 +1,239 @@
+"""The decoder LM in Flax NNX and its pure entry point over a parameter pytree.
+
+Parameters are a plain nested dict (`init_params`, loaders) with kernels laid out
+(in, out):
+
+    {"embed": {"embedding": (vocab, hidden)},
+     "layers": {i: {"input_norm": {"weight"}, "attn": {"q_proj": {"kernel", ["bias"]}, "k_proj",
+                    "v_proj", "o_proj", ["q_norm", "k_norm"]},
+                    "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}},
+     "norm": {"weight"}, ["lm_head": {"kernel": (hidden, vocab)}]}
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from effjax.models.config import LMConfig
+from effjax.models.layers import apply_rope, attention, linear, rms_norm
+
+Params = dict[str, Any]
+
+
+class KVCache(NamedTuple):
+    """Static-shape key/value cache for decoding.
+
+    Attributes:
+      k, v: one array per layer, each (batch, max_len, num_kv_heads, head_dim).
+      valid: (batch, max_len) bool, slots holding a real (non-padding) token.
+      length: () int32, number of slots written so far (shared by the batch).
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+    valid: Bool[Array, "b s"]
+    length: Int[Array, ""]
+
+
+def init_cache(config: LMConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
+    """An empty cache with room for `max_len` tokens per sequence."""
+    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    return KVCache(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+
+
+class Linear(nnx.Module):
+    """A projection whose math is `effjax.models.layers.linear`."""
+
+    def __init__(self, d_in: int, d_out: int, *, use_bias: bool, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out)) * d_in**-0.5)
+        self.bias = nnx.Param(jnp.zeros((d_out,))) if use_bias else None
+
+    def __call__(self, x):
+        return linear(x, self.kernel.get_value(),
+                      None if self.bias is None else self.bias.get_value())
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.weight = nnx.Param(jnp.ones((dim,)))
+        self.eps = eps
+
+    def __call__(self, x):
+        return rms_norm(x, self.weight.get_value(), self.eps)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, use_bias=c.qkv_bias,
+                             rngs=rngs)
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, use_bias=c.qkv_bias,
+                             rngs=rngs)
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, use_bias=c.qkv_bias,
+                             rngs=rngs)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, use_bias=c.o_bias, rngs=rngs)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def __call__(self, x, positions, inv_freq, allowed, cache_kv=None, start=None):
+        c = self.config
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, c.num_heads, c.head_dim)
+        k = self.k_proj(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = self.v_proj(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            zero = jnp.zeros((), jnp.int32)
+            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, start, zero, zero))
+            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, start, zero, zero))
+        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+        return self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim)), (k, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, use_bias=c.mlp_bias, rngs=rngs)
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, use_bias=c.mlp_bias, rngs=rngs)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, use_bias=c.mlp_bias, rngs=rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config, rngs=rngs)
+        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x, positions, inv_freq, allowed, cache_kv=None, start=None):
+        h, kv = self.attn(self.input_norm(x), positions, inv_freq, allowed, cache_kv, start)
+        x = x + h
+        return x + self.mlp(self.post_attn_norm(x)), kv
+
+
+class DecoderLM(nnx.Module):
+    """Llama / Qwen2 / Qwen3 decoder-only LM."""
+
+    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.embed = nnx.Embed(c.vocab_size, c.hidden_size, rngs=rngs)
+        self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.num_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = (None if c.tie_word_embeddings
+                        else Linear(c.hidden_size, c.vocab_size, use_bias=False, rngs=rngs))
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b t"],
+        positions: Int[Array, "b t"],
+        mask: Bool[Array, "b t"],
+        cache: KVCache | None,
+        dtype,
+    ) -> tuple[Float[Array, "b t v"], KVCache | None]:
+        c = self.config
+        x = jnp.take(self.embed.embedding.get_value(), tokens, axis=0).astype(dtype)
+        inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
+        t = tokens.shape[1]
+        if cache is None:
+            allowed = jnp.tril(jnp.ones((t, t), bool))[None] & mask[:, None, :]
+            start = None
+        else:
+            start = cache.length
+            zero = jnp.zeros((), jnp.int32)
+            valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
+            slots = jnp.arange(valid.shape[1])
+            query_slots = start + jnp.arange(t)
+            allowed = (slots[None, :] <= query_slots[:, None])[None] & valid[:, None, :]
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, (k, v) = layer(x, positions, inv_freq, allowed, layer_cache, start)
+            new_k.append(k)
+            new_v.append(v)
+        x = self.norm(x)
+        if self.lm_head is None:
+            logits = linear(x, self.embed.embedding.get_value().T)
+        else:
+            logits = self.lm_head(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(tuple(new_k), tuple(new_v), valid, cache.length + t)
+        return logits.astype(jnp.float32), new_cache
+
+
+@functools.lru_cache(maxsize=32)
+def _graph(config: LMConfig):
+    """The NNX graph definition and abstract state of a config (no arrays allocated)."""
+    abstract = nnx.eval_shape(lambda: DecoderLM(config, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param)
+
+
+def init_params(config: LMConfig, key: jax.Array, dtype=jnp.float32) -> Params:
+    """Randomly initialized parameters (for tests and training from scratch)."""
+    model = DecoderLM(config, rngs=nnx.Rngs(params=key))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return jax.tree.map(lambda a: a.astype(dtype), params)
+
+
+def param_shapes(config: LMConfig) -> Params:
+    """The expected shape of every parameter, as a pytree of tuples."""
+    _, state = _graph(config)
+    return jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(state))
+
+
+def forward(
+    params: Params,
+    tokens: Int[Array, "b t"],
+    *,
+    config: LMConfig,
+    positions: Int[Array, "b t"] | None = None,
+    mask: Bool[Array, "b t"] | None = None,
+    cache: KVCache | None = None,
+    dtype=jnp.float32,
+) -> tuple[Float[Array, "b t v"], KVCache | None]:
+    """The pure forward pass: parameter pytree and tokens to float32 logits.
+
+    Jittable; no input checks (see `LM.apply` for the checked entry point).
+
+    Args:
+      params: the parameter pytree (see the module docstring).
+      tokens: int32 token ids.
+      config: the model's config.
+      positions: RoPE positions; default 0..t-1 (offset by the cache length when decoding).
+      mask: True for real tokens, False for padding; default all True.
+      cache: optional `KVCache`; the new keys/values are written at `cache.length`.
+      dtype: compute dtype (float32 or bfloat16). Logits are always float32.
+
+    Returns:
+      (logits (b, t, vocab) float32, the updated cache or None).
+    """
+    b, t = tokens.shape
+    if mask is None:
+        mask = jnp.ones((b, t), bool)
+    if positions is None:
+        offset = jnp.zeros((), jnp.int32) if cache is None else cache.length
+        positions = jnp.broadcast_to(offset + jnp.arange(t, dtype=jnp.int32), (b, t))
+    graphdef, state = _graph(config)
+    state = jax.tree.map(lambda x: x, state)  # a fresh copy: the cached one stays abstract
+    nnx.replace_by_pure_dict(state, params)
+    model = nnx.merge(graphdef, state)
+    return model(tokens, positions, mask, cache, dtype)

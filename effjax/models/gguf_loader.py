@@ -1,0 +1,126 @@
+"""Loading llama-architecture GGUF files (llama.cpp) into effjax params, dequantized with numpy."""
+
+from __future__ import annotations
+
+import pathlib
+
+import gguf
+import jax
+import numpy as np
+
+from effjax.models.config import LMConfig, RopeScaling
+from effjax.models.decoder import Params
+from effjax.models.hf import check_params, set_path
+
+_LAYER_NAMES = {
+    "attn_norm.weight": ("input_norm", "weight"),
+    "ffn_norm.weight": ("post_attn_norm", "weight"),
+    "attn_q.weight": ("attn", "q_proj", "kernel"),
+    "attn_k.weight": ("attn", "k_proj", "kernel"),
+    "attn_v.weight": ("attn", "v_proj", "kernel"),
+    "attn_output.weight": ("attn", "o_proj", "kernel"),
+    "ffn_gate.weight": ("mlp", "gate_proj", "kernel"),
+    "ffn_up.weight": ("mlp", "up_proj", "kernel"),
+    "ffn_down.weight": ("mlp", "down_proj", "kernel"),
+}
+_TOP_NAMES = {
+    "token_embd.weight": ("embed", "embedding"),
+    "output_norm.weight": ("norm", "weight"),
+    "output.weight": ("lm_head", "kernel"),
+}
+
+
+def _field(reader: gguf.GGUFReader, key: str, default=None):
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undoes llama.cpp's interleaving of the rotary halves in q/k projection rows.
+
+    llama.cpp stores each head's rows as (pairs, 2) interleaved for its rotary kernel;
+    Hugging Face (and effjax) keep the two halves as contiguous blocks.
+    """
+    rows = w.shape[0]
+    return (w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
+    """Builds an `LMConfig` from a GGUF file's llama.* metadata."""
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"unsupported GGUF architecture {arch!r} in {path!r}; "
+                         "supported: ['llama']")
+    g = lambda key, default=None: _field(reader, f"llama.{key}", default)  # noqa: E731
+    hidden, heads = int(g("embedding_length")), int(g("attention.head_count"))
+    names = {t.name for t in reader.tensors}
+    if "rope_freqs.weight" in names:
+        raise ValueError(f"{path!r} has per-frequency RoPE factors (rope_freqs), which are not "
+                         "supported; load the Hugging Face directory instead")
+    scaling = None
+    scaling_type = g("rope.scaling.type", "none")
+    if scaling_type == "linear":
+        scaling = RopeScaling(rope_type="linear", factor=float(g("rope.scaling.factor")))
+    elif scaling_type not in ("none", None):
+        raise ValueError(f"GGUF rope.scaling.type must be 'none' or 'linear', got {scaling_type!r}")
+    tok = lambda key: _field(reader, f"tokenizer.ggml.{key}")  # noqa: E731
+    vocab = g("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    return LMConfig(
+        family="llama",
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        intermediate_size=int(g("feed_forward_length")),
+        num_layers=int(g("block_count")),
+        num_heads=heads,
+        num_kv_heads=int(g("attention.head_count_kv", heads)),
+        head_dim=int(g("rope.dimension_count", hidden // heads)),
+        rms_norm_eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(g("rope.freq_base", 10000.0)),
+        rope_scaling=scaling,
+        max_position_embeddings=int(g("context_length", 2048)),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=tok("bos_token_id"),
+        eos_token_id=tok("eos_token_id"),
+        pad_token_id=tok("padding_token_id"),
+    )
+
+
+def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[LMConfig, Params]:
+    """Reads a llama GGUF file: config and dequantized parameters.
+
+    Args:
+      path: the .gguf file.
+      dtype: dtype of the returned arrays.
+
+    Returns:
+      (config, params) with (in, out) kernels and q/k rows in Hugging Face order.
+    """
+    path = str(path)
+    if not pathlib.Path(path).is_file():
+        raise ValueError(f"GGUF file not found: {path!r}")
+    reader = gguf.GGUFReader(path)
+    config = read_gguf_config(reader, path)
+    params: Params = {}
+    for tensor in reader.tensors:
+        name = tensor.name
+        if name in _TOP_NAMES:
+            target = _TOP_NAMES[name]
+        elif name.startswith("blk."):
+            _, index, rest = name.split(".", 2)
+            if rest not in _LAYER_NAMES:
+                continue
+            target = ("layers", int(index), *_LAYER_NAMES[rest])
+        else:
+            continue
+        value = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        value = value.reshape(tuple(int(d) for d in reversed(tensor.shape)))
+        if target[-2] == "q_proj":
+            value = _unpermute(value, config.num_heads)
+        elif target[-2] == "k_proj":
+            value = _unpermute(value, config.num_kv_heads)
+        if target[-1] == "kernel":
+            value = value.T
+        set_path(params, target, np.ascontiguousarray(value, dtype=dtype))
+    check_params(params, config, source=path)
+    return config, jax.tree.map(jax.numpy.asarray, params)

@@ -1,0 +1,137 @@
+"""Loading Hugging Face checkpoint directories (config.json + safetensors) into effjax params."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import jax
+import numpy as np
+from safetensors import safe_open
+
+from effjax.models.config import LMConfig
+from effjax.models.decoder import Params, param_shapes
+
+# Hugging Face name of a layer's tensor -> effjax path inside params["layers"][i].
+_LAYER_NAMES = {
+    "input_layernorm.weight": ("input_norm", "weight"),
+    "post_attention_layernorm.weight": ("post_attn_norm", "weight"),
+    "self_attn.q_norm.weight": ("attn", "q_norm", "weight"),
+    "self_attn.k_norm.weight": ("attn", "k_norm", "weight"),
+    **{f"self_attn.{p}.{w}": ("attn", p, "kernel" if w == "weight" else "bias")
+       for p in ("q_proj", "k_proj", "v_proj", "o_proj") for w in ("weight", "bias")},
+    **{f"mlp.{p}.{w}": ("mlp", p, "kernel" if w == "weight" else "bias")
+       for p in ("gate_proj", "up_proj", "down_proj") for w in ("weight", "bias")},
+}
+_TOP_NAMES = {
+    "model.embed_tokens.weight": ("embed", "embedding"),
+    "model.norm.weight": ("norm", "weight"),
+    "lm_head.weight": ("lm_head", "kernel"),
+}
+_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
+
+
+def hf_name_to_path(name: str) -> tuple | None:
+    """Maps a Hugging Face tensor name to its path in the effjax parameter pytree.
+
+    Args:
+      name: e.g. "model.layers.3.self_attn.q_proj.weight".
+
+    Returns:
+      e.g. ("layers", 3, "attn", "q_proj", "kernel"), or None for tensors effjax does not use.
+    """
+    if name in _TOP_NAMES:
+        return _TOP_NAMES[name]
+    m = _LAYER_RE.fullmatch(name)
+    if m and m.group(2) in _LAYER_NAMES:
+        return ("layers", int(m.group(1)), *_LAYER_NAMES[m.group(2)])
+    return None
+
+
+def read_config(path: str | pathlib.Path) -> LMConfig:
+    """Reads `config.json` from a checkpoint directory into an `LMConfig`."""
+    path = pathlib.Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"expected a config.json in the checkpoint directory {str(path)!r}")
+    return LMConfig.from_hf(json.loads(cfg_file.read_text()))
+
+
+def _weight_files(path: pathlib.Path) -> list[pathlib.Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [path / n for n in names]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"the safetensors index names weight files that are missing: "
+                             f"{missing}")
+        return files
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    found = sorted(path.glob("*.safetensors"))
+    if not found:
+        raise ValueError(
+            f"no weight files in {str(path)!r}: expected model.safetensors or "
+            "model.safetensors.index.json with its shards"
+        )
+    return found
+
+
+def set_path(tree: dict, path: tuple, value) -> None:
+    """Sets `tree[path[0]][path[1]]...` creating intermediate dicts."""
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def check_params(params: Params, config: LMConfig, source: str) -> None:
+    """Raises ValueError when params miss a tensor or a tensor has the wrong shape.
+
+    Args:
+      params: the loaded pytree.
+      config: the config it should match.
+      source: where the params came from, for the message.
+    """
+    expected = dict(jax.tree_util.tree_flatten_with_path(param_shapes(config),
+                                                         is_leaf=lambda x: isinstance(x, tuple))[0])
+    given = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    missing = [jax.tree_util.keystr(k) for k in expected if k not in given]
+    if missing:
+        raise ValueError(f"{source}: missing weights for {missing[:8]}"
+                         + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    for k, shape in expected.items():
+        if tuple(given[k].shape) != shape:
+            raise ValueError(f"{source}: weight {jax.tree_util.keystr(k)} has shape "
+                             f"{tuple(given[k].shape)}, expected {shape}")
+
+
+def load_hf_params(path: str | pathlib.Path, config: LMConfig, dtype=np.float32) -> Params:
+    """Loads safetensors weights (single file or sharded index) into an effjax pytree.
+
+    Args:
+      path: the checkpoint directory.
+      config: its config (from `read_config`).
+      dtype: dtype of the returned arrays.
+
+    Returns:
+      The parameter pytree with (in, out) kernels.
+    """
+    path = pathlib.Path(path)
+    params: Params = {}
+    for file in _weight_files(path):
+        with safe_open(str(file), framework="flax") as f:
+            for name in f.keys():
+                target = hf_name_to_path(name)
+                if target is None:
+                    continue
+                value = np.asarray(f.get_tensor(name), dtype=dtype)
+                if target[-1] == "kernel":
+                    value = value.T
+                set_path(params, target, value)
+    if config.tie_word_embeddings:
+        params.pop("lm_head", None)
+    check_params(params, config, source=str(path))
+    return jax.tree.map(jax.numpy.asarray, params)

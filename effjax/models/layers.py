@@ -1,0 +1,82 @@
+"""The building blocks of the decoder: the one linear function, RMSNorm, RoPE, attention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+
+def linear(
+    x: Float[Array, "... d_in"],
+    kernel: Float[Array, "d_in d_out"],
+    bias: Float[Array, " d_out"] | None = None,
+) -> Float[Array, "... d_out"]:
+    """The single linear map of every model: `x @ kernel + bias` in x's dtype.
+
+    Every projection of the decoder goes through here, so this is where quantized
+    execution plugs in.
+
+    Args:
+      x: activations; the last axis is contracted.
+      kernel: weights laid out (in, out), cast to x's dtype.
+      bias: optional (out,) bias.
+
+    Returns:
+      The projected activations, same dtype as x.
+    """
+    y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype),
+                   preferred_element_type=jnp.float32).astype(x.dtype)
+    if bias is not None:
+        y = y + bias.astype(x.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
+    return y
+
+
+def rms_norm(
+    x: Float[Array, "... d"], weight: Float[Array, " d"], eps: float
+) -> Float[Array, "... d"]:
+    """RMSNorm computed in float32, scaled by `weight`, returned in x's dtype."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    weight = weight.astype(x.dtype).reshape((1,) * (x.ndim - 1) + weight.shape)
+    return weight * normed.astype(x.dtype)
+
+
+def apply_rope(
+    x: Float[Array, "b t h d"], positions: Int[Array, "b t"], inv_freq: Float[Array, " half"]
+) -> Float[Array, "b t h d"]:
+    """Rotary embedding in the rotate-half layout used by Hugging Face checkpoints."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)[None, None]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention(
+    q: Float[Array, "b t h d"],
+    k: Float[Array, "b s kv d"],
+    v: Float[Array, "b s kv d"],
+    allowed: Bool[Array, "b t s"],
+) -> Float[Array, "b t h d"]:
+    """Grouped-query softmax attention with scores and softmax in float32.
+
+    Args:
+      q: queries; h must be a multiple of kv.
+      k, v: keys and values.
+      allowed: which (query, key) pairs may attend. A query with no allowed key
+        (a padding slot) gets a uniform average rather than NaN.
+
+    Returns:
+      The attention output, q's dtype.
+    """
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (d**-0.5)
+    scores = jnp.where(allowed[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, d).astype(q.dtype)

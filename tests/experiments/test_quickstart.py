@@ -1,0 +1,18 @@
+"""Smoke test: the main job's real loop on the tiny config."""
+
+import re
+
+from configs.quickstart import get_config
+from experiments.quickstart import run
+
+
+def test_quickstart_tiny(smollm2, tmp_path):
+    config = get_config("tiny")
+    config.output = str(tmp_path / "quickstart.md")
+    report = run(config)
+    assert (tmp_path / "quickstart.md").read_text() == report
+    rows = re.findall(r"^\| (float32|bfloat16) \| ([\d.]+) \|", report, flags=re.M)
+    assert [r[0] for r in rows] == ["float32", "bfloat16"]
+    f32, bf16 = (float(r[1]) for r in rows)
+    assert 1.0 < f32 < 100.0 and abs(bf16 - f32) / f32 < 0.1
+    assert report.count("\n````") == 4  # two generations, fenced

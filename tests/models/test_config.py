@@ -1,0 +1,64 @@
+"""LMConfig from Hugging Face config.json dicts; RoPE frequencies against transformers."""
+
+import numpy as np
+import pytest
+import transformers
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from effjax.models import SUPPORTED_ARCHITECTURES, LMConfig, RopeScaling
+
+BASE = dict(architectures=["LlamaForCausalLM"], vocab_size=100, hidden_size=64,
+            intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
+
+
+def test_from_hf_defaults_and_families():
+    c = LMConfig.from_hf(BASE)
+    assert (c.family, c.num_kv_heads, c.head_dim, c.rope_scaling) == ("llama", 4, 16, None)
+    q2 = LMConfig.from_hf({**BASE, "architectures": ["Qwen2ForCausalLM"]})
+    assert q2.qkv_bias and not q2.o_bias and not q2.qk_norm
+    q3 = LMConfig.from_hf({**BASE, "architectures": ["Qwen3ForCausalLM"], "head_dim": 32})
+    assert q3.qk_norm and q3.head_dim == 32 and not q3.qkv_bias
+
+
+def test_unsupported_architecture_names_the_supported_ones():
+    with pytest.raises(ValueError, match="unsupported architecture") as e:
+        LMConfig.from_hf({**BASE, "architectures": ["GPT2LMHeadModel"]})
+    for arch in SUPPORTED_ARCHITECTURES:
+        assert arch in str(e.value)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"use_sliding_window": True}, "use_sliding_window"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_type"),
+    ({"num_key_value_heads": 3}, "multiple of num_kv_heads"),
+])
+def test_from_hf_rejects_bad_options(bad, match):
+    with pytest.raises(ValueError, match=match):
+        LMConfig.from_hf({**BASE, **bad})
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+        LMConfig(vocab_size=10, hidden_size=0, intermediate_size=4, num_layers=1, num_heads=1,
+                 num_kv_heads=1, head_dim=4)
+    with pytest.raises(ValueError, match="rope_type"):
+        RopeScaling(rope_type="ntk", factor=2.0)
+
+
+@pytest.mark.parametrize("rope", [
+    None,
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+])
+def test_rope_inv_freq_matches_transformers(rope):
+    hf = transformers.LlamaConfig(hidden_size=256, num_attention_heads=4, rope_theta=50000.0,
+                                  rope_scaling=rope)
+    c = LMConfig.from_hf({**hf.to_dict(), "architectures": ["LlamaForCausalLM"]})
+    rope_type = "default" if rope is None else rope["rope_type"]
+    if rope_type == "default":
+        ref = 1.0 / 50000.0 ** (np.arange(0, 64, 2) / 64)
+    else:
+        ref = ROPE_INIT_FUNCTIONS[rope_type](hf, "cpu")[0].numpy()
+    np.testing.assert_allclose(c.rope_inv_freq(), ref, rtol=1e-6)

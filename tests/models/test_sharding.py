@@ -1,0 +1,51 @@
+"""lm.apply on a device mesh with sharded parameters gives the single-device logits."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec
+
+import effjax
+from effjax.models import param_partition_specs, shard_params
+from tests.models.hf_tiny import write_tiny
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qwen3")
+    write_tiny("qwen3_qknorm_headdim", path)
+    return effjax.load(path)
+
+
+@pytest.mark.parametrize("shape", [(2, 4), (4, 2), (8, 1)])
+def test_sharded_apply_matches_single_device(lm, shape):
+    assert jax.device_count() == 8
+    mesh = Mesh(np.array(jax.devices()).reshape(shape), ("data", "model"))
+    tokens = np.random.RandomState(0).randint(0, lm.config.vocab_size, (8, 12)).astype(np.int32)
+    single = np.asarray(lm.apply(lm.params, tokens))
+    sharded = shard_params(lm.params, mesh)
+    q = sharded["layers"][0]["attn"]["q_proj"]["kernel"]
+    assert len(q.sharding.device_set) == 8
+    assert q.addressable_shards[0].data.shape == (48 // shape[0], 96 // shape[1])
+    tokens = jax.device_put(tokens, jax.sharding.NamedSharding(mesh, PartitionSpec("data")))
+    out = lm.apply(sharded, tokens)
+    np.testing.assert_allclose(np.asarray(out), single, atol=1e-5, rtol=0)
+
+
+def test_partition_specs():
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+    params = {"embed": {"embedding": np.zeros((12, 6))},
+              "layers": {0: {"attn": {"o_proj": {"kernel": np.zeros((8, 6))},
+                                      "q_proj": {"kernel": np.zeros((6, 8)),
+                                                 "bias": np.zeros(8)}},
+                             "input_norm": {"weight": np.zeros(6)}}}}
+    specs = param_partition_specs(params, mesh)
+    assert specs["embed"]["embedding"] == PartitionSpec("model", "data")
+    layer = specs["layers"][0]
+    assert layer["attn"]["o_proj"]["kernel"] == PartitionSpec("model", "data")
+    assert layer["attn"]["q_proj"]["kernel"] == PartitionSpec("data", "model")
+    assert layer["attn"]["q_proj"]["bias"] == PartitionSpec("model")
+    assert layer["input_norm"]["weight"] == PartitionSpec()
+    # 6 is not divisible by the model axis (4): that dimension stays replicated.
+    odd = param_partition_specs({"mlp": {"up_proj": {"kernel": np.zeros((4, 6))}}}, mesh)
+    assert odd["mlp"]["up_proj"]["kernel"] == PartitionSpec("data", None)
