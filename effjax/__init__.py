@@ -1,6 +1,6 @@
 """effjax: efficient large models in JAX/Flax."""
 
-from effjax import checkpoint, data, decoding, eval, models
+from effjax import checkpoint, data, decoding, eval, formats, models
 from effjax.decoding import generate
 from effjax.eval import perplexity
 from effjax.models import load
@@ -12,6 +12,7 @@ __all__ = [
     "data",
     "decoding",
     "eval",
+    "formats",
     "generate",
     "load",
     "models",

@@ -1,0 +1,231 @@
+"""Element minifloats (ExMy): rounding, bit-exact codes and decoding, emulated in float32.
+
+Covers FP8 E4M3 ("fn": no Inf, NaN = S.1111.111), FP8 E5M2 (IEEE-like Inf/NaN), FP6 E2M3,
+FP6 E3M2 and FP4 E2M1 (no specials), plus the E8M0 scale of MX formats. Rounding is
+round-to-nearest-even; out-of-range values saturate to the largest normal unless asked
+otherwise. Arithmetic is float32 with power-of-two scalings only, so it is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, UInt8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ElementFormat:
+    """An ExMy minifloat.
+
+    Attributes:
+      name: "e4m3", "e5m2", "e2m3", "e3m2" or "e2m1".
+      ebits, mbits, bias: exponent bits, mantissa bits, exponent bias.
+      specials: "fn" (all-ones code is NaN, no Inf), "ieee" (top exponent is Inf/NaN) or "none".
+      storage: the XLA dtype that holds these values exactly (FP8), or None for uint8 codes.
+    """
+
+    name: str
+    ebits: int
+    mbits: int
+    bias: int
+    specials: str
+    storage: str | None
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.ebits + self.mbits
+
+    @property
+    def emin(self) -> int:
+        """Exponent of the smallest normal."""
+        return 1 - self.bias
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the largest normal."""
+        top = 2**self.ebits - 1 - self.bias
+        return top - 1 if self.specials == "ieee" else top
+
+    @property
+    def max_normal(self) -> float:
+        if self.specials == "fn":  # the all-ones mantissa of the top exponent is NaN
+            return 2.0**self.emax * (1 + (2**self.mbits - 2) / 2**self.mbits)
+        return 2.0**self.emax * (1 + (2**self.mbits - 1) / 2**self.mbits)
+
+    @property
+    def min_subnormal(self) -> float:
+        return 2.0 ** (self.emin - self.mbits)
+
+
+ELEMENTS: dict[str, ElementFormat] = {
+    "e4m3": ElementFormat(name="e4m3", ebits=4, mbits=3, bias=7, specials="fn",
+                          storage="float8_e4m3fn"),
+    "e5m2": ElementFormat(name="e5m2", ebits=5, mbits=2, bias=15, specials="ieee",
+                          storage="float8_e5m2"),
+    "e2m3": ElementFormat(name="e2m3", ebits=2, mbits=3, bias=1, specials="none", storage=None),
+    "e3m2": ElementFormat(name="e3m2", ebits=3, mbits=2, bias=3, specials="none", storage=None),
+    # FP4 is stored as packed uint8 codes (two per byte), which is smaller than XLA's
+    # one-byte float4_e2m1fn; `scaled_matmul` converts to float4_e2m1fn where it is needed.
+    "e2m1": ElementFormat(name="e2m1", ebits=2, mbits=1, bias=1, specials="none", storage=None),
+}
+
+
+def element_format(name: str) -> ElementFormat:
+    """Looks up an element format by name, listing the known ones on error."""
+    if name not in ELEMENTS:
+        raise ValueError(f"unknown element format {name!r}; known: {sorted(ELEMENTS)}")
+    return ELEMENTS[name]
+
+
+def _exponent(a: Array) -> Array:
+    """floor(log2(a)) for finite a > 0, exactly (via frexp), as int32."""
+    _, e = jnp.frexp(a)
+    return e.astype(jnp.int32) - 1
+
+
+def round_to_element(
+    x: Float[Array, ...], elem: ElementFormat, *, saturate: bool = True
+) -> Float[Array, ...]:
+    """Rounds float32 values to the element grid (RNE).
+
+    Args:
+      x: float32 values.
+      elem: the element format.
+      saturate: clamp finite overflow (and Inf) to +-max_normal; otherwise overflow becomes
+        Inf (e5m2) or NaN (e4m3). Formats without specials always saturate.
+
+    Returns:
+      float32 values on the grid; NaN stays NaN.
+    """
+    x = x.astype(jnp.float32)
+    a = jnp.abs(x)
+    e = jnp.maximum(_exponent(jnp.where(a > 0, a, 1.0)), elem.emin)
+    step_exp = e - elem.mbits
+    q = jnp.round(jnp.ldexp(a, -step_exp))
+    q = jnp.ldexp(q, step_exp)
+    overflow = q > elem.max_normal
+    if saturate or elem.specials == "none":
+        q = jnp.where(overflow, elem.max_normal, q)
+    else:
+        q = jnp.where(overflow, jnp.inf if elem.specials == "ieee" else jnp.nan, q)
+    q = jnp.where(jnp.isnan(x), jnp.nan, q)
+    return jnp.where(jnp.signbit(x), -q, q)
+
+
+@functools.cache
+def _decode_table(name: str) -> np.ndarray:
+    """float32 value of every code of an element format, from the bit fields."""
+    elem = ELEMENTS[name]
+    table = np.zeros(2**elem.bits, np.float64)
+    for code in range(2**elem.bits):
+        sign = -1.0 if code >> (elem.bits - 1) else 1.0
+        exp_field = (code >> elem.mbits) & (2**elem.ebits - 1)
+        man = code & (2**elem.mbits - 1)
+        if exp_field == 0:
+            value = 2.0**elem.emin * man / 2**elem.mbits
+        else:
+            value = 2.0 ** (exp_field - elem.bias) * (1 + man / 2**elem.mbits)
+        if elem.specials == "fn" and exp_field == 2**elem.ebits - 1 and man == 2**elem.mbits - 1:
+            value = np.nan
+        if elem.specials == "ieee" and exp_field == 2**elem.ebits - 1:
+            value = np.inf if man == 0 else np.nan
+        table[code] = sign * value
+    return table.astype(np.float32)
+
+
+def decode_element(codes: UInt8[Array, ...], elem: ElementFormat) -> Float[Array, ...]:
+    """float32 values of element codes (the low `elem.bits` bits of each uint8)."""
+    table = jnp.asarray(_decode_table(elem.name))
+    return table[(codes.astype(jnp.int32)) & (2**elem.bits - 1)]
+
+
+def encode_element(
+    x: Float[Array, ...], elem: ElementFormat, *, saturate: bool = True
+) -> UInt8[Array, ...]:
+    """Bit-exact codes of x rounded to the element grid (RNE, see `round_to_element`).
+
+    NaN encodes as the format's NaN (e4m3 0x7F, e5m2 0x7E, as ml_dtypes does); formats
+    without NaN encode it as -0 (as ml_dtypes does; inside MX blocks NaN lives in the scale).
+
+    Returns:
+      uint8 codes, sign in bit `elem.bits - 1`.
+    """
+    v = round_to_element(x, elem, saturate=saturate)
+    a = jnp.abs(v)
+    finite = jnp.isfinite(a)
+    a0 = jnp.where(finite & (a > 0), a, 1.0)
+    e = jnp.maximum(_exponent(a0), elem.emin)
+    subnormal = a0 < 2.0**elem.emin
+    exp_field = jnp.where(subnormal, 0, e + elem.bias)
+    man = jnp.where(subnormal, jnp.ldexp(a0, elem.mbits - elem.emin),
+                    (jnp.ldexp(a0, -e) - 1.0) * 2**elem.mbits)
+    mag = (exp_field << elem.mbits) + man.astype(jnp.int32)
+    mag = jnp.where(a == 0, 0, mag)
+    top = 2 ** (elem.bits - 1)
+    if elem.specials == "ieee":
+        mag = jnp.where(jnp.isinf(a), (2**elem.ebits - 1) << elem.mbits, mag)
+        mag = jnp.where(jnp.isnan(v), ((2**elem.ebits - 1) << elem.mbits) + 2, mag)
+    elif elem.specials == "fn":
+        mag = jnp.where(jnp.isnan(v), top - 1, mag)
+    else:
+        mag = jnp.where(jnp.isnan(v), 0, mag)
+    nan_sign = elem.specials == "none"  # -0 stands for NaN where there is no NaN code
+    sign = jnp.where(jnp.isnan(v), nan_sign, jnp.signbit(v))
+    return (mag + jnp.where(sign, top, 0)).astype(jnp.uint8)
+
+
+def to_storage(values: Float[Array, ...], elem: ElementFormat) -> jax.Array:
+    """Grid values in the element's real XLA dtype (exact), or uint8 codes where XLA has none."""
+    if elem.storage is None:
+        return encode_element(values, elem)
+    return values.astype(jnp.dtype(elem.storage))
+
+
+def from_storage(stored: jax.Array, elem: ElementFormat) -> Float[Array, ...]:
+    """Inverse of `to_storage`: float32 values."""
+    if elem.storage is None:
+        return decode_element(stored, elem)
+    return stored.astype(jnp.float32)
+
+
+# E8M0: the unsigned power-of-two scale of MX formats. Code c means 2^(c - 127); 0xFF is NaN.
+E8M0_BIAS = 127
+
+
+def encode_e8m0(exponent: Array, nan: Array | None = None) -> UInt8[Array, ...]:
+    """E8M0 codes of integer exponents (clamped to [-127, 127]); `nan` marks NaN scales."""
+    code = (jnp.clip(exponent, -127, 127) + E8M0_BIAS).astype(jnp.uint8)
+    return code if nan is None else jnp.where(nan, jnp.uint8(255), code)
+
+
+def decode_e8m0(codes: UInt8[Array, ...]) -> Float[Array, ...]:
+    """float32 scale 2^(c - 127) of E8M0 codes (NaN for 0xFF), built from the bits.
+
+    Code 0 is the float32 subnormal 2^-127; XLA on CPU flushes subnormals in arithmetic,
+    so a block with that scale dequantizes to zero there.
+    """
+    c = codes.astype(jnp.uint32)
+    bits = jnp.where(c == 0, jnp.uint32(1 << 22), c << 23)
+    bits = jnp.where(c == 255, jnp.uint32(0x7FC00000), bits)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def encode_e8m0_values(x: Float[Array, ...]) -> UInt8[Array, ...]:
+    """E8M0 codes of positive values rounded to a power of two (mantissa >= 1.5 rounds up,
+    as ml_dtypes does); values below 2^-127 clamp to code 0; zero, negative, non-finite
+    values and values that round past 2^127 give NaN (0xFF).
+
+    Works on the float32 bits, so subnormal inputs are exact even where XLA flushes them.
+    """
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    exp_field = ((bits >> 23) & 0xFF).astype(jnp.int32)
+    mant = bits & 0x7FFFFF
+    normal_e = exp_field - 127 + (mant >= 0x400000).astype(jnp.int32)
+    subnormal_e = -127 + (mant >= 0x600000).astype(jnp.int32)
+    e = jnp.where(exp_field == 0, subnormal_e, normal_e)
+    bad = ((bits >> 31) == 1) | (exp_field == 255) | ((exp_field == 0) & (mant == 0))
+    return encode_e8m0(e, nan=bad | (e > 127))

@@ -1,0 +1,139 @@
+"""Fake quantization (dequantize(quantize(x))) as custom_vjp ops with straight-through gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from effjax.formats import elements as el
+from effjax.formats.qarray import QArray
+from effjax.formats.quantize import (
+    check_input,
+    dequantize,
+    from_blocks,
+    group_size,
+    quantize,
+    to_blocks,
+)
+from effjax.formats.registry import Format, get_format
+
+STE_MODES = ("identity", "clipped")
+
+
+def fake_quant(x: jax.Array, fmt: str | Format, axis: int = -1, *, ste: str = "identity",
+               **options) -> jax.Array:
+    """dequantize(quantize(x)) with a straight-through gradient.
+
+    Args:
+      x: a real floating-point array.
+      fmt: format name or `Format`.
+      axis: the contraction axis.
+      ste: "identity" (the gradient passes unchanged) or "clipped" (zero where the
+        quantizer clipped x: outside the range its group's scale can represent).
+      **options: `Format` options.
+
+    Returns:
+      An array like x, on the format's grid.
+    """
+    if ste not in STE_MODES:
+        raise ValueError(f"ste must be one of {STE_MODES}, got {ste!r}")
+    return _fake_quant(x, get_format(fmt, **options), check_input(x, axis), ste)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _fake_quant(x, fmt, axis, ste):
+    return dequantize(quantize(x, fmt, axis), x.dtype)
+
+
+def _fake_quant_fwd(x, fmt, axis, ste):
+    q = quantize(x, fmt, axis)
+    y = dequantize(q, x.dtype)
+    if ste == "identity":
+        return y, None
+    lo, hi = representable_range(q)
+    return y, (x >= lo) & (x <= hi)
+
+
+def _fake_quant_bwd(fmt, axis, ste, inside, g):
+    if ste == "identity":
+        return (g,)
+    return (jnp.where(inside, g, jnp.zeros_like(g)),)
+
+
+_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+def _max_code(fmt: Format, dtype) -> float | int | None:
+    """What to store in `codes` for every element to be the largest positive value."""
+    kind = fmt.kind
+    if kind == "cast":
+        return None
+    if kind == "hif8":
+        return 0x6E if fmt.saturate else None
+    if kind == "int":
+        top = 2**fmt.bits - 1 if not fmt.symmetric else 2 ** (fmt.bits - 1) - 1
+        return top * 0x11 if fmt.bits == 4 else top
+    if kind == "hif4" or fmt.element == "e2m1":
+        return 0x77  # two nibbles of magnitude 7 (E2M1: 6.0; HiF4: 1.75)
+    if fmt.element == "int8":
+        return 127
+    elem = el.element_format(fmt.element)
+    if elem.storage is None:
+        return int(el.encode_element(jnp.float32(elem.max_normal), elem))
+    return elem.max_normal
+
+
+def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
+    """Per-element (lowest, highest) values each element's group can represent.
+
+    Args:
+      q: a QArray.
+
+    Returns:
+      Two float32 arrays of shape `q.shape` (+-inf for formats that do not clip).
+    """
+    top = _max_code(q.fmt, q.codes.dtype)
+    if top is None:
+        inf = jnp.full(q.shape, jnp.inf, jnp.float32)
+        return -inf, inf
+    hi = dequantize(dataclasses.replace(q, codes=jnp.full_like(q.codes, top)), jnp.float32)
+    if q.zero_point is not None:
+        lo = dequantize(dataclasses.replace(q, codes=jnp.zeros_like(q.codes)), jnp.float32)
+        return lo, hi
+    return -hi, hi
+
+
+def group_amax(x: jax.Array, fmt: str | Format, axis: int = -1) -> jax.Array:
+    """|x|'s maximum over each quantization group, broadcast back to x's shape."""
+    fmt = get_format(fmt)
+    axis = check_input(x, axis)
+    xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
+    amax = jnp.max(jnp.abs(xb), axis=-1, keepdims=True)
+    if fmt.granularity == "tensor":
+        amax = jnp.max(amax, keepdims=True)
+    return from_blocks(jnp.broadcast_to(amax, xb.shape), axis, x.shape).astype(x.dtype)
+
+
+def fake_quant_learnable_clip(x: jax.Array, ratio: jax.Array, fmt: str | Format,
+                              axis: int = -1, **options) -> jax.Array:
+    """Fake quantization after clipping each group at `ratio` times its absolute max.
+
+    The clip is differentiable (PACT-style): the gradient reaches `ratio` through the
+    elements that were clipped, and x through the others (straight-through for the rest).
+
+    Args:
+      x: a real floating-point array.
+      ratio: clipping ratios in (0, 1], broadcastable to x (a scalar, or one per row...).
+      fmt: format name or `Format`.
+      axis: the contraction axis.
+      **options: `Format` options.
+
+    Returns:
+      An array like x.
+    """
+    fmt = get_format(fmt, **options)
+    c = ratio * jax.lax.stop_gradient(group_amax(x, fmt, axis))
+    return fake_quant(jnp.clip(x, -c, c), fmt, axis)
