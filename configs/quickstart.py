@@ -22,9 +22,33 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         "<|im_start|>assistant\n",
     )
     c.max_new_tokens = 48
+    # Quantized rows: (label, weight format, activation format), round-to-nearest weights.
+    # Each is scored on the first `quant_max_tokens` tokens beside float32 on the same ones.
+    c.quant_rows = (
+        ("W4 INT4 g128", "int4:128", None),
+        ("W4 MXFP4", "mxfp4", None),
+        ("W4 NVFP4", "nvfp4", None),
+        ("W4 HiF4", "hif4", None),
+        ("W8 INT8", "int8", None),
+        ("W8 FP8 E4M3", "fp8_e4m3", None),
+        ("W8 FP8 E5M2", "fp8_e5m2", None),
+        ("W8 MXFP8 E4M3", "mxfp8_e4m3", None),
+        ("W8 MXFP8 E5M2", "mxfp8_e5m2", None),
+        ("W8 MXINT8", "mxint8", None),
+        ("W8 HiF8", "hif8", None),
+        ("W8A8 MXFP8 E4M3", "mxfp8_e4m3", "mxfp8_e4m3"),
+        ("W8A8 HiF8", "hif8", "hif8"),
+        ("W4A4 MXFP4", "mxfp4", "mxfp4"),
+        ("W4A4 NVFP4", "nvfp4", "nvfp4"),
+        ("W4A4 HiF4", "hif4", "hif4"),
+    )
+    c.quant_seq_len = 512
+    c.quant_max_tokens = 4096
     c.output = "experiments/results/quickstart.md"
     if variant == "tiny":
         c.seq_len, c.stride, c.max_tokens, c.max_new_tokens = 128, 64, 400, 8
+        c.quant_rows = (("W4A4 MXFP4", "mxfp4", "mxfp4"), ("W8 INT8", "int8", None))
+        c.quant_seq_len, c.quant_max_tokens = 128, 256
         c.corpus = "stdlib"
         c.output = "/tmp/effjax_quickstart_tiny.md"
     elif variant:

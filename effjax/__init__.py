@@ -1,6 +1,6 @@
 """effjax: efficient large models in JAX/Flax."""
 
-from effjax import checkpoint, data, decoding, eval, formats, models
+from effjax import checkpoint, data, decoding, eval, formats, models, quant
 from effjax.decoding import generate
 from effjax.eval import perplexity
 from effjax.models import load
@@ -17,4 +17,5 @@ __all__ = [
     "load",
     "models",
     "perplexity",
+    "quant",
 ]

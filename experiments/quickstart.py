@@ -16,9 +16,12 @@ import jax
 import jax.numpy as jnp
 from absl import app
 from ml_collections import config_flags
+from tqdm.auto import tqdm
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
+from effjax.formats import get_format
+from effjax.quant import quantize_params, recipe
 
 
 def run(config) -> str:
@@ -41,6 +44,7 @@ def run(config) -> str:
         rows.append([name, r.perplexity, r.nll, r.num_tokens, r.num_windows, secs])
         print(f"{name}: perplexity {r.perplexity:.4f} over {r.num_tokens} tokens "
               f"({secs:.1f} s)", flush=True)
+    quant_table = quantized_rows(lm, corpus, config)
     prompts = [lm.tokenizer(p)["input_ids"] for p in config.prompts]
     start = time.perf_counter()
     outs = effjax.generate(lm.params, lm.config, prompts, max_new_tokens=config.max_new_tokens)
@@ -65,6 +69,13 @@ def run(config) -> str:
         "",
         markdown_table(["compute dtype", "perplexity", "nll (nats/token)", "tokens scored",
                         "windows", "seconds"], rows),
+        "## Quantized (round to nearest, per-block scales as each format defines)",
+        "",
+        f"First {config.quant_max_tokens} tokens of the same corpus, windows of "
+        f"{config.quant_seq_len}; weights quantized along their input axis, activations "
+        "along their features (INT/FP8: one scale per output channel / per token).",
+        "",
+        quant_table,
         f"## Greedy generation ({config.max_new_tokens} new tokens max, float32, {gen_s:.1f} s "
         "including compilation)",
         "",
@@ -73,6 +84,33 @@ def run(config) -> str:
     write_atomic(config.output, report)
     print(f"wrote {config.output} ({time.perf_counter() - t0:.0f} s in all)", flush=True)
     return report
+
+
+def _format(spec: str | None):
+    """"int4:128" -> INT4 with groups of 128; other names as they are."""
+    if spec is None:
+        return None
+    name, _, group = spec.partition(":")
+    return get_format(name, group_size=int(group)) if group else get_format(name)
+
+
+def quantized_rows(lm, corpus, config) -> str:
+    """Perplexity of each quantized variant beside float32 on the same tokens (a table)."""
+    kwargs = dict(seq_len=config.quant_seq_len, stride=config.quant_seq_len,
+                  batch_size=config.batch_size, max_tokens=config.quant_max_tokens,
+                  progress=False)
+    base = effjax.perplexity(lm, corpus, **kwargs).perplexity
+    rows = [["float32", "-", "-", base, 0.0, 32.0, "-"]]
+    for label, weight, act in tqdm(config.quant_rows, desc="quantized variants", unit="row"):
+        start = time.perf_counter()
+        r = recipe(_format(weight), _format(act))
+        params = quantize_params(lm.params, r)
+        ppl = effjax.perplexity(lm, corpus, params=params, recipe=r, **kwargs).perplexity
+        kernel = params["layers"][0]["mlp"]["up_proj"]["kernel"]
+        rows.append([label, weight, act or "-", ppl, ppl - base, kernel.bits_per_element(),
+                     f"{time.perf_counter() - start:.0f}"])
+    return markdown_table(["variant", "weights", "activations", "perplexity", "vs float32",
+                           "weight bits/element", "seconds"], rows)
 
 
 def main():

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
-           "effjax.checkpoint", "effjax.formats", "pallas_kernels"]
+           "effjax.checkpoint", "effjax.formats", "effjax.quant",
+           "pallas_kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

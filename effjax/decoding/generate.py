@@ -14,6 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from effjax.models.api import check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, init_cache
+from effjax.quant.recipe import Recipe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,7 +71,8 @@ def sample_logits(
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling", "dtype"))
+@functools.partial(jax.jit,
+                   static_argnames=("config", "max_new_tokens", "sampling", "dtype", "recipe"))
 def _generate(
     params: Params,
     tokens: Int[Array, "b p"],
@@ -82,12 +84,13 @@ def _generate(
     max_new_tokens: int,
     sampling: SamplingConfig,
     dtype,
+    recipe: Recipe | None,
 ):
     b, p = tokens.shape
     cache = init_cache(config, b, p + max_new_tokens, dtype)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
     logits, cache = forward(params, tokens, config=config, positions=positions, mask=mask,
-                            cache=cache, dtype=dtype)
+                            cache=cache, dtype=dtype, recipe=recipe)
     next_pos = positions[:, -1] + 1
     out = jnp.zeros((b, max_new_tokens), jnp.int32)
     done = jnp.zeros((b,), bool)
@@ -104,7 +107,8 @@ def _generate(
         out = out.at[:, step].set(tok)
         done = done | (tok == eos_id)
         logits, cache = forward(params, tok[:, None], config=config, positions=pos[:, None],
-                                mask=jnp.ones((b, 1), bool), cache=cache, dtype=dtype)
+                                mask=jnp.ones((b, 1), bool), cache=cache, dtype=dtype,
+                                recipe=recipe)
         return step + 1, logits[:, -1], cache, out, done, pos + 1, key
 
     state = (jnp.zeros((), jnp.int32), logits[:, -1], cache, out, done, next_pos, key)
@@ -123,6 +127,7 @@ def generate(
     eos_id: int | None = None,
     dtype=jnp.float32,
     pad_to_multiple: int = 16,
+    recipe: Recipe | None = None,
 ) -> list[list[int]]:
     """Generates continuations of a batch of prompts of different lengths.
 
@@ -140,6 +145,7 @@ def generate(
       eos_id: stop a sequence after this token (default config.eos_token_id; -1 = never).
       dtype: compute dtype.
       pad_to_multiple: prompt length bucket, to limit recompilation.
+      recipe: activation / KV-cache formats (`effjax.quant.Recipe`) for quantized params.
 
     Returns:
       One list of new token ids per prompt, ending at (and including) eos when reached.
@@ -166,7 +172,8 @@ def generate(
         eos_id = -1 if config.eos_token_id is None else config.eos_token_id
     key = jax.random.PRNGKey(0) if key is None else key
     out, steps = _generate(params, tokens, jnp.asarray(mask), key, jnp.int32(eos_id), config=config,
-                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype)
+                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,
+                           recipe=recipe)
     out = np.asarray(out)[:, : int(steps)]
     results = []
     for row in out.tolist():

@@ -17,6 +17,7 @@ from effjax.data.corpora import Corpus
 from effjax.models.api import LM, check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
+from effjax.quant.recipe import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ def sliding_windows(n: int, seq_len: int, stride: int) -> list[tuple[int, int, i
     return windows
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "recipe"))
 def _window_nll(
     params: Params,
     inputs: Int[Array, "b t"],
@@ -77,8 +78,9 @@ def _window_nll(
     weights: Float[Array, "b t"],
     config: LMConfig,
     dtype,
+    recipe: Recipe | None,
 ) -> Float[Array, " b"]:
-    logits, _ = forward(params, inputs, config=config, dtype=dtype)
+    logits, _ = forward(params, inputs, config=config, dtype=dtype, recipe=recipe)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     return jnp.sum(nll * weights, axis=-1)
@@ -95,6 +97,7 @@ def perplexity(
     dtype=jnp.float32,
     max_tokens: int | None = None,
     progress: bool = True,
+    recipe: Recipe | None = None,
 ) -> PerplexityResult:
     """Sliding-window perplexity of `params` (default `lm.params`) on `texts`.
 
@@ -112,6 +115,7 @@ def perplexity(
       dtype: compute dtype.
       max_tokens: keep only the first max_tokens tokens of the corpus.
       progress: show a progress bar.
+      recipe: activation / KV-cache formats (`effjax.quant.Recipe`) for quantized params.
 
     Returns:
       A `PerplexityResult`.
@@ -148,7 +152,7 @@ def perplexity(
     for start in tqdm(range(0, padded, batch_size), desc=f"perplexity ({corpus_name})",
                       disable=not progress, unit="batch"):
         sl = slice(start, start + batch_size)
-        sums = _window_nll(params, inputs[sl], targets[sl], weights[sl], lm.config, dtype)
+        sums = _window_nll(params, inputs[sl], targets[sl], weights[sl], lm.config, dtype, recipe)
         total += float(np.sum(np.asarray(sums, np.float64)))
     count = int(weights.sum())
     nll = total / count

@@ -16,6 +16,7 @@ from effjax.formats.quantize import (
     from_blocks,
     group_size,
     quantize,
+    quantize_dequantize,
     to_blocks,
 )
 from effjax.formats.registry import Format, get_format
@@ -45,15 +46,14 @@ def fake_quant(x: jax.Array, fmt: str | Format, axis: int = -1, *, ste: str = "i
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _fake_quant(x, fmt, axis, ste):
-    return dequantize(quantize(x, fmt, axis), x.dtype)
+    return quantize_dequantize(x, fmt, axis)
 
 
 def _fake_quant_fwd(x, fmt, axis, ste):
-    q = quantize(x, fmt, axis)
-    y = dequantize(q, x.dtype)
+    y = quantize_dequantize(x, fmt, axis)
     if ste == "identity":
         return y, None
-    lo, hi = representable_range(q)
+    lo, hi = representable_range(quantize(x, fmt, axis))
     return y, (x >= lo) & (x <= hi)
 
 

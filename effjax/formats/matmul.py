@@ -29,7 +29,7 @@ def _operand(q: QArray) -> tuple[jax.Array, jax.Array]:
     return elements, scale
 
 
-def _block_values_bf16(q: QArray) -> jax.Array:
+def block_values_bf16(q: QArray) -> jax.Array:
     """Dequantized block values (before any global scale) in bfloat16, (rows, k), exactly.
 
     For the formats of `SCALED_DOT_FORMATS` an element times its block scale has at most
@@ -70,7 +70,7 @@ def scaled_matmul(a: QArray, b: QArray, *, impl: str = "scaled_dot") -> Float[Ar
         out = jax.lax.scaled_dot(ea, eb, lhs_scale=sa, rhs_scale=sb, dimension_numbers=dims,
                                  preferred_element_type=jnp.float32)
     elif impl == "xla":
-        out = jax.lax.dot_general(_block_values_bf16(a), _block_values_bf16(b), dims,
+        out = jax.lax.dot_general(block_values_bf16(a), block_values_bf16(b), dims,
                                   preferred_element_type=jnp.float32)
     else:
         raise ValueError(f"impl must be 'scaled_dot' or 'xla', got {impl!r}")

@@ -118,74 +118,95 @@ def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
     return jnp.where(amax > 0, jnp.clip(e, -127, 127), -127)
 
 
-def _quantize_blocks(xb: jax.Array, fmt: Format) -> dict:
-    """Stored arrays of one format from blocks (*rest, nb, g) of float32."""
+def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
+    """Quantizes blocks (*rest, nb, g) of float32.
+
+    Returns:
+      (elements: float32 values on the element grid, before scaling; the stored scale
+      arrays: "scale", and "global_scale" / "zero_point" / "levels" where the format has
+      them). For HiF4 the elements are the signed 4-bit codes' values k/4.
+    """
     kind = fmt.kind
     if kind == "cast":
-        return {"codes": xb.astype(jnp.dtype(fmt.element))}
+        return xb.astype(jnp.dtype(fmt.element)).astype(jnp.float32), {}
     if kind == "hif8":
-        from effjax.formats.hifloat import hif8_encode
+        from effjax.formats.hifloat import hif8_round
 
-        return {"codes": hif8_encode(xb, saturate=fmt.saturate)}
+        return hif8_round(xb, saturate=fmt.saturate), {}
     if kind == "hif4":
         from effjax.formats.hifloat import hif4_quantize_units
 
         codes, scale, levels = hif4_quantize_units(xb)
         lv = levels.astype(jnp.uint32)
         level_bytes = jnp.stack([(lv >> (8 * i)) & 0xFF for i in range(3)], -1).astype(jnp.uint8)
-        return {"codes": codes, "scale": scale, "levels": level_bytes}
-    amax = _amax(xb, fmt)
+        return _decode(codes, fmt), {"scale": scale, "levels": level_bytes}
+    # Materialized once: fused into its consumers, XLA:CPU may recompute each group's max
+    # for every element.
+    amax = jax.lax.optimization_barrier(_amax(xb, fmt))
     if kind == "int":
         levels = 2**fmt.bits
         if fmt.symmetric:
             qmax = levels // 2 - 1
             scale = _nonzero(exact_div(amax, jnp.float32(qmax)))
             q = jnp.clip(jnp.round(exact_div(xb, scale[..., None])), -qmax, qmax)
-            return {"codes": q.astype(jnp.int8), "scale": scale}
+            return q, {"scale": scale}
         lo, hi = jnp.min(xb, axis=-1), jnp.max(xb, axis=-1)
         if fmt.granularity == "tensor":
             lo, hi = jnp.min(lo, keepdims=True), jnp.max(hi, keepdims=True)
         scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1)))
         zero = jnp.clip(jnp.round(exact_div(-lo, scale)), 0, levels - 1)
         q = jnp.clip(jnp.round(exact_div(xb, scale[..., None])) + zero[..., None], 0, levels - 1)
-        return {"codes": q.astype(jnp.uint8), "scale": scale, "zero_point": zero}
+        return q, {"scale": scale, "zero_point": zero}
     if kind == "fp8":
         elem = el.element_format(fmt.element)
         scale = _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))
-        v = el.round_to_element(exact_div(xb, scale[..., None]), elem)
-        return {"codes": el.to_storage(v, elem), "scale": scale}
+        return el.round_to_element(exact_div(xb, scale[..., None]), elem), {"scale": scale}
     if kind == "mx":
         e = mx_scale_exponent(amax, fmt)
         scale = el.encode_e8m0(e, nan=~jnp.isfinite(amax))
         v = jnp.ldexp(xb, -e[..., None])
         if fmt.element == "int8":
-            q = jnp.clip(jnp.round(v * 64), -127, 127).astype(jnp.int8)
-            return {"codes": q, "scale": scale}
-        elem = el.element_format(fmt.element)
-        return {"codes": el.to_storage(el.round_to_element(v, elem), elem), "scale": scale}
+            return jnp.clip(jnp.round(v * 64), -127, 127), {"scale": scale}
+        return el.round_to_element(v, el.element_format(fmt.element)), {"scale": scale}
     # nvfp4
-    elem = el.element_format("e2m1")
     if fmt.two_level:
-        tensor_amax = jnp.max(amax)
-        g = _nonzero(tensor_amax / jnp.float32(_E4M3_MAX * _FP4_MAX))
+        g = _nonzero(jnp.max(amax) / jnp.float32(_E4M3_MAX * _FP4_MAX))
     else:
         g = jnp.float32(1.0)
     block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,
                      _E4M3_MAX)
     block = el.round_to_element(block, el.ELEMENTS["e4m3"])
     v = jnp.clip(exact_div(xb, (g * block)[..., None]), -_FP4_MAX, _FP4_MAX)
-    out = {"codes": el.encode_element(v, elem), "scale": block.astype(jnp.float8_e4m3fn)}
+    stored = {"scale": block.astype(jnp.float8_e4m3fn)}
     if fmt.two_level:
-        out["global_scale"] = g.astype(jnp.float32)
-    return out
+        stored["global_scale"] = g.astype(jnp.float32)
+    return el.round_to_element(v, el.ELEMENTS["e2m1"]), stored
 
 
-def _dequantize_blocks(q: QArray, nb: int, group: int) -> jax.Array:
-    """float32 blocks (*rest, nb, g) from a QArray's stored arrays."""
-    fmt, codes = q.fmt, q.codes
-    if fmt.bits == 4:
-        codes = unpack_nibbles(codes, nb * group)
-    codes = codes.reshape(*codes.shape[:-1], nb, group)
+def _encode(elements: jax.Array, fmt: Format) -> jax.Array:
+    """Element values -> stored codes (unpacked; 4-bit codes as uint8 < 16)."""
+    kind = fmt.kind
+    if kind == "cast":
+        return elements.astype(jnp.dtype(fmt.element))
+    if kind == "hif8":
+        from effjax.formats.hifloat import hif8_encode
+
+        return hif8_encode(elements, saturate=fmt.saturate)
+    if kind == "hif4":  # sign in bit 3, magnitude k = |value| * 4 in bits 0-2
+        k = (jnp.abs(elements) * 4).astype(jnp.uint8)
+        return k | jnp.where(elements < 0, jnp.uint8(8), jnp.uint8(0))
+    if kind == "int":
+        if not fmt.symmetric:
+            return elements.astype(jnp.uint8)
+        q = elements.astype(jnp.int8)
+        return q.astype(jnp.uint8) & 0xF if fmt.bits == 4 else q  # two's-complement nibbles
+    if fmt.element == "int8":
+        return elements.astype(jnp.int8)
+    return el.to_storage(elements, el.element_format(fmt.element))
+
+
+def _decode(codes: jax.Array, fmt: Format) -> jax.Array:
+    """Stored codes (unpacked) -> float32 element values (inverse of `_encode`)."""
     kind = fmt.kind
     if kind == "cast":
         return codes.astype(jnp.float32)
@@ -194,33 +215,41 @@ def _dequantize_blocks(q: QArray, nb: int, group: int) -> jax.Array:
 
         return hif8_decode(codes)
     if kind == "hif4":
+        mag = (codes & 7).astype(jnp.float32) / 4
+        return jnp.where((codes & 8) > 0, -mag, mag)
+    if kind == "int":
+        if fmt.bits == 4 and fmt.symmetric:
+            c = codes.astype(jnp.int32)
+            return jnp.where(c >= 8, c - 16, c).astype(jnp.float32)
+        return codes.astype(jnp.float32)
+    if fmt.element == "int8":
+        return codes.astype(jnp.float32)
+    return el.from_storage(codes, el.element_format(fmt.element))
+
+
+def _apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
+    """Element values (*rest, nb, g) times their scales: the dequantized float32 blocks."""
+    kind = fmt.kind
+    if kind in ("cast", "hif8"):
+        return elements
+    if kind == "hif4":
         from effjax.formats.hifloat import hif4_dequantize_units
 
-        lv = q.levels.astype(jnp.uint32)
+        lv = stored["levels"].astype(jnp.uint32)
         levels = lv[..., 0] | (lv[..., 1] << 8) | (lv[..., 2] << 16)
-        return hif4_dequantize_units(codes, q.scale, levels)
-    if kind == "int":
-        if fmt.bits == 4 and fmt.symmetric:  # stored as two's-complement nibbles
-            codes = jnp.where(codes >= 8, codes.astype(jnp.int32) - 16, codes.astype(jnp.int32))
-        v = codes.astype(jnp.float32)
-        if q.zero_point is not None:
-            v = v - q.zero_point[..., None]
-        return v * q.scale[..., None]
-    if kind == "fp8":
-        elem = el.element_format(fmt.element)
-        return el.from_storage(codes, elem) * q.scale[..., None]
+        return hif4_dequantize_units(_encode(elements, fmt), stored["scale"], levels)
     if kind == "mx":
         # ldexp rather than a product with the decoded scale: 2^-127 is a float32
         # subnormal, which XLA:CPU would flush to zero as an operand.
-        code = q.scale.astype(jnp.int32)[..., None]
-        if fmt.element == "int8":
-            v = jnp.ldexp(codes.astype(jnp.float32), code - el.E8M0_BIAS - 6)
-        else:
-            v = jnp.ldexp(el.from_storage(codes, el.element_format(fmt.element)),
-                          code - el.E8M0_BIAS)
+        code = stored["scale"].astype(jnp.int32)[..., None]
+        shift = 6 if fmt.element == "int8" else 0
+        v = jnp.ldexp(elements, code - el.E8M0_BIAS - shift)
         return jnp.where(code == 255, jnp.nan, v)
-    v = el.decode_element(codes, el.ELEMENTS["e2m1"]) * q.scale.astype(jnp.float32)[..., None]
-    return v if q.global_scale is None else v * q.global_scale
+    scale = stored["scale"].astype(jnp.float32)[..., None]
+    if stored.get("zero_point") is not None:
+        elements = elements - stored["zero_point"][..., None]
+    v = elements * scale
+    return v * stored["global_scale"] if stored.get("global_scale") is not None else v
 
 
 def quantize(x: jax.Array, fmt: str | Format, axis: int = -1, **options) -> QArray:
@@ -238,13 +267,10 @@ def quantize(x: jax.Array, fmt: str | Format, axis: int = -1, **options) -> QArr
     """
     fmt = get_format(fmt, **options)
     axis = check_input(x, axis)
-    group = group_size(fmt, x.shape[axis])
-    xb = to_blocks(x, axis, group)
-    stored = _quantize_blocks(xb, fmt)
-    codes = stored["codes"].reshape(*xb.shape[:-2], -1)
+    xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
+    elements, stored = _grid(xb, fmt)
+    codes = _encode(elements, fmt).reshape(*xb.shape[:-2], -1)
     if fmt.bits == 4:
-        if fmt.kind == "int" and fmt.symmetric:
-            codes = codes.astype(jnp.uint8) & 0xF  # two's-complement nibbles
         codes = pack_nibbles(codes)
     return QArray(codes=codes, scale=stored.get("scale"), global_scale=stored.get("global_scale"),
                   zero_point=stored.get("zero_point"), levels=stored.get("levels"), fmt=fmt,
@@ -263,5 +289,29 @@ def dequantize(q: QArray, dtype=None) -> jax.Array:
     """
     group = group_size(q.fmt, q.shape[q.axis])
     nb = -(-q.shape[q.axis] // group)
-    xb = _dequantize_blocks(q, nb, group)
-    return from_blocks(xb, q.axis, q.shape).astype(dtype or q.dtype)
+    codes = unpack_nibbles(q.codes, nb * group) if q.fmt.bits == 4 else q.codes
+    elements = _decode(codes.reshape(*codes.shape[:-1], nb, group), q.fmt)
+    stored = {"scale": q.scale, "global_scale": q.global_scale, "zero_point": q.zero_point,
+              "levels": q.levels}
+    return from_blocks(_apply_scale(elements, stored, q.fmt), q.axis, q.shape).astype(
+        dtype or q.dtype)
+
+
+def quantize_dequantize(x: jax.Array, fmt: Format, axis: int) -> jax.Array:
+    """dequantize(quantize(x)) computed without encoding codes (the fake-quant forward)."""
+    xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
+    elements, stored = _grid(xb, fmt)
+    return from_blocks(_apply_scale(elements, stored, fmt), axis, x.shape).astype(x.dtype)
+
+
+def block_values(x: jax.Array, fmt: Format, axis: int) -> tuple[jax.Array, jax.Array | None]:
+    """Quantized blocks of x without the NVFP4 global scale, and that scale (or None).
+
+    Returns:
+      (float32 (*rest, k_padded) with `axis` moved last, global scale or None).
+    """
+    xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
+    elements, stored = _grid(xb, fmt)
+    g = stored.pop("global_scale", None)
+    values = _apply_scale(elements, stored, fmt)
+    return values.reshape(*values.shape[:-2], -1), g

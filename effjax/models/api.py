@@ -17,6 +17,7 @@ from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import load_hf_params, read_config
+from effjax.quant.recipe import Recipe
 
 # Zoo name -> (package that ships the file, file name inside the package).
 ZOO: dict[str, tuple[str, str]] = {
@@ -66,9 +67,9 @@ def check_tokens(tokens: Any, config: LMConfig) -> np.ndarray | jax.Array:
     return tokens.astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _logits(params, tokens, config, dtype):
-    return forward(params, tokens, config=config, dtype=dtype)[0]
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "recipe"))
+def _logits(params, tokens, config, dtype, recipe):
+    return forward(params, tokens, config=config, dtype=dtype, recipe=recipe)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,8 @@ class LM:
     source: str
 
     def apply(
-        self, params: Params, tokens: Int[Array, "b t"], *, dtype=jnp.float32
+        self, params: Params, tokens: Int[Array, "b t"], *, dtype=jnp.float32,
+        recipe: Recipe | None = None,
     ) -> Float[Array, "b t v"]:
         """Logits of `tokens` under `params` (jitted, inputs checked).
 
@@ -96,11 +98,12 @@ class LM:
           params: a parameter pytree for this model (e.g. `self.params`).
           tokens: int (batch, seq) token ids.
           dtype: compute dtype, float32 or bfloat16.
+          recipe: activation / KV-cache formats (`effjax.quant.Recipe`) for quantized params.
 
         Returns:
           float32 logits (batch, seq, vocab).
         """
-        return _logits(params, check_tokens(tokens, self.config), self.config, dtype)
+        return _logits(params, check_tokens(tokens, self.config), self.config, dtype, recipe)
 
 
 def _gguf_tokenizer(path: pathlib.Path):

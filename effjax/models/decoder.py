@@ -20,8 +20,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
+from effjax.formats import fake_quant
 from effjax.models.config import LMConfig
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.quant.recipe import Recipe
 
 Params = dict[str, Any]
 
@@ -49,15 +51,20 @@ def init_cache(config: LMConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 
 class Linear(nnx.Module):
-    """A projection whose math is `effjax.models.layers.linear`."""
+    """A projection whose math is `effjax.models.layers.linear`.
 
-    def __init__(self, d_in: int, d_out: int, *, use_bias: bool, rngs: nnx.Rngs):
+    `path` ("layers/3/attn/q_proj") is what quantization recipes match against.
+    """
+
+    def __init__(self, d_in: int, d_out: int, *, use_bias: bool, path: str, rngs: nnx.Rngs):
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out)) * d_in**-0.5)
         self.bias = nnx.Param(jnp.zeros((d_out,))) if use_bias else None
+        self.path = path
 
-    def __call__(self, x):
+    def __call__(self, x, recipe: Recipe | None = None):
+        act = None if recipe is None else recipe.activation_format(self.path)
         return linear(x, self.kernel.get_value(),
-                      None if self.bias is None else self.bias.get_value())
+                      None if self.bias is None else self.bias.get_value(), act)
 
 
 class RMSNorm(nnx.Module):
@@ -70,63 +77,71 @@ class RMSNorm(nnx.Module):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
         c = config
         self.config = c
+        kv = c.num_kv_heads * c.head_dim
         self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, use_bias=c.qkv_bias,
+                             path=f"{path}/q_proj", rngs=rngs)
+        self.k_proj = Linear(c.hidden_size, kv, use_bias=c.qkv_bias, path=f"{path}/k_proj",
                              rngs=rngs)
-        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, use_bias=c.qkv_bias,
+        self.v_proj = Linear(c.hidden_size, kv, use_bias=c.qkv_bias, path=f"{path}/v_proj",
                              rngs=rngs)
-        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, use_bias=c.qkv_bias,
-                             rngs=rngs)
-        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, use_bias=c.o_bias, rngs=rngs)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, use_bias=c.o_bias,
+                             path=f"{path}/o_proj", rngs=rngs)
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
 
-    def __call__(self, x, positions, inv_freq, allowed, cache_kv=None, start=None):
+    def __call__(self, x, positions, inv_freq, allowed, cache_kv, start, recipe):
         c = self.config
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, c.num_heads, c.head_dim)
-        k = self.k_proj(x).reshape(b, t, c.num_kv_heads, c.head_dim)
-        v = self.v_proj(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        q = self.q_proj(x, recipe).reshape(b, t, c.num_heads, c.head_dim)
+        k = self.k_proj(x, recipe).reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = self.v_proj(x, recipe).reshape(b, t, c.num_kv_heads, c.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
+        if recipe is not None and recipe.kv_cache is not None:  # what the cache would hold
+            k = fake_quant(k, recipe.kv_cache, axis=-1)
+            v = fake_quant(v, recipe.kv_cache, axis=-1)
         if cache_kv is not None:
             ck, cv = cache_kv
             zero = jnp.zeros((), jnp.int32)
             k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, start, zero, zero))
             v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, start, zero, zero))
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
-        return self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim)), (k, v)
+        return self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim), recipe), (k, v)
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
         c = config
-        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, use_bias=c.mlp_bias, rngs=rngs)
-        self.up_proj = Linear(c.hidden_size, c.intermediate_size, use_bias=c.mlp_bias, rngs=rngs)
-        self.down_proj = Linear(c.intermediate_size, c.hidden_size, use_bias=c.mlp_bias, rngs=rngs)
+        h, i, bias = c.hidden_size, c.intermediate_size, c.mlp_bias
+        self.gate_proj = Linear(h, i, use_bias=bias, path=f"{path}/gate_proj", rngs=rngs)
+        self.up_proj = Linear(h, i, use_bias=bias, path=f"{path}/up_proj", rngs=rngs)
+        self.down_proj = Linear(i, h, use_bias=bias, path=f"{path}/down_proj", rngs=rngs)
 
-    def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    def __call__(self, x, recipe):
+        hidden = jax.nn.silu(self.gate_proj(x, recipe)) * self.up_proj(x, recipe)
+        return self.down_proj(hidden, recipe)
 
 
 class Block(nnx.Module):
-    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attn = Attention(config, rngs=rngs)
+        self.attn = Attention(config, path=f"{path}/attn", rngs=rngs)
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config, rngs=rngs)
+        self.mlp = MLP(config, path=f"{path}/mlp", rngs=rngs)
 
-    def __call__(self, x, positions, inv_freq, allowed, cache_kv=None, start=None):
-        h, kv = self.attn(self.input_norm(x), positions, inv_freq, allowed, cache_kv, start)
+    def __call__(self, x, positions, inv_freq, allowed, cache_kv, start, recipe):
+        h, kv = self.attn(self.input_norm(x), positions, inv_freq, allowed, cache_kv, start,
+                          recipe)
         x = x + h
-        return x + self.mlp(self.post_attn_norm(x)), kv
+        return x + self.mlp(self.post_attn_norm(x), recipe), kv
 
 
 class DecoderLM(nnx.Module):
@@ -136,10 +151,12 @@ class DecoderLM(nnx.Module):
         c = config
         self.config = c
         self.embed = nnx.Embed(c.vocab_size, c.hidden_size, rngs=rngs)
-        self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.num_layers)])
+        self.layers = nnx.List([Block(c, path=f"layers/{i}", rngs=rngs)
+                                for i in range(c.num_layers)])
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = (None if c.tie_word_embeddings
-                        else Linear(c.hidden_size, c.vocab_size, use_bias=False, rngs=rngs))
+                        else Linear(c.hidden_size, c.vocab_size, use_bias=False, path="lm_head",
+                                    rngs=rngs))
 
     def __call__(
         self,
@@ -148,6 +165,7 @@ class DecoderLM(nnx.Module):
         mask: Bool[Array, "b t"],
         cache: KVCache | None,
         dtype,
+        recipe: Recipe | None = None,
     ) -> tuple[Float[Array, "b t v"], KVCache | None]:
         c = self.config
         x = jnp.take(self.embed.embedding.get_value(), tokens, axis=0).astype(dtype)
@@ -166,14 +184,15 @@ class DecoderLM(nnx.Module):
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = layer(x, positions, inv_freq, allowed, layer_cache, start)
+            x, (k, v) = layer(x, positions, inv_freq, allowed, layer_cache, start, recipe)
             new_k.append(k)
             new_v.append(v)
         x = self.norm(x)
         if self.lm_head is None:
-            logits = linear(x, self.embed.embedding.get_value().T)
+            act = None if recipe is None else recipe.activation_format("lm_head")
+            logits = linear(x, self.embed.embedding.get_value().T, act=act)
         else:
-            logits = self.lm_head(x)
+            logits = self.lm_head(x, recipe)
         new_cache = None
         if cache is not None:
             new_cache = KVCache(tuple(new_k), tuple(new_v), valid, cache.length + t)
@@ -209,6 +228,7 @@ def forward(
     mask: Bool[Array, "b t"] | None = None,
     cache: KVCache | None = None,
     dtype=jnp.float32,
+    recipe: Recipe | None = None,
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
@@ -222,6 +242,8 @@ def forward(
       mask: True for real tokens, False for padding; default all True.
       cache: optional `KVCache`; the new keys/values are written at `cache.length`.
       dtype: compute dtype (float32 or bfloat16). Logits are always float32.
+      recipe: optional `effjax.quant.Recipe`: activation formats per layer and the KV-cache
+        format (weights are quantized in params by `effjax.quant.quantize_params`).
 
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None).
@@ -236,4 +258,4 @@ def forward(
     state = jax.tree.map(lambda x: x, state)  # a fresh copy: the cached one stays abstract
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
-    return model(tokens, positions, mask, cache, dtype)
+    return model(tokens, positions, mask, cache, dtype, recipe)

@@ -6,27 +6,32 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from effjax.formats import QArray
+from effjax.formats.registry import Format
+from effjax.quant.dot import qdot
+
 
 def linear(
     x: Float[Array, "... d_in"],
-    kernel: Float[Array, "d_in d_out"],
+    kernel: Float[Array, "d_in d_out"] | QArray,
     bias: Float[Array, " d_out"] | None = None,
+    act: Format | None = None,
 ) -> Float[Array, "... d_out"]:
     """The single linear map of every model: `x @ kernel + bias` in x's dtype.
 
-    Every projection of the decoder goes through here, so this is where quantized
-    execution plugs in.
+    Every projection of the decoder goes through here; quantized execution plugs in via
+    `effjax.quant.qdot` (QArray kernels, activation formats).
 
     Args:
       x: activations; the last axis is contracted.
-      kernel: weights laid out (in, out), cast to x's dtype.
+      kernel: weights laid out (in, out), float or a `QArray` quantized along axis 0.
       bias: optional (out,) bias.
+      act: optional activation format (x is quantized along its features).
 
     Returns:
-      The projected activations, same dtype as x.
+      The projected activations, same dtype as x (float32 accumulation).
     """
-    y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype),
-                   preferred_element_type=jnp.float32).astype(x.dtype)
+    y = qdot(x, kernel, act)
     if bias is not None:
         y = y + bias.astype(x.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
     return y

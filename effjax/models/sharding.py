@@ -37,7 +37,7 @@ def param_partition_specs(
       data_axis, model_axis: mesh axis names (an axis missing from the mesh is not used).
 
     Returns:
-      A pytree of `PartitionSpec`s matching params.
+      A pytree of `PartitionSpec`s matching params (QArray leaves get one per stored array).
     """
     axis_of = {"fsdp": data_axis, "model": model_axis}
 
@@ -47,6 +47,10 @@ def param_partition_specs(
         if rule is None or names[-1] == "weight":
             return PartitionSpec()
         roles = rule[1:] if names[-1] == "bias" else rule
+        if any(isinstance(k, jax.tree_util.GetAttrKey) for k in path):
+            roles = roles[::-1]  # a QArray's arrays put the contraction (input) axis last
+        if len(roles) != leaf.ndim:
+            return PartitionSpec()
         axes = []
         for dim, role in zip(leaf.shape, roles, strict=True):
             name = axis_of[role]

@@ -1,0 +1,54 @@
+"""Quantized execution of the one linear map: QArray weights, quantized activations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from effjax.formats import QArray, dequantize, fake_quant
+from effjax.formats.matmul import SCALED_DOT_FORMATS, block_values_bf16
+from effjax.formats.quantize import block_values
+from effjax.formats.registry import Format
+
+
+def _block_scaled_pair(act: Format | None, w: QArray) -> bool:
+    return (act is not None and act.name in SCALED_DOT_FORMATS
+            and w.fmt.name in SCALED_DOT_FORMATS and act.group_size == w.fmt.group_size
+            and w.ndim == 2 and w.axis == 0)
+
+
+def qdot(
+    x: Float[Array, "... k"], w: QArray | jax.Array, act: Format | None = None
+) -> Float[Array, "... n"]:
+    """x @ w with float32 accumulation, for float or quantized weights and activations.
+
+    - Both operands block-scaled (MXFP8 / MXFP4 / NVFP4 with equal block sizes): x is
+      quantized along its features and both operands' block values (exact in bfloat16)
+      meet in a bfloat16 dot accumulating in float32, global scales applied after: the
+      arithmetic of `formats.scaled_matmul` / `jax.lax.scaled_dot` (equal bit for bit).
+    - Otherwise x goes through the straight-through fake quantizer of `act` (if any) and
+      meets the dequantized weight in a float32-accumulating dot.
+
+    Args:
+      x: activations; the last axis is contracted.
+      w: (k, n) weights, a float array or a QArray quantized along axis 0.
+      act: the activation format, or None.
+
+    Returns:
+      (..., n) in x's dtype.
+    """
+    if isinstance(w, QArray) and _block_scaled_pair(act, w):
+        k = x.shape[-1]
+        xv, x_global = block_values(x.reshape(-1, k), act, axis=1)
+        y = jax.lax.dot_general(xv.astype(jnp.bfloat16), block_values_bf16(w),
+                                (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+        for g in (x_global, w.global_scale):
+            if g is not None:
+                y = y * g
+        return y.reshape(*x.shape[:-1], w.shape[1]).astype(x.dtype)
+    if act is not None:
+        x = fake_quant(x, act, axis=-1)
+    kernel = dequantize(w, x.dtype) if isinstance(w, QArray) else w.astype(x.dtype)
+    return jnp.einsum("...i,io->...o", x, kernel,
+                      preferred_element_type=jnp.float32).astype(x.dtype)
