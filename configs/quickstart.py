@@ -43,7 +43,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         ("W4A4 HiF4", "hif4", "hif4"),
     )
     c.quant_seq_len = 512
-    c.quant_max_tokens = 4096
+    c.quant_max_tokens = 2048
     c.output = "experiments/results/quickstart.md"
     if variant == "tiny":
         c.seq_len, c.stride, c.max_tokens, c.max_new_tokens = 128, 64, 400, 8

@@ -8,7 +8,6 @@ file). Reports tokens/s (median of `repeats` runs after a warm-up) and effjax / 
 
 from __future__ import annotations
 
-import pathlib
 import platform
 import statistics
 import sys
@@ -17,11 +16,10 @@ import time
 import jax
 import numpy as np
 import torch
-from absl import app
-from ml_collections import config_flags
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
+from experiments.cli import main_with_config
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -82,13 +80,5 @@ def run(config) -> str:
     return report
 
 
-def main():
-    # Defined here, not at import, so several experiment modules can be imported together.
-    config = config_flags.DEFINE_config_file(
-        "config", str(pathlib.Path(__file__).parents[1] / "configs" / "bench_lm.py"),
-        "benchmark config", lock_config=True)
-    app.run(lambda argv: run(config.value))
-
-
 if __name__ == "__main__":
-    main()
+    main_with_config(run, "bench_lm")

@@ -14,14 +14,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app
-from ml_collections import config_flags
 from tqdm.auto import tqdm
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
 from effjax.formats import get_format
 from effjax.quant import quantize_params, recipe
+from experiments.cli import main_with_config
 
 
 def run(config) -> str:
@@ -113,13 +112,5 @@ def quantized_rows(lm, corpus, config) -> str:
                            "weight bits/element", "seconds"], rows)
 
 
-def main():
-    # Defined here, not at import, so several experiment modules can be imported together.
-    config = config_flags.DEFINE_config_file(
-        "config", str(pathlib.Path(__file__).parents[1] / "configs" / "quickstart.py"),
-        "quickstart config", lock_config=True)
-    app.run(lambda argv: run(config.value))
-
-
 if __name__ == "__main__":
-    main()
+    main_with_config(run, "quickstart")

@@ -19,11 +19,14 @@ _MXINT8_MAX = 127 / 64
 def exact_div(x: jax.Array, d: jax.Array) -> jax.Array:
     """x / d correctly rounded (IEEE), with d broadcast to x's shape.
 
-    XLA rewrites a division by a broadcast into a multiplication by a reciprocal, which
-    rounds differently (about 18% of float32 quotients on CPU); the optimization barrier
-    keeps the true division that the format definitions ask for.
+    Under jit, XLA rewrites a division by a broadcast or a constant into a multiplication
+    by a reciprocal, which rounds differently (about 18% of float32 quotients on CPU); the
+    optimization barrier keeps the true division that the format definitions ask for, so
+    jitted and eager quantization agree bit for bit. (Under vmap a scalar d stays scalar
+    and the rewrite comes back: vmapped per-tensor scales may differ by an ulp.)
     """
-    return x / jax.lax.optimization_barrier(jnp.broadcast_to(d, x.shape))
+    x, d = jax.lax.optimization_barrier((x, jnp.broadcast_to(d, x.shape)))
+    return x / d
 
 
 def check_input(x: jax.Array, axis: int) -> int:
@@ -111,7 +114,7 @@ def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
         _, re = jnp.frexp(r)
         e = re.astype(jnp.int32) - 1 - emax
     else:  # rceil: the smallest e with amax / 2^e <= max_elem
-        ratio = a / max_elem
+        ratio = exact_div(a, jnp.float32(max_elem))
         _, rf = jnp.frexp(ratio)
         rl = rf.astype(jnp.int32) - 1
         e = jnp.where(jnp.ldexp(jnp.float32(1.0), rl) == ratio, rl, rl + 1)
@@ -170,7 +173,7 @@ def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
         return el.round_to_element(v, el.element_format(fmt.element)), {"scale": scale}
     # nvfp4
     if fmt.two_level:
-        g = _nonzero(jnp.max(amax) / jnp.float32(_E4M3_MAX * _FP4_MAX))
+        g = _nonzero(exact_div(jnp.max(amax), jnp.float32(_E4M3_MAX * _FP4_MAX)))
     else:
         g = jnp.float32(1.0)
     block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,

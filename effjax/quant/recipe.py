@@ -107,6 +107,10 @@ def layer_path(path: tuple) -> str:
     return "/".join(keys[:-1])
 
 
+# One compiled quantizer per (shape, format): a model has a handful of kernel shapes.
+_quantize_jit = jax.jit(quantize, static_argnums=(1, 2))
+
+
 def quantize_params(params, recipe: Recipe):
     """Quantizes the kernels that the recipe gives a weight format (round to nearest).
 
@@ -124,7 +128,7 @@ def quantize_params(params, recipe: Recipe):
         rule = recipe.rule_for(layer_path(path))
         if rule is None or rule.weight is None:
             return leaf
-        return quantize(leaf, rule.weight, axis=0)
+        return _quantize_jit(leaf, rule.weight, 0)
 
     return jax.tree_util.tree_map_with_path(visit, params,
                                             is_leaf=lambda x: isinstance(x, QArray))

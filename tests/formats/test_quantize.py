@@ -193,3 +193,26 @@ def test_bad_input():
         F.quantize(x, "mxfp8_e4m3", scale_mode="round")
     with pytest.raises(ValueError, match="symmetric=False is only for INT"):
         F.get_format("mxfp4", symmetric=False)
+
+
+@pytest.mark.parametrize("name", F.names())
+def test_jit_and_eager_agree_bit_for_bit(name):
+    x = jax.random.t(jax.random.PRNGKey(5), 3.0, (16, 96)) * 7
+    fmt = F.get_format(name, scale_mode="rceil") if name.startswith("mx") else name
+    eager = F.quantize(x, fmt, axis=1)
+    jitted = jax.jit(lambda x: F.quantize(x, fmt, axis=1))(x)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    np.testing.assert_array_equal(jax.jit(lambda x: F.fake_quant(x, fmt, axis=1))(x),
+                                  F.dequantize(eager))
+
+
+def test_nvfp4_global_scale_is_an_ieee_division_under_jit():
+    # 64 tensors, one global scale each: amax / 2688 must be correctly rounded, not a
+    # multiplication by a rounded reciprocal (which XLA substitutes for about 18% of them).
+    x = jax.random.uniform(jax.random.PRNGKey(6), (64, 4, 32), minval=-5.0, maxval=5.0)
+    quant = jax.jit(lambda t: F.quantize(t, "nvfp4", axis=1))
+    got = np.array([float(quant(t).global_scale) for t in x], np.float32)
+    amax = np.abs(np.asarray(x)).max(axis=(1, 2))
+    np.testing.assert_array_equal(got, amax / np.float32(2688.0))

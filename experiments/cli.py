@@ -1,0 +1,22 @@
+"""The shared command line of the experiment entry points."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+
+from absl import app
+from ml_collections import config_flags
+
+CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
+
+
+def main_with_config(run: Callable, name: str) -> None:
+    """Runs `run(config)` with `--config` defaulting to `configs/<name>.py` (locked).
+
+    The flag is defined here, not at import, so several experiment modules can be
+    imported together (tests do).
+    """
+    config = config_flags.DEFINE_config_file("config", str(CONFIGS / f"{name}.py"),
+                                             f"{name} config", lock_config=True)
+    app.run(lambda argv: run(config.value))
