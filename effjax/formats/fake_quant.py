@@ -66,7 +66,7 @@ def _fake_quant_bwd(fmt, axis, ste, inside, g):
 _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
-def _max_code(fmt: Format, dtype) -> float | int | None:
+def _max_code(fmt: Format) -> float | int | None:
     """What to store in `codes` for every element to be the largest positive value."""
     kind = fmt.kind
     if kind == "cast":
@@ -95,7 +95,7 @@ def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
     Returns:
       Two float32 arrays of shape `q.shape` (+-inf for formats that do not clip).
     """
-    top = _max_code(q.fmt, q.codes.dtype)
+    top = _max_code(q.fmt)
     if top is None:
         inf = jnp.full(q.shape, jnp.inf, jnp.float32)
         return -inf, inf
