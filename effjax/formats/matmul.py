@@ -42,6 +42,25 @@ def block_values_bf16(q: QArray) -> jax.Array:
     return values.reshape(rows, k).astype(jnp.bfloat16)
 
 
+def block_dot(a_values: jax.Array, a_global: jax.Array | None, b_values: jax.Array,
+              b_global: jax.Array | None) -> Float[Array, "m n"]:
+    """(m, k) x (n, k) bfloat16 block values -> float32 (m, n), then the global scales.
+
+    The arithmetic of `jax.lax.scaled_dot` on CPU: exact block values in bfloat16, a dot
+    accumulating in float32, per-tensor (NVFP4) scales applied to the product.
+    """
+    out = jax.lax.dot_general(a_values, b_values, (((1,), (1,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    return _apply_globals(out, a_global, b_global)
+
+
+def _apply_globals(out: jax.Array, *scales: jax.Array | None) -> jax.Array:
+    for g in scales:
+        if g is not None:
+            out = out * g
+    return out
+
+
 def scaled_matmul(a: QArray, b: QArray, *, impl: str = "scaled_dot") -> Float[Array, "m n"]:
     """a @ b for block-scaled operands with float32 accumulation.
 
@@ -64,17 +83,13 @@ def scaled_matmul(a: QArray, b: QArray, *, impl: str = "scaled_dot") -> Float[Ar
     if a.shape[1] != b.shape[0] or a.fmt.group_size != b.fmt.group_size:
         raise ValueError(f"contraction mismatch: a {a.shape} ({a.fmt.name}), "
                          f"b {b.shape} ({b.fmt.name})")
-    dims = (((1,), (1,)), ((), ()))
-    if impl == "scaled_dot":
-        (ea, sa), (eb, sb) = _operand(a), _operand(b)
-        out = jax.lax.scaled_dot(ea, eb, lhs_scale=sa, rhs_scale=sb, dimension_numbers=dims,
-                                 preferred_element_type=jnp.float32)
-    elif impl == "xla":
-        out = jax.lax.dot_general(block_values_bf16(a), block_values_bf16(b), dims,
-                                  preferred_element_type=jnp.float32)
-    else:
+    if impl == "xla":
+        return block_dot(block_values_bf16(a), a.global_scale, block_values_bf16(b),
+                         b.global_scale)
+    if impl != "scaled_dot":
         raise ValueError(f"impl must be 'scaled_dot' or 'xla', got {impl!r}")
-    for q in (a, b):
-        if q.global_scale is not None:
-            out = out * q.global_scale
-    return out
+    (ea, sa), (eb, sb) = _operand(a), _operand(b)
+    out = jax.lax.scaled_dot(ea, eb, lhs_scale=sa, rhs_scale=sb,
+                             dimension_numbers=(((1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+    return _apply_globals(out, a.global_scale, b.global_scale)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from effjax.formats import QArray, dequantize, fake_quant
-from effjax.formats.matmul import SCALED_DOT_FORMATS, block_values_bf16
+from effjax.formats.matmul import SCALED_DOT_FORMATS, block_dot, block_values_bf16
 from effjax.formats.quantize import block_values
 from effjax.formats.registry import Format
 
@@ -41,11 +41,7 @@ def qdot(
     if isinstance(w, QArray) and _block_scaled_pair(act, w):
         k = x.shape[-1]
         xv, x_global = block_values(x.reshape(-1, k), act, axis=1)
-        y = jax.lax.dot_general(xv.astype(jnp.bfloat16), block_values_bf16(w),
-                                (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-        for g in (x_global, w.global_scale):
-            if g is not None:
-                y = y * g
+        y = block_dot(xv.astype(jnp.bfloat16), x_global, block_values_bf16(w), w.global_scale)
         return y.reshape(*x.shape[:-1], w.shape[1]).astype(x.dtype)
     if act is not None:
         x = fake_quant(x, act, axis=-1)
