@@ -1,6 +1,7 @@
 """Number formats: INT, FP8, MXFP8/6/4, MXINT8, NVFP4, HiF8, HiF4, bf16/fp16; QArray."""
 
 from effjax.formats.codes import CODE_FORMATS, decode, encode
+from effjax.formats.core import dequantize, mx_scale_exponent, quantize
 from effjax.formats.elements import ELEMENTS, ElementFormat, element_format, round_to_element
 from effjax.formats.fake_quant import (
     STE_MODES,
@@ -11,7 +12,6 @@ from effjax.formats.fake_quant import (
 )
 from effjax.formats.matmul import SCALED_DOT_FORMATS, scaled_matmul
 from effjax.formats.qarray import QArray
-from effjax.formats.quantize import dequantize, mx_scale_exponent, quantize
 from effjax.formats.registry import MX_SCALE_MODES, Format, get_format, names
 
 __all__ = [

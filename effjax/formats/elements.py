@@ -81,16 +81,38 @@ def element_format(name: str) -> ElementFormat:
     return ELEMENTS[name]
 
 
-def _exponent(a: Array) -> Array:
-    """floor(log2(a)) for finite a > 0, exactly (via frexp), as int32."""
-    _, e = jnp.frexp(a)
-    return e.astype(jnp.int32) - 1
+def _bits(x: Float[Array, ...]) -> Array:
+    return jax.lax.bitcast_convert_type(x, jnp.int32)
+
+
+def _float(bits: Array) -> Float[Array, ...]:
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def pow2(n: Array) -> Float[Array, ...]:
+    """2^n as float32 for int32 n in [-126, 127], built from the bits (exact)."""
+    return _float((n + 127) << 23)
+
+
+def mul_pow2(x: Float[Array, ...], n: Array) -> Float[Array, ...]:
+    """x * 2^n for int32 n in [-253, 254], as two exact power-of-two products.
+
+    Equal to ldexp(x, n) wherever the result is a float32 normal (results in the subnormal
+    range round once, or flush to zero where XLA flushes subnormals), at a fraction of
+    `jnp.ldexp`'s cost.
+    """
+    n1 = jnp.clip(n, -126, 127)
+    return x * pow2(n1) * pow2(n - n1)
 
 
 def round_to_element(
     x: Float[Array, ...], elem: ElementFormat, *, saturate: bool = True
 ) -> Float[Array, ...]:
     """Rounds float32 values to the element grid (RNE).
+
+    The grid step at |x| is 2^(max(e, emin) - mbits) for e = floor(log2|x|); adding and
+    subtracting M = step * 2^23 makes the float32 adder round |x| to a multiple of the step,
+    ties to even, exactly (|x| < M always holds).
 
     Args:
       x: float32 values.
@@ -102,18 +124,18 @@ def round_to_element(
       float32 values on the grid; NaN stays NaN.
     """
     x = x.astype(jnp.float32)
-    a = jnp.abs(x)
-    e = jnp.maximum(_exponent(jnp.where(a > 0, a, 1.0)), elem.emin)
-    step_exp = e - elem.mbits
-    q = jnp.round(jnp.ldexp(a, -step_exp))
-    q = jnp.ldexp(q, step_exp)
+    # Clamped above max_normal (keeps overflow detectable and M finite); NaN stays NaN.
+    a = jnp.minimum(jnp.abs(x), jnp.float32(2 * elem.max_normal))
+    exp_bits = _bits(a) & 0x7F800000
+    magic = _float(jnp.maximum(exp_bits, (elem.emin + 127) << 23) + ((23 - elem.mbits) << 23))
+    q = (a + magic) - magic
     overflow = q > elem.max_normal
     if saturate or elem.specials == "none":
-        q = jnp.where(overflow, elem.max_normal, q)
+        q = jnp.where(overflow, jnp.float32(elem.max_normal), q)
     else:
         q = jnp.where(overflow, jnp.inf if elem.specials == "ieee" else jnp.nan, q)
     q = jnp.where(jnp.isnan(x), jnp.nan, q)
-    return jnp.where(jnp.signbit(x), -q, q)
+    return _float(_bits(q) | (_bits(x) & jnp.int32(-(2**31))))  # x's sign
 
 
 @functools.cache
@@ -148,6 +170,8 @@ def encode_element(
 ) -> UInt8[Array, ...]:
     """Bit-exact codes of x rounded to the element grid (RNE, see `round_to_element`).
 
+    A normal grid value 2^(E - bias) (1 + m / 2^mbits) has float32 bits whose top fields
+    read (E - bias + 127, m); a subnormal one plus 2^emin is the normal value with E = 1.
     NaN encodes as the format's NaN (e4m3 0x7F, e5m2 0x7E, as ml_dtypes does); formats
     without NaN encode it as -0 (as ml_dtypes does; inside MX blocks NaN lives in the scale).
 
@@ -156,18 +180,13 @@ def encode_element(
     """
     v = round_to_element(x, elem, saturate=saturate)
     a = jnp.abs(v)
-    finite = jnp.isfinite(a)
-    a0 = jnp.where(finite & (a > 0), a, 1.0)
-    e = jnp.maximum(_exponent(a0), elem.emin)
-    subnormal = a0 < 2.0**elem.emin
-    exp_field = jnp.where(subnormal, 0, e + elem.bias)
-    man = jnp.where(subnormal, jnp.ldexp(a0, elem.mbits - elem.emin),
-                    (jnp.ldexp(a0, -e) - 1.0) * 2**elem.mbits)
-    mag = (exp_field << elem.mbits) + man.astype(jnp.int32)
-    mag = jnp.where(a == 0, 0, mag)
+    subnormal = a < 2.0**elem.emin
+    a = jnp.where(subnormal, a + jnp.float32(2.0**elem.emin), a)
+    mag = (_bits(a) >> (23 - elem.mbits)) - ((127 - elem.bias) << elem.mbits)
+    mag = mag - jnp.where(subnormal, 1 << elem.mbits, 0)
     top = 2 ** (elem.bits - 1)
     if elem.specials == "ieee":
-        mag = jnp.where(jnp.isinf(a), (2**elem.ebits - 1) << elem.mbits, mag)
+        mag = jnp.where(jnp.isinf(v), (2**elem.ebits - 1) << elem.mbits, mag)
         mag = jnp.where(jnp.isnan(v), ((2**elem.ebits - 1) << elem.mbits) + 2, mag)
     elif elem.specials == "fn":
         mag = jnp.where(jnp.isnan(v), top - 1, mag)

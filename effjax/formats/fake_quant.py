@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from effjax.formats import elements as el
-from effjax.formats.qarray import QArray
-from effjax.formats.quantize import (
+from effjax.formats.core import (
     check_input,
     dequantize,
     from_blocks,
@@ -19,6 +18,7 @@ from effjax.formats.quantize import (
     quantize_dequantize,
     to_blocks,
 )
+from effjax.formats.qarray import QArray
 from effjax.formats.registry import Format, get_format
 
 STE_MODES = ("identity", "clipped")

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from effjax.formats import elements as el
+from effjax.formats.core import unpack_nibbles
 from effjax.formats.qarray import QArray
-from effjax.formats.quantize import unpack_nibbles
 
 SCALED_DOT_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp4", "nvfp4")
 

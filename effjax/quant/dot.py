@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from effjax.formats import QArray, dequantize, fake_quant
+from effjax.formats.core import block_values
 from effjax.formats.matmul import SCALED_DOT_FORMATS, block_dot, block_values_bf16
-from effjax.formats.quantize import block_values
 from effjax.formats.registry import Format
 
 

@@ -62,11 +62,17 @@ def from_blocks(xb: Float[Array, "*rest nb g"], axis: int, shape: tuple[int, ...
 
 
 def pack_nibbles(codes: jax.Array) -> jax.Array:
-    """Packs 4-bit codes (uint8 < 16) two per byte along the last axis (padded to even)."""
+    """Packs 4-bit codes (uint8 < 16) two per byte along the last axis (padded to even):
+    byte j holds code 2j in its low nibble and code 2j + 1 in its high nibble.
+
+    The pairs are read as one little-endian uint16 each: XLA:CPU then keeps the fused
+    quantizer vectorized, where slicing the pairs apart makes it scalar (over 10x slower).
+    """
     if codes.shape[-1] % 2:
         codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, 1)])
-    pairs = codes.reshape(*codes.shape[:-1], -1, 2).astype(jnp.uint8)
-    return pairs[..., 0] | (pairs[..., 1] << 4)
+    pairs = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], -1, 2)
+    v = jax.lax.bitcast_convert_type(pairs, jnp.uint16)
+    return ((v & 0xF) | ((v >> 4) & 0xF0)).astype(jnp.uint8)
 
 
 def unpack_nibbles(packed: jax.Array, n: int) -> jax.Array:
@@ -165,9 +171,9 @@ def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
         scale = _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))
         return el.round_to_element(exact_div(xb, scale[..., None]), elem), {"scale": scale}
     if kind == "mx":
-        e = mx_scale_exponent(amax, fmt)
+        e = jax.lax.optimization_barrier(mx_scale_exponent(amax, fmt))
         scale = el.encode_e8m0(e, nan=~jnp.isfinite(amax))
-        v = jnp.ldexp(xb, -e[..., None])
+        v = el.mul_pow2(xb, -e[..., None])
         if fmt.element == "int8":
             return jnp.clip(jnp.round(v * 64), -127, 127), {"scale": scale}
         return el.round_to_element(v, el.element_format(fmt.element)), {"scale": scale}
@@ -242,11 +248,11 @@ def _apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
         levels = lv[..., 0] | (lv[..., 1] << 8) | (lv[..., 2] << 16)
         return hif4_dequantize_units(_encode(elements, fmt), stored["scale"], levels)
     if kind == "mx":
-        # ldexp rather than a product with the decoded scale: 2^-127 is a float32
-        # subnormal, which XLA:CPU would flush to zero as an operand.
+        # Powers of two from the bits rather than a product with the decoded scale:
+        # 2^-127 is a float32 subnormal, which XLA:CPU would flush to zero as an operand.
         code = stored["scale"].astype(jnp.int32)[..., None]
         shift = 6 if fmt.element == "int8" else 0
-        v = jnp.ldexp(elements, code - el.E8M0_BIAS - shift)
+        v = el.mul_pow2(elements, code - el.E8M0_BIAS - shift)
         return jnp.where(code == 255, jnp.nan, v)
     scale = stored["scale"].astype(jnp.float32)[..., None]
     if stored.get("zero_point") is not None:
