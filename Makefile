@@ -30,7 +30,9 @@ test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,benchmark]"
 	$(PY) -m experiments.bench_lm
+	$(PY) -m experiments.bench_formats
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,9 +9,7 @@ file). Reports tokens/s (median of `repeats` runs after a warm-up) and effjax / 
 from __future__ import annotations
 
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
@@ -19,17 +17,7 @@ import torch
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
-from experiments.cli import main_with_config
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (and compilation for JAX)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from experiments.cli import main_with_config, median_seconds
 
 
 def run(config) -> str:
@@ -45,20 +33,20 @@ def run(config) -> str:
     for batch, length in config.prefill_shapes:
         tokens = rng.randint(0, lm.config.vocab_size, (batch, length)).astype(np.int32)
         t_tokens = torch.tensor(tokens, dtype=torch.long)
-        ours = _median_seconds(lambda t=tokens: lm.apply(lm.params, t).block_until_ready(),
+        ours = median_seconds(lambda t=tokens: lm.apply(lm.params, t).block_until_ready(),
                                config.repeats)
         with torch.inference_mode():
-            theirs = _median_seconds(lambda t=t_tokens: ref(t), config.repeats)
+            theirs = median_seconds(lambda t=t_tokens: ref(t), config.repeats)
         n = batch * length
         rows.append([f"prefill {batch}x{length}", n / ours, n / theirs, theirs / ours])
     b, p, new = config.decode_batch, config.decode_prompt_len, config.decode_new_tokens
     prompt = rng.randint(0, lm.config.vocab_size, (b, p))
-    ours = _median_seconds(lambda: effjax.generate(lm.params, lm.config, prompt.tolist(),
+    ours = median_seconds(lambda: effjax.generate(lm.params, lm.config, prompt.tolist(),
                                                    max_new_tokens=new, eos_id=-1),
                            config.repeats)
     t_prompt = torch.tensor(prompt, dtype=torch.long)
     with torch.inference_mode():
-        theirs = _median_seconds(
+        theirs = median_seconds(
             lambda: ref.generate(t_prompt, attention_mask=torch.ones_like(t_prompt),
                                  max_new_tokens=new, min_new_tokens=new, do_sample=False),
             config.repeats)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import statistics
+import time
 from collections.abc import Callable
 
 from absl import app
@@ -20,3 +22,14 @@ def main_with_config(run: Callable, name: str) -> None:
     config = config_flags.DEFINE_config_file("config", str(CONFIGS / f"{name}.py"),
                                              f"{name} config", lock_config=True)
     app.run(lambda argv: run(config.value))
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` runs after one warm-up (which compiles)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

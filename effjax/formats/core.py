@@ -77,8 +77,51 @@ def pack_nibbles(codes: jax.Array) -> jax.Array:
 
 def unpack_nibbles(packed: jax.Array, n: int) -> jax.Array:
     """Inverse of `pack_nibbles`: the first n 4-bit codes of each row, as uint8."""
-    both = jnp.stack([packed & 0xF, packed >> 4], axis=-1)
-    return both.reshape(*packed.shape[:-1], -1)[..., :n]
+    v = packed.astype(jnp.uint16)
+    pairs = jax.lax.bitcast_convert_type((v & 0xF) | ((v & 0xF0) << 4), jnp.uint8)
+    return pairs.reshape(*packed.shape[:-1], -1)[..., :n]
+
+
+def pack_sextets(codes: jax.Array) -> jax.Array:
+    """Packs 6-bit codes (uint8 < 64) four per three bytes along the last axis (padded to
+    a multiple of 4): codes c0..c3 form the little-endian 24-bit word c0 | c1 << 6 |
+    c2 << 12 | c3 << 18."""
+    if codes.shape[-1] % 4:
+        codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, -codes.shape[-1] % 4)])
+    quads = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], -1, 4)
+    v = jax.lax.bitcast_convert_type(quads, jnp.uint32)
+    word = (v & 0x3F) | ((v >> 2) & 0xFC0) | ((v >> 4) & 0x3F000) | ((v >> 6) & 0xFC0000)
+    three = jax.lax.bitcast_convert_type(word, jnp.uint8)[..., :3]
+    return three.reshape(*codes.shape[:-1], -1)
+
+
+def unpack_sextets(packed: jax.Array, n: int) -> jax.Array:
+    """Inverse of `pack_sextets`: the first n 6-bit codes of each row, as uint8."""
+    three = packed.reshape(*packed.shape[:-1], -1, 3)
+    word = jax.lax.bitcast_convert_type(jnp.pad(three, [(0, 0)] * (three.ndim - 1) + [(0, 1)]),
+                                        jnp.uint32)
+    v = (word & 0x3F) | ((word & 0xFC0) << 2) | ((word & 0x3F000) << 4) | ((word & 0xFC0000) << 6)
+    quads = jax.lax.bitcast_convert_type(v, jnp.uint8)
+    return quads.reshape(*packed.shape[:-1], -1)[..., :n]
+
+
+def pack_codes(codes: jax.Array, bits: int) -> jax.Array:
+    """Element codes (*rest, k) in their stored form: 4-bit codes two per byte, 6-bit codes
+    four per three bytes, wider codes as they are."""
+    if bits == 4:
+        return pack_nibbles(codes)
+    if bits == 6:
+        return pack_sextets(codes)
+    return codes
+
+
+def unpack_codes(packed: jax.Array, bits: int, n: int) -> jax.Array:
+    """Inverse of `pack_codes`: the first n codes of each row."""
+    if bits == 4:
+        return unpack_nibbles(packed, n)
+    if bits == 6:
+        return unpack_sextets(packed, n)
+    return packed
 
 
 def _nonzero(scale: jax.Array) -> jax.Array:
@@ -278,12 +321,22 @@ def quantize(x: jax.Array, fmt: str | Format, axis: int = -1, **options) -> QArr
     axis = check_input(x, axis)
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
     elements, stored = _grid(xb, fmt)
-    codes = _encode(elements, fmt).reshape(*xb.shape[:-2], -1)
-    if fmt.bits == 4:
-        codes = pack_nibbles(codes)
+    codes = pack_codes(_encode(elements, fmt).reshape(*xb.shape[:-2], -1), fmt.bits)
     return QArray(codes=codes, scale=stored.get("scale"), global_scale=stored.get("global_scale"),
                   zero_point=stored.get("zero_point"), levels=stored.get("levels"), fmt=fmt,
                   axis=axis, shape=tuple(x.shape), dtype=jnp.dtype(x.dtype).name)
+
+
+def padded_length(q: QArray) -> int:
+    """Length of q's contraction axis padded to whole groups (the unpacked codes' last axis)."""
+    group = group_size(q.fmt, q.shape[q.axis])
+    return -(-q.shape[q.axis] // group) * group
+
+
+def filled_codes(q: QArray, code: float | int) -> jax.Array:
+    """Codes in q's stored form (dtype, packing) with every element's code equal to `code`."""
+    dtype = jnp.uint8 if q.fmt.bits in (4, 6) else q.codes.dtype
+    return pack_codes(jnp.full((*q.codes.shape[:-1], padded_length(q)), code, dtype), q.fmt.bits)
 
 
 def dequantize(q: QArray, dtype=None) -> jax.Array:
@@ -297,9 +350,8 @@ def dequantize(q: QArray, dtype=None) -> jax.Array:
       An array of shape `q.shape`.
     """
     group = group_size(q.fmt, q.shape[q.axis])
-    nb = -(-q.shape[q.axis] // group)
-    codes = unpack_nibbles(q.codes, nb * group) if q.fmt.bits == 4 else q.codes
-    elements = _decode(codes.reshape(*codes.shape[:-1], nb, group), q.fmt)
+    codes = unpack_codes(q.codes, q.fmt.bits, padded_length(q))
+    elements = _decode(codes.reshape(*codes.shape[:-1], -1, group), q.fmt)
     stored = {"scale": q.scale, "global_scale": q.global_scale, "zero_point": q.zero_point,
               "levels": q.levels}
     return from_blocks(_apply_scale(elements, stored, q.fmt), q.axis, q.shape).astype(

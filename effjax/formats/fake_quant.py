@@ -12,6 +12,7 @@ from effjax.formats import elements as el
 from effjax.formats.core import (
     check_input,
     dequantize,
+    filled_codes,
     from_blocks,
     group_size,
     quantize,
@@ -67,7 +68,7 @@ _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
 def _max_code(fmt: Format) -> float | int | None:
-    """What to store in `codes` for every element to be the largest positive value."""
+    """The (unpacked) element code of the largest positive value, or None if unbounded."""
     kind = fmt.kind
     if kind == "cast":
         return None
@@ -75,9 +76,9 @@ def _max_code(fmt: Format) -> float | int | None:
         return 0x6E if fmt.saturate else None
     if kind == "int":
         top = 2**fmt.bits - 1 if not fmt.symmetric else 2 ** (fmt.bits - 1) - 1
-        return top * 0x11 if fmt.bits == 4 else top
+        return top
     if kind == "hif4" or fmt.element == "e2m1":
-        return 0x77  # two nibbles of magnitude 7 (E2M1: 6.0; HiF4: 1.75)
+        return 7  # magnitude 7 (E2M1: 6.0; HiF4: 1.75)
     if fmt.element == "int8":
         return 127
     elem = el.element_format(fmt.element)
@@ -99,9 +100,9 @@ def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
     if top is None:
         inf = jnp.full(q.shape, jnp.inf, jnp.float32)
         return -inf, inf
-    hi = dequantize(dataclasses.replace(q, codes=jnp.full_like(q.codes, top)), jnp.float32)
+    hi = dequantize(dataclasses.replace(q, codes=filled_codes(q, top)), jnp.float32)
     if q.zero_point is not None:
-        lo = dequantize(dataclasses.replace(q, codes=jnp.zeros_like(q.codes)), jnp.float32)
+        lo = dequantize(dataclasses.replace(q, codes=filled_codes(q, 0)), jnp.float32)
         return lo, hi
     return -hi, hi
 

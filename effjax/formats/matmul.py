@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from effjax.formats import elements as el
-from effjax.formats.core import unpack_nibbles
+from effjax.formats.core import padded_length, unpack_nibbles
 from effjax.formats.qarray import QArray
 
 SCALED_DOT_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp4", "nvfp4")
@@ -17,8 +17,7 @@ def _operand(q: QArray) -> tuple[jax.Array, jax.Array]:
     """(elements in their XLA low-precision dtype, scales) with the contraction axis last."""
     fmt = q.fmt
     if fmt.element == "e2m1":
-        k = q.scale.shape[-1] * fmt.group_size
-        codes = unpack_nibbles(q.codes, k)
+        codes = unpack_nibbles(q.codes, padded_length(q))
         elements = el.decode_element(codes, el.ELEMENTS["e2m1"]).astype(jnp.float4_e2m1fn)
     else:
         elements = q.codes

@@ -23,7 +23,8 @@ class QArray:
 
     Layout: the contraction axis `axis` is moved last and padded to a whole number of
     groups, giving `(*rest, k_padded)`; `codes` holds the elements in that layout (4-bit
-    codes packed two per byte, element 2i in the low nibble), `scale` one entry per group
+    codes packed two per byte, element 2i in the low nibble; 6-bit codes four per three
+    bytes, little-endian), `scale` one entry per group
     `(*rest, k_padded // group)` (or broadcastable ones for per-tensor scales).
 
     Attributes:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import effjax.formats as F
+from effjax.formats import core
 
 ELEM = {"mxfp8_e4m3": ("e4m3", 8, 448.0), "mxfp8_e5m2": ("e5m2", 15, 57344.0),
         "mxfp6_e2m3": ("e2m3", 2, 7.5), "mxfp6_e3m2": ("e3m2", 4, 28.0),
@@ -148,6 +149,7 @@ def test_fp8_scaled_per_tensor_and_channel(name):
 
 
 @pytest.mark.parametrize("name, bpe", [("mxfp4", 4.25), ("nvfp4", 4.5), ("mxfp8_e4m3", 8.25),
+                                       ("mxfp6_e2m3", 6.25), ("mxfp6_e3m2", 6.25),
                                        ("mxint8", 8.25), ("hif8", 8.0), ("hif4", 4.5),
                                        ("int4", 4.0)])
 def test_storage_bits_per_element(name, bpe):
@@ -216,3 +218,20 @@ def test_nvfp4_global_scale_is_an_ieee_division_under_jit():
     got = np.array([float(quant(t).global_scale) for t in x], np.float32)
     amax = np.abs(np.asarray(x)).max(axis=(1, 2))
     np.testing.assert_array_equal(got, amax / np.float32(2688.0))
+
+
+@pytest.mark.parametrize("bits, n", [(4, 7), (4, 64), (6, 5), (6, 64)])
+def test_code_packing_layout_and_round_trip(bits, n):
+    rng = np.random.RandomState(bits + n)
+    codes = rng.randint(0, 2**bits, (3, n)).astype(np.uint8)
+    packed = np.asarray(core.pack_codes(jnp.asarray(codes), bits))
+    # The layout, rebuilt as one little-endian bit string per row: code i at bit bits * i.
+    per_byte = 8 * packed.shape[-1] // bits
+    assert packed.shape == (3, -(-n * bits // 8) if bits == 4 else -(-n // 4) * 3)
+    for row, prow in zip(codes, packed, strict=True):
+        stream = int.from_bytes(prow.tobytes(), "little")
+        got = [(stream >> (bits * i)) & (2**bits - 1) for i in range(per_byte)]
+        assert got[:n] == row.tolist() and not any(got[n:])
+    np.testing.assert_array_equal(core.unpack_codes(jnp.asarray(packed), bits, n), codes)
+    jitted = jax.jit(lambda c: core.pack_codes(c, bits))(jnp.asarray(codes))
+    np.testing.assert_array_equal(jitted, packed)
