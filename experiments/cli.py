@@ -21,7 +21,12 @@ def main_with_config(run: Callable, name: str) -> None:
     """
     config = config_flags.DEFINE_config_file("config", str(CONFIGS / f"{name}.py"),
                                              f"{name} config", lock_config=True)
-    app.run(lambda argv: run(config.value))
+
+    def main(argv) -> None:  # returns None: absl exits with main's return value
+        del argv
+        run(config.value)
+
+    app.run(main)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -16,6 +19,25 @@ _FP4_MAX, _E4M3_MAX, _E4M3_MIN_SUB = 6.0, 448.0, 2.0**-9
 _MXINT8_MAX = 127 / 64
 
 
+_BARRIERS = contextvars.ContextVar("effjax_formats_barriers", default=True)
+
+
+@contextlib.contextmanager
+def kernel_tracing(compiled: bool = True):
+    """Traces the format arithmetic for a Pallas kernel body. Compiled kernels get no
+    optimization barriers, which kernel lowerings lack (division exactness is then the
+    kernel compiler's); in interpret mode the body runs through XLA, barriers included."""
+    token = _BARRIERS.set(not compiled)
+    try:
+        yield
+    finally:
+        _BARRIERS.reset(token)
+
+
+def _barrier(x):
+    return jax.lax.optimization_barrier(x) if _BARRIERS.get() else x
+
+
 def exact_div(x: jax.Array, d: jax.Array) -> jax.Array:
     """x / d correctly rounded (IEEE), with d broadcast to x's shape.
 
@@ -25,7 +47,7 @@ def exact_div(x: jax.Array, d: jax.Array) -> jax.Array:
     jitted and eager quantization agree bit for bit. (Under vmap a scalar d stays scalar
     and the rewrite comes back: vmapped per-tensor scales may differ by an ulp.)
     """
-    x, d = jax.lax.optimization_barrier((x, jnp.broadcast_to(d, x.shape)))
+    x, d = _barrier((x, jnp.broadcast_to(d, x.shape)))
     return x / d
 
 
@@ -138,12 +160,26 @@ def _amax(xb: jax.Array, fmt: Format) -> jax.Array:
     return a
 
 
+def _log2_bits(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For positive finite float32 a (subnormals included), from the bits alone:
+    (floor(log2 a), whether a is a power of two, the integer significand and the bit
+    position of its leading one)."""
+    bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+    exp_field = (bits >> 23) & 0xFF
+    mant = bits & 0x7FFFFF
+    lead = jnp.where(exp_field == 0, 31 - jax.lax.clz(mant), 23)
+    floor_log2 = jnp.where(exp_field == 0, lead - 149, exp_field - 127)
+    sig = jnp.where(exp_field == 0, mant, mant | 0x800000)
+    return floor_log2, (sig & (sig - 1)) == 0, sig, lead
+
+
 def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
     """The shared exponent e of MX blocks (scale 2^e), int32, per FORMATS.md and its modes.
 
     floor: floor(log2 amax) - emax_elem; ceil: ceil(log2(amax) - emax_elem); even: amax
-    rounded to the element's mantissa width first, then floor; rceil: ceil(log2(amax /
-    max_elem)). All-zero blocks get the smallest scale; clamped to [-127, 127].
+    rounded to the element's mantissa width first (RNE), then floor; rceil: ceil(log2(amax
+    / max_elem)). All-zero blocks get the smallest scale; clamped to [-127, 127]. Works on
+    the float32 bits (exact for subnormal amax, no ldexp / frexp).
     """
     if fmt.element == "int8":
         emax, max_elem, mbits = 0, _MXINT8_MAX, 6
@@ -151,27 +187,35 @@ def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
         elem = el.element_format(fmt.element)
         emax, max_elem, mbits = elem.emax, elem.max_normal, elem.mbits
     a = jnp.where(jnp.isfinite(amax) & (amax > 0), amax, 1.0)
-    _, fe = jnp.frexp(a)
-    floor_log2 = fe.astype(jnp.int32) - 1
-    exact_pow2 = jnp.ldexp(jnp.float32(1.0), floor_log2) == a
+    floor_log2, pow2, sig, lead = _log2_bits(a)
     if fmt.scale_mode == "floor":
         e = floor_log2 - emax
     elif fmt.scale_mode == "ceil":
-        e = jnp.where(exact_pow2, floor_log2, floor_log2 + 1) - emax
+        e = jnp.where(pow2, floor_log2, floor_log2 + 1) - emax
     elif fmt.scale_mode == "even":
-        r = jnp.ldexp(jnp.round(jnp.ldexp(a, mbits - floor_log2)), floor_log2 - mbits)
-        _, re = jnp.frexp(r)
-        e = re.astype(jnp.int32) - 1 - emax
+        # Keep mbits bits after the leading one, ties to even; a carry adds one octave.
+        shift = jnp.maximum(lead - mbits, 1)
+        rounded = (sig + (1 << (shift - 1)) - 1 + ((sig >> shift) & 1)) >> shift
+        carry = (lead > mbits) & (rounded >= 1 << (mbits + 1))
+        e = floor_log2 + carry.astype(jnp.int32) - emax
     else:  # rceil: the smallest e with amax / 2^e <= max_elem
         ratio = exact_div(a, jnp.float32(max_elem))
-        _, rf = jnp.frexp(ratio)
-        rl = rf.astype(jnp.int32) - 1
-        e = jnp.where(jnp.ldexp(jnp.float32(1.0), rl) == ratio, rl, rl + 1)
+        rl, rpow2, _, _ = _log2_bits(ratio)
+        e = jnp.where(rpow2, rl, rl + 1)
     return jnp.where(amax > 0, jnp.clip(e, -127, 127), -127)
 
 
-def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
+def nvfp4_global_scale(amax: jax.Array) -> jax.Array:
+    """NVFP4's per-tensor scale amax / (448 * 6), correctly rounded (1 where amax is 0)."""
+    return _nonzero(exact_div(amax, jnp.float32(_E4M3_MAX * _FP4_MAX)))
+
+
+def grid_values(xb: jax.Array, fmt: Format,
+                global_scale: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Quantizes blocks (*rest, nb, g) of float32.
+
+    `global_scale` gives two-level NVFP4 its per-tensor scale when the blocks are only
+    part of the tensor (a kernel's tile); by default it is computed from the blocks.
 
     Returns:
       (elements: float32 values on the element grid, before scaling; the stored scale
@@ -191,38 +235,39 @@ def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
         codes, scale, levels = hif4_quantize_units(xb)
         lv = levels.astype(jnp.uint32)
         level_bytes = jnp.stack([(lv >> (8 * i)) & 0xFF for i in range(3)], -1).astype(jnp.uint8)
-        return _decode(codes, fmt), {"scale": scale, "levels": level_bytes}
+        return decode_elements(codes, fmt), {"scale": scale, "levels": level_bytes}
     # Materialized once: fused into its consumers, XLA:CPU may recompute each group's max
     # for every element.
-    amax = jax.lax.optimization_barrier(_amax(xb, fmt))
+    amax = _barrier(_amax(xb, fmt))
     if kind == "int":
         levels = 2**fmt.bits
         if fmt.symmetric:
             qmax = levels // 2 - 1
             scale = _nonzero(exact_div(amax, jnp.float32(qmax)))
-            q = jnp.clip(jnp.round(exact_div(xb, scale[..., None])), -qmax, qmax)
+            q = jnp.clip(el.round_half_even(exact_div(xb, scale[..., None])), -qmax, qmax)
             return q, {"scale": scale}
         lo, hi = jnp.min(xb, axis=-1), jnp.max(xb, axis=-1)
         if fmt.granularity == "tensor":
             lo, hi = jnp.min(lo, keepdims=True), jnp.max(hi, keepdims=True)
         scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1)))
-        zero = jnp.clip(jnp.round(exact_div(-lo, scale)), 0, levels - 1)
-        q = jnp.clip(jnp.round(exact_div(xb, scale[..., None])) + zero[..., None], 0, levels - 1)
+        zero = jnp.clip(el.round_half_even(exact_div(-lo, scale)), 0, levels - 1)
+        q = el.round_half_even(exact_div(xb, scale[..., None])) + zero[..., None]
+        q = jnp.clip(q, 0, levels - 1)
         return q, {"scale": scale, "zero_point": zero}
     if kind == "fp8":
         elem = el.element_format(fmt.element)
         scale = _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))
         return el.round_to_element(exact_div(xb, scale[..., None]), elem), {"scale": scale}
     if kind == "mx":
-        e = jax.lax.optimization_barrier(mx_scale_exponent(amax, fmt))
+        e = mx_scale_exponent(amax, fmt)
         scale = el.encode_e8m0(e, nan=~jnp.isfinite(amax))
         v = el.mul_pow2(xb, -e[..., None])
         if fmt.element == "int8":
-            return jnp.clip(jnp.round(v * 64), -127, 127), {"scale": scale}
+            return jnp.clip(el.round_half_even(v * 64), -127, 127), {"scale": scale}
         return el.round_to_element(v, el.element_format(fmt.element)), {"scale": scale}
     # nvfp4
     if fmt.two_level:
-        g = _nonzero(exact_div(jnp.max(amax), jnp.float32(_E4M3_MAX * _FP4_MAX)))
+        g = nvfp4_global_scale(jnp.max(amax)) if global_scale is None else global_scale
     else:
         g = jnp.float32(1.0)
     block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,
@@ -235,7 +280,7 @@ def _grid(xb: jax.Array, fmt: Format) -> tuple[jax.Array, dict]:
     return el.round_to_element(v, el.ELEMENTS["e2m1"]), stored
 
 
-def _encode(elements: jax.Array, fmt: Format) -> jax.Array:
+def encode_elements(elements: jax.Array, fmt: Format) -> jax.Array:
     """Element values -> stored codes (unpacked; 4-bit codes as uint8 < 16)."""
     kind = fmt.kind
     if kind == "cast":
@@ -257,7 +302,7 @@ def _encode(elements: jax.Array, fmt: Format) -> jax.Array:
     return el.to_storage(elements, el.element_format(fmt.element))
 
 
-def _decode(codes: jax.Array, fmt: Format) -> jax.Array:
+def decode_elements(codes: jax.Array, fmt: Format) -> jax.Array:
     """Stored codes (unpacked) -> float32 element values (inverse of `_encode`)."""
     kind = fmt.kind
     if kind == "cast":
@@ -279,7 +324,7 @@ def _decode(codes: jax.Array, fmt: Format) -> jax.Array:
     return el.from_storage(codes, el.element_format(fmt.element))
 
 
-def _apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
+def apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
     """Element values (*rest, nb, g) times their scales: the dequantized float32 blocks."""
     kind = fmt.kind
     if kind in ("cast", "hif8"):
@@ -289,7 +334,7 @@ def _apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
 
         lv = stored["levels"].astype(jnp.uint32)
         levels = lv[..., 0] | (lv[..., 1] << 8) | (lv[..., 2] << 16)
-        return hif4_dequantize_units(_encode(elements, fmt), stored["scale"], levels)
+        return hif4_dequantize_units(encode_elements(elements, fmt), stored["scale"], levels)
     if kind == "mx":
         # Powers of two from the bits rather than a product with the decoded scale:
         # 2^-127 is a float32 subnormal, which XLA:CPU would flush to zero as an operand.
@@ -320,11 +365,31 @@ def quantize(x: jax.Array, fmt: str | Format, axis: int = -1, **options) -> QArr
     fmt = get_format(fmt, **options)
     axis = check_input(x, axis)
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
-    elements, stored = _grid(xb, fmt)
-    codes = pack_codes(_encode(elements, fmt).reshape(*xb.shape[:-2], -1), fmt.bits)
+    elements, stored = grid_values(xb, fmt)
+    codes = pack_codes(encode_elements(elements, fmt).reshape(*xb.shape[:-2], -1), fmt.bits)
     return QArray(codes=codes, scale=stored.get("scale"), global_scale=stored.get("global_scale"),
                   zero_point=stored.get("zero_point"), levels=stored.get("levels"), fmt=fmt,
                   axis=axis, shape=tuple(x.shape), dtype=jnp.dtype(x.dtype).name)
+
+
+def max_code(fmt: Format) -> float | int | None:
+    """The (unpacked) element code of the largest positive value, or None if unbounded."""
+    kind = fmt.kind
+    if kind == "cast":
+        return None
+    if kind == "hif8":
+        return 0x6E if fmt.saturate else None
+    if kind == "int":
+        top = 2**fmt.bits - 1 if not fmt.symmetric else 2 ** (fmt.bits - 1) - 1
+        return top
+    if kind == "hif4" or fmt.element == "e2m1":
+        return 7  # magnitude 7 (E2M1: 6.0; HiF4: 1.75)
+    if fmt.element == "int8":
+        return 127
+    elem = el.element_format(fmt.element)
+    if elem.storage is None:
+        return int(el.encode_element(jnp.float32(elem.max_normal), elem))
+    return elem.max_normal
 
 
 def padded_length(q: QArray) -> int:
@@ -333,10 +398,30 @@ def padded_length(q: QArray) -> int:
     return -(-q.shape[q.axis] // group) * group
 
 
+def filled_dtype(fmt: Format):
+    """The dtype of a format's unpacked codes."""
+    if fmt.bits in (4, 6) or (fmt.kind == "int" and not fmt.symmetric):
+        return jnp.uint8
+    if fmt.kind in ("cast", "fp8") or (fmt.kind == "mx" and fmt.element in ("e4m3", "e5m2")):
+        return jnp.dtype(fmt.element if fmt.kind == "cast" else el.element_format(
+            fmt.element).storage)
+    return jnp.uint8 if fmt.kind == "hif8" else jnp.int8
+
+
 def filled_codes(q: QArray, code: float | int) -> jax.Array:
     """Codes in q's stored form (dtype, packing) with every element's code equal to `code`."""
-    dtype = jnp.uint8 if q.fmt.bits in (4, 6) else q.codes.dtype
-    return pack_codes(jnp.full((*q.codes.shape[:-1], padded_length(q)), code, dtype), q.fmt.bits)
+    return pack_codes(jnp.full((*q.codes.shape[:-1], padded_length(q)), code,
+                               filled_dtype(q.fmt)), q.fmt.bits)
+
+
+def codes_to_values(codes: jax.Array, stored: dict, fmt: Format, k: int,
+                    unpack=unpack_codes) -> jax.Array:
+    """Stored codes (*rest, packed) of k padded elements per row, decoded and scaled by the
+    arrays in `stored` ("scale", "zero_point", "levels", "global_scale" where given):
+    float32 (*rest, k // group, group). `unpack(codes, bits, k)` undoes the packing."""
+    group = fmt.group_size if fmt.granularity == "group" else k
+    elements = decode_elements(unpack(codes, fmt.bits, k), fmt)
+    return apply_scale(elements.reshape(*elements.shape[:-1], -1, group), stored, fmt)
 
 
 def dequantize(q: QArray, dtype=None) -> jax.Array:
@@ -349,20 +434,17 @@ def dequantize(q: QArray, dtype=None) -> jax.Array:
     Returns:
       An array of shape `q.shape`.
     """
-    group = group_size(q.fmt, q.shape[q.axis])
-    codes = unpack_codes(q.codes, q.fmt.bits, padded_length(q))
-    elements = _decode(codes.reshape(*codes.shape[:-1], -1, group), q.fmt)
     stored = {"scale": q.scale, "global_scale": q.global_scale, "zero_point": q.zero_point,
               "levels": q.levels}
-    return from_blocks(_apply_scale(elements, stored, q.fmt), q.axis, q.shape).astype(
-        dtype or q.dtype)
+    values = codes_to_values(q.codes, stored, q.fmt, padded_length(q))
+    return from_blocks(values, q.axis, q.shape).astype(dtype or q.dtype)
 
 
 def quantize_dequantize(x: jax.Array, fmt: Format, axis: int) -> jax.Array:
     """dequantize(quantize(x)) computed without encoding codes (the fake-quant forward)."""
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
-    elements, stored = _grid(xb, fmt)
-    return from_blocks(_apply_scale(elements, stored, fmt), axis, x.shape).astype(x.dtype)
+    elements, stored = grid_values(xb, fmt)
+    return from_blocks(apply_scale(elements, stored, fmt), axis, x.shape).astype(x.dtype)
 
 
 def block_values(x: jax.Array, fmt: Format, axis: int) -> tuple[jax.Array, jax.Array | None]:
@@ -372,7 +454,7 @@ def block_values(x: jax.Array, fmt: Format, axis: int) -> tuple[jax.Array, jax.A
       (float32 (*rest, k_padded) with `axis` moved last, global scale or None).
     """
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
-    elements, stored = _grid(xb, fmt)
+    elements, stored = grid_values(xb, fmt)
     g = stored.pop("global_scale", None)
-    values = _apply_scale(elements, stored, fmt)
+    values = apply_scale(elements, stored, fmt)
     return values.reshape(*values.shape[:-2], -1), g

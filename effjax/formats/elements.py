@@ -9,11 +9,9 @@ otherwise. Arithmetic is float32 with power-of-two scalings only, so it is exact
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, UInt8
 
 
@@ -105,6 +103,16 @@ def mul_pow2(x: Float[Array, ...], n: Array) -> Float[Array, ...]:
     return x * pow2(n1) * pow2(n - n1)
 
 
+def round_half_even(v: Float[Array, ...]) -> Float[Array, ...]:
+    """jnp.round (ties to even, -0 kept) from floor and exact float32 steps: Triton kernels
+    have no round primitive, and XLA folds the (v + c) - c trick away."""
+    n = jnp.floor(v)
+    frac = v - n  # exact
+    odd = n - 2 * jnp.floor(n * 0.5) == 1
+    r = n + jnp.where((frac > 0.5) | ((frac == 0.5) & odd), 1.0, 0.0).astype(v.dtype)
+    return jnp.where(r == 0, v * 0, r)  # the sign of zero, as jnp.round keeps it
+
+
 def round_to_element(
     x: Float[Array, ...], elem: ElementFormat, *, saturate: bool = True
 ) -> Float[Array, ...]:
@@ -138,31 +146,23 @@ def round_to_element(
     return _float(_bits(q) | (_bits(x) & jnp.int32(-(2**31))))  # x's sign
 
 
-@functools.cache
-def _decode_table(name: str) -> np.ndarray:
-    """float32 value of every code of an element format, from the bit fields."""
-    elem = ELEMENTS[name]
-    table = np.zeros(2**elem.bits, np.float64)
-    for code in range(2**elem.bits):
-        sign = -1.0 if code >> (elem.bits - 1) else 1.0
-        exp_field = (code >> elem.mbits) & (2**elem.ebits - 1)
-        man = code & (2**elem.mbits - 1)
-        if exp_field == 0:
-            value = 2.0**elem.emin * man / 2**elem.mbits
-        else:
-            value = 2.0 ** (exp_field - elem.bias) * (1 + man / 2**elem.mbits)
-        if elem.specials == "fn" and exp_field == 2**elem.ebits - 1 and man == 2**elem.mbits - 1:
-            value = np.nan
-        if elem.specials == "ieee" and exp_field == 2**elem.ebits - 1:
-            value = np.inf if man == 0 else np.nan
-        table[code] = sign * value
-    return table.astype(np.float32)
-
-
 def decode_element(codes: UInt8[Array, ...], elem: ElementFormat) -> Float[Array, ...]:
-    """float32 values of element codes (the low `elem.bits` bits of each uint8)."""
-    table = jnp.asarray(_decode_table(elem.name))
-    return table[(codes.astype(jnp.int32)) & (2**elem.bits - 1)]
+    """float32 values of element codes (the low `elem.bits` bits of each uint8).
+
+    Built from the bits (the inverse of `encode_element`'s field arithmetic), with no
+    lookup table: kernel bodies may not capture array constants.
+    """
+    c = codes.astype(jnp.int32) & (2**elem.bits - 1)
+    mag = c & (2 ** (elem.bits - 1) - 1)
+    subnormal = mag < (1 << elem.mbits)
+    bits = (mag + ((127 - elem.bias) << elem.mbits) + jnp.where(subnormal, 1 << elem.mbits, 0))
+    a = _float(bits << (23 - elem.mbits)) - jnp.where(subnormal, jnp.float32(2.0**elem.emin), 0)
+    top_exp = (mag >> elem.mbits) == 2**elem.ebits - 1
+    if elem.specials == "ieee":
+        a = jnp.where(top_exp, jnp.where((mag & (2**elem.mbits - 1)) == 0, jnp.inf, jnp.nan), a)
+    elif elem.specials == "fn":
+        a = jnp.where(mag == 2 ** (elem.bits - 1) - 1, jnp.nan, a)
+    return jnp.where((c >> (elem.bits - 1)) == 1, -a, a)
 
 
 def encode_element(

@@ -8,13 +8,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from effjax.formats import elements as el
 from effjax.formats.core import (
     check_input,
     dequantize,
     filled_codes,
     from_blocks,
     group_size,
+    max_code,
     quantize,
     quantize_dequantize,
     to_blocks,
@@ -67,26 +67,6 @@ def _fake_quant_bwd(fmt, axis, ste, inside, g):
 _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
-def _max_code(fmt: Format) -> float | int | None:
-    """The (unpacked) element code of the largest positive value, or None if unbounded."""
-    kind = fmt.kind
-    if kind == "cast":
-        return None
-    if kind == "hif8":
-        return 0x6E if fmt.saturate else None
-    if kind == "int":
-        top = 2**fmt.bits - 1 if not fmt.symmetric else 2 ** (fmt.bits - 1) - 1
-        return top
-    if kind == "hif4" or fmt.element == "e2m1":
-        return 7  # magnitude 7 (E2M1: 6.0; HiF4: 1.75)
-    if fmt.element == "int8":
-        return 127
-    elem = el.element_format(fmt.element)
-    if elem.storage is None:
-        return int(el.encode_element(jnp.float32(elem.max_normal), elem))
-    return elem.max_normal
-
-
 def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
     """Per-element (lowest, highest) values each element's group can represent.
 
@@ -96,7 +76,7 @@ def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
     Returns:
       Two float32 arrays of shape `q.shape` (+-inf for formats that do not clip).
     """
-    top = _max_code(q.fmt)
+    top = max_code(q.fmt)
     if top is None:
         inf = jnp.full(q.shape, jnp.inf, jnp.float32)
         return -inf, inf

@@ -44,7 +44,6 @@ __all__ = [
     "HIF8_NAN",
     "e6m2_decode",
     "e6m2_encode",
-    "e6m2_table",
     "hif4_dequantize_units",
     "hif4_pack_levels",
     "hif4_quantize_units",
@@ -270,16 +269,6 @@ def e6m2_encode(s: Float[Array, "..."]) -> UInt8[Array, "..."]:
     return jnp.where(jnp.isnan(s), E6M2_NAN, code).astype(jnp.uint8)
 
 
-@functools.cache
-def e6m2_table() -> np.ndarray:
-    """float32 value of each of the 256 E6M2 codes (0xFF is NaN)."""
-    table = np.array([2.0 ** ((c >> 2) - E6M2_BIAS) * (1 + (c & 3) / 4) for c in range(256)])
-    table[E6M2_NAN] = np.nan
-    table = table.astype(np.float32)
-    table.flags.writeable = False  # cached: shared by every caller
-    return table
-
-
 @jax.jit
 def e6m2_decode(code: UInt8[Array, "..."]) -> Float[Array, "..."]:
     """float32 values of E6M2 codes (see `e6m2_encode`); 0xFF decodes to NaN.
@@ -291,15 +280,19 @@ def e6m2_decode(code: UInt8[Array, "..."]) -> Float[Array, "..."]:
       float32 values of the same shape.
     """
     c = _as_int32_codes(code, "code") & 0xFF
-    return jnp.asarray(e6m2_table())[c]
+    # From the bits (no table: kernel bodies may not capture constants); exponent fields
+    # 0..63 map to float32 exponents 79..142, all normal.
+    value = lax.bitcast_convert_type(((c >> 2) + 127 - E6M2_BIAS) << 23 | (c & 3) << 21,
+                                     jnp.float32)
+    return jnp.where(c == E6M2_NAN, jnp.nan, value)
 
 
 # ---------------------------------------------------------------------------------------------
 # HiF4
 
 
-def _shifts(start: int, n: int, ndim: int) -> Array:
-    return jnp.arange(start, start + n, dtype=jnp.uint32).reshape((1,) * (ndim - 1) + (n,))
+def _shifts(start: int, n: int, ndim: int, dtype=jnp.int32) -> Array:
+    return jnp.arange(start, start + n, dtype=dtype).reshape((1,) * (ndim - 1) + (n,))
 
 
 @jax.jit
@@ -323,9 +316,10 @@ def hif4_pack_levels(l1: Array, l2: Array) -> UInt32[Array, "..."]:
         raise ValueError(f"l1 must have last axis 8, got shape {l1.shape}")
     if l2.shape != l1.shape[:-1] + (16,):
         raise ValueError(f"l2 must have shape {l1.shape[:-1] + (16,)}, got {l2.shape}")
-    b1 = jnp.left_shift(l1.astype(jnp.bool_).astype(jnp.uint32), _shifts(0, 8, l1.ndim))
-    b2 = jnp.left_shift(l2.astype(jnp.bool_).astype(jnp.uint32), _shifts(8, 16, l2.ndim))
-    return jnp.sum(b1, axis=-1, dtype=jnp.uint32) + jnp.sum(b2, axis=-1, dtype=jnp.uint32)
+    # Summed as int32 (24 bits fit; kernel lowerings lack unsigned reductions).
+    b1 = jnp.left_shift(l1.astype(jnp.bool_).astype(jnp.int32), _shifts(0, 8, l1.ndim))
+    b2 = jnp.left_shift(l2.astype(jnp.bool_).astype(jnp.int32), _shifts(8, 16, l2.ndim))
+    return (jnp.sum(b1, axis=-1) + jnp.sum(b2, axis=-1)).astype(jnp.uint32)
 
 
 @jax.jit
@@ -342,8 +336,8 @@ def hif4_unpack_levels(levels: UInt32[Array, "..."]) -> tuple[Array, Array]:
     if not jnp.issubdtype(levels.dtype, jnp.integer):
         raise ValueError(f"levels must have an integer dtype (uint32), got {levels.dtype}")
     lv = levels.astype(jnp.uint32)[..., None]
-    l1 = (jnp.right_shift(lv, _shifts(0, 8, lv.ndim)) & np.uint32(1)) != 0
-    l2 = (jnp.right_shift(lv, _shifts(8, 16, lv.ndim)) & np.uint32(1)) != 0
+    l1 = (jnp.right_shift(lv, _shifts(0, 8, lv.ndim, jnp.uint32)) & np.uint32(1)) != 0
+    l2 = (jnp.right_shift(lv, _shifts(8, 16, lv.ndim, jnp.uint32)) & np.uint32(1)) != 0
     return l1, l2
 
 
@@ -390,7 +384,8 @@ def hif4_quantize_units(
     if x.ndim < 1 or x.shape[-1] != HIF4_UNIT:
         raise ValueError(f"x must have last axis {HIF4_UNIT} (one HiF4 unit), got shape {x.shape}")
     batch = x.shape[:-1]
-    has_nan = jnp.any(jnp.isnan(x), axis=-1)
+    # A max rather than jnp.any: reduce_or has no Pallas kernel lowerings.
+    has_nan = jnp.max(jnp.isnan(x).astype(jnp.int32), axis=-1) > 0
     a = jnp.where(jnp.isnan(x), 0.0, jnp.abs(x))
     # 1. maxima per group of 4, of 8, and per unit.
     m4 = jnp.max(a.reshape(batch + (16, 4)), axis=-1)

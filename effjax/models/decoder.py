@@ -64,7 +64,8 @@ class Linear(nnx.Module):
     def __call__(self, x, recipe: Recipe | None = None):
         act = None if recipe is None else recipe.activation_format(self.path)
         return linear(x, self.kernel.get_value(),
-                      None if self.bias is None else self.bias.get_value(), act)
+                      None if self.bias is None else self.bias.get_value(), act,
+                      impl="auto" if recipe is None else recipe.impl)
 
 
 class RMSNorm(nnx.Module):
@@ -190,7 +191,8 @@ class DecoderLM(nnx.Module):
         x = self.norm(x)
         if self.lm_head is None:
             act = None if recipe is None else recipe.activation_format("lm_head")
-            logits = linear(x, self.embed.embedding.get_value().T, act=act)
+            logits = linear(x, self.embed.embedding.get_value().T, act=act,
+                            impl="auto" if recipe is None else recipe.impl)
         else:
             logits = self.lm_head(x, recipe)
         new_cache = None

@@ -16,6 +16,7 @@ def linear(
     kernel: Float[Array, "d_in d_out"] | QArray,
     bias: Float[Array, " d_out"] | None = None,
     act: Format | None = None,
+    impl: str = "auto",
 ) -> Float[Array, "... d_out"]:
     """The single linear map of every model: `x @ kernel + bias` in x's dtype.
 
@@ -27,11 +28,12 @@ def linear(
       kernel: weights laid out (in, out), float or a `QArray` quantized along axis 0.
       bias: optional (out,) bias.
       act: optional activation format (x is quantized along its features).
+      impl: "auto", "pallas" or "xla": how a quantized product runs (see `qdot`).
 
     Returns:
       The projected activations, same dtype as x (float32 accumulation).
     """
-    y = qdot(x, kernel, act)
+    y = qdot(x, kernel, act, impl=impl)
     if bias is not None:
         y = y + bias.astype(x.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
     return y

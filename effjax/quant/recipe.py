@@ -10,6 +10,8 @@ import jax
 from effjax.formats import QArray, quantize
 from effjax.formats.registry import Format, get_format
 
+IMPLS = ("auto", "pallas", "xla")
+
 
 def _fmt(value: str | Format | None) -> Format | None:
     return None if value is None else get_format(value)
@@ -67,12 +69,17 @@ class Recipe:
       rules: `Rule`s, first match wins.
       kv_cache: format of cached keys and values (along head_dim; INT/FP8 names mean one
         scale per head vector), or None.
+      impl: how quantized matmuls run: "auto" (the Pallas kernels on TPU and GPU, XLA
+        elsewhere), "pallas" (the kernels; interpret mode off TPU and GPU) or "xla".
     """
 
     rules: tuple[Rule, ...] = ()
     kv_cache: Format | None = None
+    impl: str = "auto"
 
     def __post_init__(self):
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {self.impl!r}")
         object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "kv_cache", _dynamic_fmt(self.kv_cache, "kv_cache"))
 
@@ -86,19 +93,21 @@ class Recipe:
 
 
 def recipe(weight: str | Format | None = None, activation: str | Format | None = None,
-           kv_cache: str | Format | None = None, *, pattern: str = r"_proj$|^lm_head$") -> Recipe:
+           kv_cache: str | Format | None = None, *, pattern: str = r"_proj$|^lm_head$",
+           impl: str = "auto") -> Recipe:
     """A one-rule recipe: every projection (not the embedding) gets the same formats.
 
     Args:
       weight, activation, kv_cache: formats (names or `Format`s) or None.
       pattern: which layers the rule covers (default: all attention/MLP projections and an
         untied output head).
+      impl: "auto", "pallas" or "xla" (see `Recipe`).
 
     Returns:
       A `Recipe`.
     """
     return Recipe(rules=(Rule(pattern=pattern, weight=weight, activation=activation),),
-                  kv_cache=kv_cache)
+                  kv_cache=kv_cache, impl=impl)
 
 
 def layer_path(path: tuple) -> str:

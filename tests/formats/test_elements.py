@@ -1,10 +1,13 @@
 """Element codes against ml_dtypes: exhaustive decode, RNE ties, saturation, NaN/Inf."""
 
+import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
 
 import effjax.formats as F
+from effjax.formats import elements as el
 
 ORACLE = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
           "e2m3": ml_dtypes.float6_e2m3fn, "e3m2": ml_dtypes.float6_e3m2fn,
@@ -93,3 +96,13 @@ def test_bad_element_requests():
         F.encode(np.ones(2, np.int32), "e2m1")
     with pytest.raises(ValueError, match="integer codes"):
         F.decode(np.ones(2, np.float32), "e2m1")
+
+
+def test_round_half_even_equals_numpy_round_bit_for_bit():
+    rng = np.random.RandomState(0)
+    v = np.concatenate([np.arange(-600, 600) / 4, rng.randn(20000) * 300,
+                        [np.nan, np.inf, -np.inf, -0.0, 0.0, 0.49999997, -0.49999997,
+                         2**22 - 0.5, 2**23 + 1, 3e38]]).astype(np.float32)
+    for fn in (el.round_half_even, jax.jit(el.round_half_even)):
+        got = np.asarray(fn(jnp.asarray(v)))
+        np.testing.assert_array_equal(got.view(np.uint32), np.round(v).view(np.uint32))

@@ -1,0 +1,28 @@
+"""The Pallas kernels on a GPU or TPU: correctness against the references, time against XLA."""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # (M, K, N): decode shapes, then a prefill shape.
+    c.shapes = ((1, 4096, 4096), (8, 4096, 4096), (16, 4096, 4096), (1, 8192, 8192),
+                (8, 8192, 8192), (16, 8192, 8192), (2048, 4096, 4096))
+    c.weight_formats = ("mxfp4", "nvfp4", "int4:128", "hif4", "mxfp8_e4m3")  # W4A16 / W8A16
+    c.scaled_formats = ("mxfp8_e4m3", "mxfp4", "nvfp4")  # W8A8 / W4A4, at the prefill shape
+    c.quantize_shape = (4096, 4096)  # quantize / dequantize / fused fake quant
+    c.quantize_formats = ("mxfp8_e4m3", "mxfp4", "nvfp4", "hif4")
+    c.repeats = 20  # median of this many timed calls, after one warm-up
+    c.time_budget_s = 150.0  # rows left once spent are listed as skipped
+    c.output = "experiments/results/bench_kernels.md"
+    if variant == "tiny":  # CPU smoke test: interpret mode, tiny shapes
+        c.shapes = ((1, 256, 128), (40, 256, 128))
+        c.weight_formats = ("mxfp4", "int4:128")
+        c.scaled_formats = ("nvfp4",)
+        c.quantize_shape = (40, 256)
+        c.quantize_formats = ("mxfp4",)
+        c.repeats = 1
+        c.output = "/tmp/effjax_bench_kernels_tiny.md"
+    elif variant:
+        raise ValueError(f"unknown bench_kernels variant {variant!r}; expected '' or 'tiny'")
+    return c

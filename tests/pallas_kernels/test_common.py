@@ -1,0 +1,37 @@
+"""The kernels' shared pieces: in-kernel packing, tiles, backend choice."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effjax.formats import core
+from pallas_kernels import common
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+@pytest.mark.parametrize("k", [32, 96, 256, 1024])
+def test_pack_tile_equals_the_reference_packing(bits, k):
+    codes = jnp.asarray(np.random.RandomState(k).randint(0, 2**bits, (5, k)), jnp.uint8)
+    packed = common.pack_tile(codes, bits)
+    np.testing.assert_array_equal(packed, core.pack_codes(codes, bits))
+    np.testing.assert_array_equal(common.unpack_tile(packed, bits, k), codes)
+    assert common.packed_width(core.get_format("mxfp4" if bits == 4 else "mxfp6_e2m3"), k) == (
+        packed.shape[1])
+
+
+def test_tiles_backends_and_chunks():
+    assert common.default_block(768, 32, 512) == 384
+    assert common.default_block(96, 32, 8192) == 96
+    with pytest.raises(ValueError, match="no tile that is a multiple of 32 divides 48"):
+        common.default_block(48, 32, 512)
+    with pytest.raises(ValueError, match=r"expected block_n=0 to divide n=8"):
+        common.check_tile("block_n", 0, "n", 8)
+    assert common.chunks(768) == [(0, 256), (256, 256), (512, 256)]
+    assert common.chunks(96) == [(0, 32), (32, 32), (64, 32)]
+    assert common.target_backend("tpu") == "tpu"
+    assert common.target_backend(None) is None  # this CPU machine: interpret mode
+    assert common.interpret_mode(None, None) and not common.interpret_mode(None, "gpu")
+    assert common.interpret_mode(True, "tpu")
+    assert common.compiler_params("gpu") is not None and common.compiler_params("tpu") is None
+    assert jax.default_backend() == "cpu"

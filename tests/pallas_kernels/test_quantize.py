@@ -1,0 +1,44 @@
+"""The quantize kernel against effjax.formats.quantize, in interpret mode."""
+
+import jax.numpy as jnp
+import pytest
+
+import effjax.formats as F
+import pallas_kernels as K
+from tests.pallas_kernels.helpers import KDIM, TILES, M, assert_same_qarray, heavy_tailed
+
+
+@pytest.mark.parametrize("fmt", [*K.BLOCK_FORMATS, F.get_format("nvfp4", two_level=False),
+                                 F.get_format("mxfp8_e4m3", scale_mode="rceil")])
+def test_codes_and_scales_equal_the_reference(fmt):
+    x = heavy_tailed((M, KDIM))
+    x = x.at[3, :32].set(0.0).at[5, 7].set(1e4)  # an all-zero block and an outlier
+    assert_same_qarray(K.block_quantize(x, fmt, **TILES), K.quantize_reference(x, fmt))
+
+
+def test_bfloat16_input_and_default_tiles():
+    x = heavy_tailed((M, KDIM), seed=1, dtype=jnp.bfloat16)
+    assert_same_qarray(K.block_quantize(x, "mxfp4"), F.quantize(x, "mxfp4", axis=1))
+
+
+def test_families_and_bad_input():
+    x = heavy_tailed((M, KDIM))
+    assert_same_qarray(K.mx_quantize(x, "mxfp6_e3m2"), F.quantize(x, "mxfp6_e3m2", axis=1))
+    assert_same_qarray(K.nvfp4_quantize(x, "nvfp4"), F.quantize(x, "nvfp4", axis=1))
+    assert_same_qarray(K.hif4_quantize(x, "hif4"), F.quantize(x, "hif4", axis=1))
+    with pytest.raises(ValueError, match="must be a mx format, got nvfp4"):
+        K.mx_quantize(x, "nvfp4")
+    with pytest.raises(ValueError, match=r"expected block_k=96 to divide k=256"):
+        K.block_quantize(x, "mxfp4", block_k=96)
+    with pytest.raises(ValueError, match=r"expected block_k=24 to be a multiple of 16"):
+        K.block_quantize(x[:, :96], "nvfp4", block_k=24)
+    with pytest.raises(ValueError, match=r"expected k=40 to be a multiple of mxfp4's block 32"):
+        K.block_quantize(x[:, :40], "mxfp4")
+    with pytest.raises(ValueError, match="x must be float32, bfloat16 or float16, got int32"):
+        K.block_quantize(x.astype(jnp.int32), "mxfp4")
+    with pytest.raises(ValueError, match=r"fmt must be one of .* got int8 \(channel\)"):
+        K.block_quantize(x, "int8")
+    with pytest.raises(ValueError, match=r"x must be 2-D \(m, k\), got shape \(2, 40, 256\)"):
+        K.block_quantize(jnp.stack([x, x]), "mxfp4")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        K.block_quantize(x, "mxfp4", backend="metal")
