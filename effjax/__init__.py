@@ -1,6 +1,6 @@
 """effjax: efficient large models in JAX/Flax."""
 
-from effjax import checkpoint, data, decoding, eval, formats, models, quant
+from effjax import checkpoint, data, decoding, eval, formats, models, ptq, quant
 from effjax.decoding import generate
 from effjax.eval import perplexity
 from effjax.models import load
@@ -17,5 +17,6 @@ __all__ = [
     "load",
     "models",
     "perplexity",
+    "ptq",
     "quant",
 ]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
-from effjax.formats import get_format
+from effjax.formats import QArray, dequantize, get_format
 from effjax.quant import quantize_params, recipe
 from experiments.cli import main_with_config
 
@@ -72,7 +72,10 @@ def run(config) -> str:
         "",
         f"First {config.quant_max_tokens} tokens of the same corpus, windows of "
         f"{config.quant_seq_len}; weights quantized along their input axis, activations "
-        "along their features (INT/FP8: one scale per output channel / per token).",
+        "along their features (INT/FP8: one scale per output channel / per token). "
+        "Weight-only rows run the float graph on the dequantized weights: the QArray path's "
+        "values, with logits equal up to float32 rounding (within 1e-5 in "
+        "tests/quant/test_quant.py), without compiling a graph per format.",
         "",
         quant_table,
         f"## Greedy generation ({config.max_new_tokens} new tokens max, float32, {gen_s:.1f} s "
@@ -104,7 +107,14 @@ def quantized_rows(lm, corpus, config) -> str:
         start = time.perf_counter()
         r = recipe(_format(weight), _format(act))
         params = quantize_params(lm.params, r)
-        ppl = effjax.perplexity(lm, corpus, params=params, recipe=r, **kwargs).perplexity
+        if act is None:  # weight-only: the float graph (compiled once) on the same values
+            run_params, run_recipe = jax.tree.map(
+                lambda a: dequantize(a, jnp.float32) if isinstance(a, QArray) else a, params,
+                is_leaf=lambda a: isinstance(a, QArray)), None
+        else:
+            run_params, run_recipe = params, r
+        ppl = effjax.perplexity(lm, corpus, params=run_params, recipe=run_recipe,
+                                **kwargs).perplexity
         kernel = params["layers"][0]["mlp"]["up_proj"]["kernel"]
         rows.append([label, weight, act or "-", ppl, ppl - base, kernel.bits_per_element(),
                      f"{time.perf_counter() - start:.0f}"])

@@ -74,12 +74,16 @@ def default_block(dim: int, multiple: int, preferred: int) -> int:
     raise ValueError(f"no tile that is a multiple of {multiple} divides {dim}")
 
 
-def matmul_tiles(m: int, n: int, k: int, group: int, backend: str | None,
-                 block_m: int | None, block_n: int | None,
-                 block_k: int | None) -> tuple[int, int, int]:
-    """The matmul kernels' tiles: as given, else per backend. GPU (Triton): tl.dot wants at
-    least 16 rows and register-sized tiles; TPU: MXU-sized tiles; interpret mode: few steps.
-    Rows may leave a ragged tile; block_n must divide n and block_k divide k."""
+def matmul_setup(m: int, n: int, k: int, group: int, block_m: int | None,
+                 block_n: int | None, block_k: int | None, interpret: bool | None,
+                 backend: str | None) -> tuple[int, int, int, bool, str | None]:
+    """The matmul kernels' static arguments: (block_m, block_n, block_k, interpret, backend).
+
+    Tiles as given, else per backend. GPU (Triton): tl.dot wants at least 16 rows and
+    register-sized tiles; TPU: MXU-sized tiles; interpret mode: few steps. Rows may leave a
+    ragged tile; block_n must divide n and block_k divide k.
+    """
+    backend = target_backend(backend)
     if backend == "gpu":
         dm, dn, dk = max(16, min(1 << (m - 1).bit_length(), 64)), 128, 128
     elif backend == "tpu":
@@ -93,7 +97,19 @@ def matmul_tiles(m: int, n: int, k: int, group: int, backend: str | None,
         raise ValueError(f"expected block_m={block_m} to be positive")
     check_tile("block_n", block_n, "n", n)
     check_tile("block_k", block_k, "k", k, group)
-    return block_m, block_n, block_k
+    return block_m, block_n, block_k, interpret_mode(interpret, backend), backend
+
+
+def family(fn, kinds: tuple[str, ...], doc: str, fmt_of):
+    """`fn` restricted to formats of the given kinds (`fmt_of(*args, **kwargs)` finds it)."""
+    def restricted(*args, **kwargs):
+        fmt = fmt_of(*args, **kwargs)
+        if fmt.kind not in kinds:
+            raise ValueError(f"expected a {'/'.join(kinds)} format, got {fmt.name}")
+        return fn(*args, **kwargs)
+
+    restricted.__doc__ = f"{doc}\n\nSee `{fn.__name__}` for the arguments."
+    return restricted
 
 
 def packed_width(fmt: Format, k: int) -> int:

@@ -76,7 +76,7 @@ def dequant_matmul(x: Float[Array, "m k"], w: QArray, *, block_m: int | None = N
       x: (m, k) float32 / bfloat16 / float16 activations (rows may leave a ragged tile).
       w: (k, n) QArray quantized along axis 0 (k a multiple of its group) in MXFP8/6/4,
         MXINT8, NVFP4, HiF4 or symmetric per-group INT8/INT4.
-      block_m, block_n, block_k: the tiles (default per backend: `matmul_tiles`; block_n
+      block_m, block_n, block_k: the tiles (default per backend: `matmul_setup`; block_n
         must divide n, block_k divide k and be a multiple of w's group).
       interpret: run in interpret mode (default: when there is no TPU or GPU).
       backend: lower for "tpu" or "gpu" (default: the default backend's).
@@ -86,11 +86,8 @@ def dequant_matmul(x: Float[Array, "m k"], w: QArray, *, block_m: int | None = N
     """
     x = _check(x, w)
     (m, k), n = x.shape, w.shape[1]
-    backend = common.target_backend(backend)
-    block_m, block_n, block_k = common.matmul_tiles(m, n, k, w.fmt.group_size, backend,
-                                                    block_m, block_n, block_k)
-    return _dequant_matmul(x, w, block_m, block_n, block_k,
-                           common.interpret_mode(interpret, backend), backend)
+    return _dequant_matmul(x, w, *common.matmul_setup(m, n, k, w.fmt.group_size, block_m,
+                                                      block_n, block_k, interpret, backend))
 
 
 def dequant_matmul_reference(x: Float[Array, "m k"], w: QArray, *,

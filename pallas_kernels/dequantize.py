@@ -89,16 +89,13 @@ def dequantize_reference(q: QArray, dtype=None) -> jax.Array:
     return dequantize(q, dtype)
 
 
-def _family(kinds: tuple[str, ...], doc: str):
-    def fn(q, dtype=None, **kwargs):
-        if q.fmt.kind not in kinds:
-            raise ValueError(f"q must be in a {'/'.join(kinds)} format, got {q.fmt.name}")
-        return block_dequantize(q, dtype, **kwargs)
-
-    fn.__doc__ = doc + "\n\nSee `block_dequantize` for the arguments."
-    return fn
+def _q_fmt(q, *args, **kwargs):
+    return q.fmt
 
 
-mx_dequantize = _family(("mx",), "MX dequantization in Pallas.")
-nvfp4_dequantize = _family(("nvfp4",), "NVFP4 dequantization (block and global scales) in Pallas.")
-hif4_dequantize = _family(("hif4",), "HiF4 dequantization (unit scale and levels) in Pallas.")
+mx_dequantize = common.family(block_dequantize, ("mx",), "MX dequantization in Pallas.", _q_fmt)
+nvfp4_dequantize = common.family(block_dequantize, ("nvfp4",),
+                                 "NVFP4 dequantization (block and global scales) in Pallas.",
+                                 _q_fmt)
+hif4_dequantize = common.family(block_dequantize, ("hif4",),
+                                "HiF4 dequantization (unit scale and levels) in Pallas.", _q_fmt)

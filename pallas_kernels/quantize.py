@@ -107,17 +107,14 @@ def quantize_reference(x: jax.Array, fmt: str | Format) -> QArray:
     return quantize(x, fmt, axis=1)
 
 
-def _family(kinds: tuple[str, ...], doc: str):
-    def fn(x, fmt, **kwargs):
-        f = common.block_format(fmt)
-        if f.kind not in kinds:
-            raise ValueError(f"fmt must be a {'/'.join(kinds)} format, got {f.name}")
-        return block_quantize(x, f, **kwargs)
-
-    fn.__doc__ = doc + "\n\nSee `block_quantize` for the arguments."
-    return fn
+def _x_fmt(x, fmt, *args, **kwargs):
+    return common.block_format(fmt)
 
 
-mx_quantize = _family(("mx",), "MX quantization (MXFP8 E4M3/E5M2, MXFP6, MXFP4, MXINT8) in Pallas.")
-nvfp4_quantize = _family(("nvfp4",), "NVFP4 quantization (two-level unless asked) in Pallas.")
-hif4_quantize = _family(("hif4",), "HiF4 quantization (64-element units) in Pallas.")
+mx_quantize = common.family(
+    block_quantize, ("mx",), "MX quantization (MXFP8 E4M3/E5M2, MXFP6, MXFP4, MXINT8) in Pallas.",
+    _x_fmt)
+nvfp4_quantize = common.family(block_quantize, ("nvfp4",),
+                               "NVFP4 quantization (two-level unless asked) in Pallas.", _x_fmt)
+hif4_quantize = common.family(block_quantize, ("hif4",),
+                              "HiF4 quantization (64-element units) in Pallas.", _x_fmt)

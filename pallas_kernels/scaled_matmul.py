@@ -79,7 +79,7 @@ def scaled_matmul(a: QArray, b: QArray, *, block_m: int | None = None,
     Args:
       a: (m, k) QArray along axis 1 (activations), in MXFP8 E4M3/E5M2, MXFP4 or NVFP4.
       b: (k, n) QArray along axis 0 (weights), same block size as a.
-      block_m, block_n, block_k: the tiles (default per backend: `matmul_tiles`; block_n
+      block_m, block_n, block_k: the tiles (default per backend: `matmul_setup`; block_n
         must divide n, block_k divide k and be a multiple of the block).
       interpret: run in interpret mode (default: when there is no TPU or GPU).
       backend: lower for "tpu" or "gpu" (default: the default backend's).
@@ -90,11 +90,8 @@ def scaled_matmul(a: QArray, b: QArray, *, block_m: int | None = None,
     """
     _check(a, b)
     (m, k), n = a.shape, b.shape[1]
-    backend = common.target_backend(backend)
-    block_m, block_n, block_k = common.matmul_tiles(m, n, k, a.fmt.group_size, backend,
-                                                    block_m, block_n, block_k)
-    return _scaled_matmul(a, b, block_m, block_n, block_k,
-                          common.interpret_mode(interpret, backend), backend)
+    return _scaled_matmul(a, b, *common.matmul_setup(m, n, k, a.fmt.group_size, block_m,
+                                                     block_n, block_k, interpret, backend))
 
 
 def scaled_matmul_reference(a: QArray, b: QArray, *,

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
-           "effjax.checkpoint", "effjax.formats", "effjax.quant",
+           "effjax.checkpoint", "effjax.formats", "effjax.quant", "effjax.ptq",
            "pallas_kernels"]
 
 

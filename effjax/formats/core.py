@@ -233,38 +233,33 @@ def grid_values(xb: jax.Array, fmt: Format,
         from effjax.formats.hifloat import hif4_quantize_units
 
         codes, scale, levels = hif4_quantize_units(xb)
-        lv = levels.astype(jnp.uint32)
-        level_bytes = jnp.stack([(lv >> (8 * i)) & 0xFF for i in range(3)], -1).astype(jnp.uint8)
-        return decode_elements(codes, fmt), {"scale": scale, "levels": level_bytes}
+        return decode_elements(codes, fmt), {"scale": scale, "levels": level_bytes(levels)}
+    stored = block_scales(xb, fmt, global_scale)
+    return elements_given(xb, stored, fmt), stored
+
+
+def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = None) -> dict:
+    """The stored scale arrays of blocks (*rest, nb, g) of float32 (not HiF4, HiF8, casts):
+    "scale", and "global_scale" / "zero_point" where the format has them."""
+    kind = fmt.kind
     # Materialized once: fused into its consumers, XLA:CPU may recompute each group's max
     # for every element.
     amax = _barrier(_amax(xb, fmt))
     if kind == "int":
         levels = 2**fmt.bits
         if fmt.symmetric:
-            qmax = levels // 2 - 1
-            scale = _nonzero(exact_div(amax, jnp.float32(qmax)))
-            q = jnp.clip(el.round_half_even(exact_div(xb, scale[..., None])), -qmax, qmax)
-            return q, {"scale": scale}
+            return {"scale": _nonzero(exact_div(amax, jnp.float32(levels // 2 - 1)))}
         lo, hi = jnp.min(xb, axis=-1), jnp.max(xb, axis=-1)
         if fmt.granularity == "tensor":
             lo, hi = jnp.min(lo, keepdims=True), jnp.max(hi, keepdims=True)
         scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1)))
         zero = jnp.clip(el.round_half_even(exact_div(-lo, scale)), 0, levels - 1)
-        q = el.round_half_even(exact_div(xb, scale[..., None])) + zero[..., None]
-        q = jnp.clip(q, 0, levels - 1)
-        return q, {"scale": scale, "zero_point": zero}
+        return {"scale": scale, "zero_point": zero}
     if kind == "fp8":
         elem = el.element_format(fmt.element)
-        scale = _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))
-        return el.round_to_element(exact_div(xb, scale[..., None]), elem), {"scale": scale}
+        return {"scale": _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))}
     if kind == "mx":
-        e = mx_scale_exponent(amax, fmt)
-        scale = el.encode_e8m0(e, nan=~jnp.isfinite(amax))
-        v = el.mul_pow2(xb, -e[..., None])
-        if fmt.element == "int8":
-            return jnp.clip(el.round_half_even(v * 64), -127, 127), {"scale": scale}
-        return el.round_to_element(v, el.element_format(fmt.element)), {"scale": scale}
+        return {"scale": el.encode_e8m0(mx_scale_exponent(amax, fmt), nan=~jnp.isfinite(amax))}
     # nvfp4
     if fmt.two_level:
         g = nvfp4_global_scale(jnp.max(amax)) if global_scale is None else global_scale
@@ -272,12 +267,54 @@ def grid_values(xb: jax.Array, fmt: Format,
         g = jnp.float32(1.0)
     block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,
                      _E4M3_MAX)
-    block = el.round_to_element(block, el.ELEMENTS["e4m3"])
-    v = jnp.clip(exact_div(xb, (g * block)[..., None]), -_FP4_MAX, _FP4_MAX)
-    stored = {"scale": block.astype(jnp.float8_e4m3fn)}
+    stored = {"scale": el.round_to_element(block, el.ELEMENTS["e4m3"]).astype(jnp.float8_e4m3fn)}
     if fmt.two_level:
         stored["global_scale"] = g.astype(jnp.float32)
-    return el.round_to_element(v, el.ELEMENTS["e2m1"]), stored
+    return stored
+
+
+def elements_given(xb: jax.Array, stored: dict, fmt: Format) -> jax.Array:
+    """Element values of blocks (*rest, nb, g) under fixed stored scales (*rest, nb) (as
+    `block_scales` or a QArray holds them): the rounding step of quantization alone, e.g.
+    for GPTQ, which fixes a block's scales when it reaches the block and rounds column by
+    column. For HiF4 the stored levels are used as they are."""
+    kind = fmt.kind
+    if kind == "hif4":
+        from effjax.formats.hifloat import hif4_elements
+
+        return hif4_elements(xb, stored["scale"], level_word(stored["levels"]))
+    scale = stored["scale"][..., None]
+    if kind == "int":
+        levels = 2**fmt.bits
+        if fmt.symmetric:
+            qmax = levels // 2 - 1
+            return jnp.clip(el.round_half_even(exact_div(xb, scale)), -qmax, qmax)
+        q = el.round_half_even(exact_div(xb, scale)) + stored["zero_point"][..., None]
+        return jnp.clip(q, 0, levels - 1)
+    if kind == "fp8":
+        return el.round_to_element(exact_div(xb, scale), el.element_format(fmt.element))
+    if kind == "mx":
+        code = scale.astype(jnp.int32)
+        e = jnp.where(code == 255, 0, code - el.E8M0_BIAS)  # NaN blocks decode to NaN anyway
+        v = el.mul_pow2(xb, -e)
+        if fmt.element == "int8":
+            return jnp.clip(el.round_half_even(v * 64), -127, 127)
+        return el.round_to_element(v, el.element_format(fmt.element))
+    g = stored.get("global_scale", jnp.float32(1.0))  # nvfp4
+    v = jnp.clip(exact_div(xb, g * scale.astype(jnp.float32)), -_FP4_MAX, _FP4_MAX)
+    return el.round_to_element(v, el.ELEMENTS["e2m1"])
+
+
+def level_bytes(levels: jax.Array) -> jax.Array:
+    """HiF4's packed uint32 level word per unit -> its three stored bytes (*rest, 3)."""
+    lv = levels.astype(jnp.uint32)
+    return jnp.stack([(lv >> (8 * i)) & 0xFF for i in range(3)], -1).astype(jnp.uint8)
+
+
+def level_word(stored: jax.Array) -> jax.Array:
+    """Inverse of `level_bytes`."""
+    lv = stored.astype(jnp.uint32)
+    return lv[..., 0] | (lv[..., 1] << 8) | (lv[..., 2] << 16)
 
 
 def encode_elements(elements: jax.Array, fmt: Format) -> jax.Array:
@@ -332,9 +369,8 @@ def apply_scale(elements: jax.Array, stored: dict, fmt: Format) -> jax.Array:
     if kind == "hif4":
         from effjax.formats.hifloat import hif4_dequantize_units
 
-        lv = stored["levels"].astype(jnp.uint32)
-        levels = lv[..., 0] | (lv[..., 1] << 8) | (lv[..., 2] << 16)
-        return hif4_dequantize_units(encode_elements(elements, fmt), stored["scale"], levels)
+        return hif4_dequantize_units(encode_elements(elements, fmt), stored["scale"],
+                                     level_word(stored["levels"]))
     if kind == "mx":
         # Powers of two from the bits rather than a product with the decoded scale:
         # 2^-127 is a float32 subnormal, which XLA:CPU would flush to zero as an operand.
@@ -366,10 +402,24 @@ def quantize(x: jax.Array, fmt: str | Format, axis: int = -1, **options) -> QArr
     axis = check_input(x, axis)
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
     elements, stored = grid_values(xb, fmt)
-    codes = pack_codes(encode_elements(elements, fmt).reshape(*xb.shape[:-2], -1), fmt.bits)
+    return assemble(elements, stored, fmt, axis, tuple(x.shape), x.dtype)
+
+
+def assemble(elements: jax.Array, stored: dict, fmt: Format, axis: int,
+             shape: tuple[int, ...], dtype) -> QArray:
+    """The QArray holding element values (*rest, nb, g) and their stored scale arrays.
+
+    Args:
+      elements: values on the element grid (as `grid_values` / `elements_given` return).
+      stored: "scale" and "global_scale" / "zero_point" / "levels" where the format has them.
+      fmt: the `Format`.
+      axis, shape, dtype: the contraction axis, shape and dtype of the quantized array.
+    """
+    codes = pack_codes(encode_elements(elements, fmt).reshape(*elements.shape[:-2], -1),
+                       fmt.bits)
     return QArray(codes=codes, scale=stored.get("scale"), global_scale=stored.get("global_scale"),
                   zero_point=stored.get("zero_point"), levels=stored.get("levels"), fmt=fmt,
-                  axis=axis, shape=tuple(x.shape), dtype=jnp.dtype(x.dtype).name)
+                  axis=axis, shape=shape, dtype=jnp.dtype(dtype).name)
 
 
 def max_code(fmt: Format) -> float | int | None:

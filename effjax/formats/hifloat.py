@@ -45,6 +45,7 @@ __all__ = [
     "e6m2_decode",
     "e6m2_encode",
     "hif4_dequantize_units",
+    "hif4_elements",
     "hif4_pack_levels",
     "hif4_quantize_units",
     "hif4_unpack_levels",
@@ -349,6 +350,33 @@ def _element_levels(l1: Array, l2: Array) -> Array:
     return jnp.broadcast_to(per4[..., None], batch + (16, 4)).reshape(batch + (HIF4_UNIT,))
 
 
+def _hif4_magnitudes(a: Array, r: Array, levels: Array) -> Array:
+    """Step 6: k = min(round_half_up(|x| * r / (l1 * l2) * 4), 7), int32."""
+    return jnp.minimum(_round_half_up((a * r) / levels * 4.0), 7.0).astype(jnp.int32)
+
+
+@jax.jit
+def hif4_elements(x: Float[Array, "... 64"], scale: UInt8[Array, "..."],
+                  levels: UInt32[Array, "..."]) -> Float[Array, "... 64"]:
+    """Step 6 alone: the element values (+-k/4) of units under a fixed unit scale code and
+    fixed level bits (as `hif4_quantize_units` returns them), e.g. for GPTQ.
+
+    Args:
+      x: (..., 64) floating values.
+      scale: (...) E6M2 codes.
+      levels: (...) packed level bits.
+
+    Returns:
+      (..., 64) float32 values k/4 with x's sign (zero without sign).
+    """
+    x = _as_float32(x, "x")
+    r = (1.0 / e6m2_decode(scale)).astype(jnp.bfloat16).astype(jnp.float32)[..., None]
+    l1, l2 = hif4_unpack_levels(levels)
+    lv = _element_levels(jnp.where(l1, 2.0, 1.0), jnp.where(l2, 2.0, 1.0))
+    q = _hif4_magnitudes(jnp.abs(x), r, lv).astype(jnp.float32) / 4
+    return jnp.where((x < 0) & (q > 0), -q, q)
+
+
 @jax.jit
 def hif4_quantize_units(
     x: Float[Array, "... 64"],
@@ -402,8 +430,7 @@ def hif4_quantize_units(
     l1_per4 = jnp.broadcast_to(l1[..., None], batch + (8, 2)).reshape(batch + (16,))
     l2 = jnp.where((m4 * r) / l1_per4 >= 2.0, 2.0, 1.0)
     # 6. elements, k = 4q in 0..7.
-    t = (a * r) / _element_levels(l1, l2) * 4.0
-    k = jnp.minimum(_round_half_up(t), 7.0).astype(jnp.int32)
+    k = _hif4_magnitudes(a, r, _element_levels(l1, l2))
     codes = k | jnp.where((x < 0) & (k > 0), 8, 0)
     levels = hif4_pack_levels(l1 == 2.0, l2 == 2.0)
     codes = jnp.where(has_nan[..., None], 0, codes).astype(jnp.uint8)

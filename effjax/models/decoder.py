@@ -23,6 +23,7 @@ from jaxtyping import Array, Bool, Float, Int
 from effjax.formats import fake_quant
 from effjax.models.config import LMConfig
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.quant import taps
 from effjax.quant.recipe import Recipe
 
 Params = dict[str, Any]
@@ -62,6 +63,7 @@ class Linear(nnx.Module):
         self.path = path
 
     def __call__(self, x, recipe: Recipe | None = None):
+        taps.record(self.path, x)
         act = None if recipe is None else recipe.activation_format(self.path)
         return linear(x, self.kernel.get_value(),
                       None if self.bias is None else self.bias.get_value(), act,

@@ -35,3 +35,14 @@ def test_tiles_backends_and_chunks():
     assert common.interpret_mode(True, "tpu")
     assert common.compiler_params("gpu") is not None and common.compiler_params("tpu") is None
     assert jax.default_backend() == "cpu"
+
+
+def test_matmul_setup_per_backend():
+    assert common.matmul_setup(1, 4096, 4096, 32, None, None, None, None, "gpu") == (
+        16, 128, 128, False, "gpu")
+    assert common.matmul_setup(20, 4096, 8192, 32, None, None, None, None, "tpu") == (
+        24, 256, 512, False, "tpu")
+    assert common.matmul_setup(40, 96, 256, 32, None, None, None, None, None) == (
+        40, 96, 256, True, None)
+    with pytest.raises(ValueError, match="expected block_m=-4 to be positive"):
+        common.matmul_setup(4, 96, 256, 32, -4, None, None, None, None)

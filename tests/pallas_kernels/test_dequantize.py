@@ -27,7 +27,7 @@ def test_families_and_bad_input():
         q = F.quantize(x, name, axis=1)
         np.testing.assert_array_equal(fn(q), F.dequantize(q))
     q = F.quantize(x, "mxfp4", axis=1)
-    with pytest.raises(ValueError, match="must be in a nvfp4 format, got mxfp4"):
+    with pytest.raises(ValueError, match="expected a nvfp4 format, got mxfp4"):
         K.nvfp4_dequantize(q)
     with pytest.raises(ValueError, match="q must be 2-D and quantized along axis 1"):
         K.block_dequantize(F.quantize(x, "mxfp4", axis=0))

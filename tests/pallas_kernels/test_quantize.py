@@ -24,9 +24,9 @@ def test_bfloat16_input_and_default_tiles():
 def test_families_and_bad_input():
     x = heavy_tailed((M, KDIM))
     assert_same_qarray(K.mx_quantize(x, "mxfp6_e3m2"), F.quantize(x, "mxfp6_e3m2", axis=1))
-    assert_same_qarray(K.nvfp4_quantize(x, "nvfp4"), F.quantize(x, "nvfp4", axis=1))
+    assert_same_qarray(K.nvfp4_quantize(x, fmt="nvfp4"), F.quantize(x, "nvfp4", axis=1))
     assert_same_qarray(K.hif4_quantize(x, "hif4"), F.quantize(x, "hif4", axis=1))
-    with pytest.raises(ValueError, match="must be a mx format, got nvfp4"):
+    with pytest.raises(ValueError, match="expected a mx format, got nvfp4"):
         K.mx_quantize(x, "nvfp4")
     with pytest.raises(ValueError, match=r"expected block_k=96 to divide k=256"):
         K.block_quantize(x, "mxfp4", block_k=96)

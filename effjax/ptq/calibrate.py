@@ -1,0 +1,87 @@
+"""Calibration: per linear layer input statistics, collected by taps inside the forward pass."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+from tqdm.auto import tqdm
+
+from effjax.models.config import LMConfig
+from effjax.models.decoder import forward
+from effjax.quant import taps
+
+
+class LayerStats(NamedTuple):
+    """What calibration keeps of one linear layer's inputs (never all of them).
+
+    Attributes:
+      xtx: (d_in, d_in) float32 sum of x x^T over the tokens seen (GPTQ's Hessian is
+        2 xtx / count).
+      count: () int32 tokens seen.
+      absmax: (d_in,) float32 largest |x| per input channel.
+      sample: (s, d_in) float32, the first s token inputs (s <= the sample size).
+    """
+
+    xtx: Float[Array, "d d"]
+    count: Int[Array, ""]
+    absmax: Float[Array, " d"]
+    sample: Float[Array, "s d"]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sample_size"))
+def _batch_stats(params, tokens: Int[Array, "b t"], config: LMConfig,
+                 sample_size: int) -> dict[str, LayerStats]:
+    seen: dict[str, jax.Array] = {}
+
+    def collect(path: str, x: jax.Array) -> None:
+        seen[path] = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+
+    with taps.collecting(collect):
+        forward(params, tokens, config=config)
+    return {path: LayerStats(
+        xtx=jnp.einsum("ti,tj->ij", x, x, precision=jax.lax.Precision.HIGHEST),
+        count=jnp.int32(x.shape[0]), absmax=jnp.max(jnp.abs(x), axis=0),
+        sample=x[:sample_size]) for path, x in seen.items()}
+
+
+def _merge(a: LayerStats, b: LayerStats, sample_size: int) -> LayerStats:
+    return LayerStats(xtx=a.xtx + b.xtx, count=a.count + b.count,
+                      absmax=jnp.maximum(a.absmax, b.absmax),
+                      sample=jnp.concatenate([a.sample, b.sample])[:sample_size])
+
+
+def calibrate(params, config: LMConfig, tokens: Int[Array, "n t"], *, batch_size: int = 8,
+              sample_size: int = 512, progress: bool = True) -> dict[str, LayerStats]:
+    """Runs the model over calibration windows and keeps per-layer input statistics.
+
+    Args:
+      params: the parameter pytree (float, or with QArray weights: the statistics are then
+        those of the inputs the quantized layers before each layer produce).
+      config: the model's config.
+      tokens: (n, t) int32 calibration windows (no padding).
+      batch_size: windows per forward pass (n need not be a multiple).
+      sample_size: token inputs kept per layer (the first ones).
+      progress: show a progress bar.
+
+    Returns:
+      {layer path ("layers/3/mlp/down_proj", ...): LayerStats}.
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be (n, t) calibration windows, got shape {tokens.shape}")
+    if batch_size < 1 or sample_size < 1:
+        raise ValueError(f"batch_size and sample_size must be >= 1, got {batch_size}, "
+                         f"{sample_size}")
+    stats = None
+    starts = range(0, tokens.shape[0], batch_size)
+    for s in tqdm(starts, desc="calibration", disable=not progress):
+        batch = _batch_stats(params, jnp.asarray(tokens[s:s + batch_size], jnp.int32), config,
+                             sample_size)
+        stats = batch if stats is None else {
+            p: _merge(stats[p], batch[p], sample_size) for p in stats}
+    return stats

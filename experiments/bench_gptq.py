@@ -1,0 +1,126 @@
+"""GPTQ speed on this CPU: calibration plus GPTQ of every SmolLM2-135M projection, and one
+layer's GPTQ against qwix's (`qwix.contrib.gptq_core.quantize_weight`) on the same weight and
+Hessian, in the same run.
+
+    python -m experiments.bench_gptq [--config=configs/bench_gptq.py[:tiny]]
+
+Per-layer times are steady state (median of repeated calls after a compiling call, whose
+time is reported apart: qwix traces one step per column, effjax one loop per block).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import effjax
+import effjax.formats as F
+from effjax.eval import markdown_table, write_atomic
+from effjax.ptq import calibrate, gptq, gptq_quantize
+from effjax.quant import recipe
+from experiments.cli import main_with_config, median_seconds
+
+
+def _fmt(spec: str) -> F.Format:
+    name, _, group = spec.partition(":")
+    return F.get_format(name, granularity="group", group_size=int(group)) if group else (
+        F.get_format(name))
+
+
+def _windows(lm, config) -> np.ndarray:
+    corpus = effjax.data.load_corpus(config.corpus, split=config.split)
+    ids = lm.tokenizer("\n\n".join(corpus.texts))["input_ids"]
+    n = config.num_windows * config.window
+    if len(ids) < n:
+        raise ValueError(f"calibration text has {len(ids)} tokens, fewer than {n}")
+    return np.asarray(ids[:n], np.int32).reshape(config.num_windows, config.window)
+
+
+def _get(params, path: str):
+    for k in path.split("/"):
+        params = params[int(k) if k.isdigit() else k]
+    return params["kernel"]
+
+
+def _qwix_layer(w, h, spec):
+    """qwix's GPTQ of w (d_in, d_out) with Hessian h, jitted; None if qwix is absent."""
+    if importlib.util.find_spec("qwix") is None:
+        return None
+    from qwix._src.core import qarray
+    from qwix.contrib import gptq_core
+
+    f = _fmt(spec)
+    qtype = {"int4": jnp.int4, "int8": jnp.int8}[f.name]
+    tiles = {1: f.group_size} if f.granularity == "group" else {}
+    how = qarray.HowToQuantize(qtype=qtype, channelwise_axes=(0,), tiled_axes=tiles)
+    fn = jax.jit(lambda wt, hh: gptq_core.quantize_weight(wt, hh, how)[0])
+    return lambda: jax.block_until_ready(fn(w.T, h))
+
+
+def run(config) -> str:
+    """Runs the benchmark and writes its Markdown report; returns the text."""
+    lm = effjax.load(config.model, tokenizer=True)
+    tokens = _windows(lm, config)
+    t0 = time.perf_counter()
+    calib = calibrate(lm.params, lm.config, tokens, progress=False)
+    calib_s = time.perf_counter() - t0
+    whole = []
+    for spec in config.formats:
+        t0 = time.perf_counter()
+        gptq(lm.params, calib, recipe(_fmt(spec)), progress=True)
+        whole.append([spec, calib_s, time.perf_counter() - t0,
+                      calib_s + time.perf_counter() - t0])
+    layers = []
+    for path in config.layers:
+        w = _get(lm.params, path)
+        stats = calib[path]
+        h = 2.0 * stats.xtx / stats.count
+        f = _fmt(config.layer_format)
+
+        def ours(w=w, stats=stats, f=f):
+            return jax.block_until_ready(gptq_quantize(w, stats.xtx, int(stats.count), f).codes)
+
+        t0 = time.perf_counter()
+        ours()
+        ours_first = time.perf_counter() - t0
+        ours_s = median_seconds(ours, config.repeats)
+        theirs = _qwix_layer(w, h, config.layer_format)
+        if theirs is None:
+            layers.append([path, tuple(w.shape), ours_first, ours_s, "-", "-", "-"])
+            continue
+        t0 = time.perf_counter()
+        theirs()
+        theirs_first = time.perf_counter() - t0
+        theirs_s = median_seconds(theirs, config.repeats)
+        layers.append([path, tuple(w.shape), ours_first, ours_s, theirs_first, theirs_s,
+                       theirs_s / ours_s])
+    report = "\n".join([
+        "# GPTQ speed on CPU",
+        "",
+        f"Command: `{' '.join(['python -m experiments.bench_gptq', *sys.argv[1:]])}`",
+        f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
+        f"jax {jax.__version__}. Model {config.model}; calibration: {config.num_windows} "
+        f"windows of {config.window} tokens ({config.corpus}, {config.split}).",
+        "",
+        "Whole model (every attention and MLP projection), seconds:",
+        "",
+        markdown_table(["format", "calibration s", "GPTQ s", "total s"], whole),
+        f"One layer, {config.layer_format}, same weight and Hessian (seconds; first call "
+        "includes compilation; `qwix / effjax` above 1 means effjax is faster):",
+        "",
+        markdown_table(["layer", "kernel shape", "effjax first", "effjax", "qwix first", "qwix",
+                        "qwix / effjax"], layers),
+    ])
+    write_atomic(config.output, report)
+    print(report, flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main_with_config(run, "bench_gptq")

@@ -1,0 +1,19 @@
+"""Smoke test: the GPTQ benchmark's real loop on the tiny config (slow: whole-model GPTQ)."""
+
+import re
+
+import pytest
+
+from configs.bench_gptq import get_config
+from experiments.bench_gptq import run
+
+
+@pytest.mark.slow
+def test_bench_gptq_tiny(smollm2, tmp_path):
+    config = get_config("tiny")
+    config.output = str(tmp_path / "bench.md")
+    report = run(config)
+    whole = re.findall(r"^\| mxfp4 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", report, flags=re.M)
+    assert len(whole) == 1 and abs(float(whole[0][0]) + float(whole[0][1])
+                                   - float(whole[0][2])) < 0.01
+    assert re.search(r"^\| layers/0/attn/k_proj \| \(576, 192\) \|", report, flags=re.M)

@@ -1,0 +1,50 @@
+"""Calibration statistics against the layer inputs computed independently."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import effjax
+from effjax.models.layers import rms_norm
+from effjax.ptq import calibrate
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = effjax.models.LMConfig(vocab_size=61, hidden_size=64, intermediate_size=128,
+                                    num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32)
+    return config, effjax.models.init_params(config, jax.random.PRNGKey(0))
+
+
+def test_first_layer_statistics_equal_the_inputs(tiny):
+    config, params = tiny
+    tokens = np.random.RandomState(0).randint(0, 61, (5, 12)).astype(np.int32)
+    stats = calibrate(params, config, tokens, batch_size=2, sample_size=20, progress=False)
+    assert {"layers/0/attn/q_proj", "layers/1/mlp/down_proj"} <= set(stats)
+    # q_proj's input: the first RMSNorm of the embeddings.
+    emb = params["embed"]["embedding"][tokens]
+    x = np.asarray(rms_norm(emb, params["layers"][0]["input_norm"]["weight"],
+                            config.rms_norm_eps)).reshape(-1, 64)
+    s = stats["layers/0/attn/q_proj"]
+    assert int(s.count) == 60 and s.sample.shape == (20, 64)
+    np.testing.assert_allclose(s.xtx, x.T.astype(np.float64) @ x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s.absmax, np.abs(x).max(0), rtol=1e-6)
+    np.testing.assert_allclose(s.sample, x[:20], rtol=1e-6, atol=1e-6)
+    down = stats["layers/1/mlp/down_proj"]
+    assert down.xtx.shape == (128, 128) and int(down.count) == 60
+
+
+def test_batching_does_not_change_the_statistics_and_bad_input(tiny):
+    config, params = tiny
+    tokens = np.random.RandomState(1).randint(0, 61, (6, 8)).astype(np.int32)
+    a = calibrate(params, config, tokens, batch_size=6, progress=False)
+    b = calibrate(params, config, tokens, batch_size=4, progress=False)
+    for path in a:
+        np.testing.assert_allclose(a[path].xtx, b[path].xtx, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(a[path].sample, b[path].sample)
+    with pytest.raises(ValueError, match=r"tokens must be \(n, t\) calibration windows"):
+        calibrate(params, config, tokens[0], progress=False)
+    with pytest.raises(ValueError, match="batch_size and sample_size must be >= 1"):
+        calibrate(params, config, tokens, batch_size=0, progress=False)
+    assert jnp.asarray(a["layers/0/mlp/up_proj"].count) == 48

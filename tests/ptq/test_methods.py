@@ -1,0 +1,57 @@
+"""rtn and gptq over a decoder's parameter pytree."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import effjax
+import effjax.formats as F
+from effjax.models import forward
+from effjax.ptq import calibrate, gptq, rtn
+from effjax.quant import quantize_params, recipe
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = effjax.models.LMConfig(vocab_size=61, hidden_size=64, intermediate_size=128,
+                                    num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32)
+    params = effjax.models.init_params(config, jax.random.PRNGKey(0))
+    tokens = np.random.RandomState(0).randint(0, 61, (16, 32)).astype(np.int32)
+    return config, params, tokens, calibrate(params, config, tokens, progress=False)
+
+
+def test_rtn_is_quantize_params(tiny):
+    config, params, _, calib = tiny
+    r = recipe("mxfp4")
+    a, b = rtn(params, calib, r), quantize_params(params, r)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x).view(np.uint8) if x.dtype.itemsize == 1
+                                      else x, np.asarray(y).view(np.uint8)
+                                      if y.dtype.itemsize == 1 else y)
+
+
+@pytest.mark.parametrize("fmt", ["int4", "mxfp4", "nvfp4"])
+def test_gptq_lowers_each_layers_calibration_error_below_rtn(tiny, fmt):
+    config, params, tokens, calib = tiny
+    r = recipe(fmt)
+    pg, pr = gptq(params, calib, r, progress=False), rtn(params, None, r)
+    for i in range(config.num_layers):
+        for block, proj in (("attn", "q_proj"), ("attn", "o_proj"), ("mlp", "down_proj")):
+            x = np.asarray(calib[f"layers/{i}/{block}/{proj}"].sample)
+            w = np.asarray(params["layers"][i][block][proj]["kernel"])
+            qg, qr = pg["layers"][i][block][proj]["kernel"], pr["layers"][i][block][proj]["kernel"]
+            assert isinstance(qg, F.QArray) and qg.fmt.name == fmt
+            eg = np.mean((x @ np.asarray(F.dequantize(qg, jnp.float32)) - x @ w) ** 2)
+            er = np.mean((x @ np.asarray(F.dequantize(qr, jnp.float32)) - x @ w) ** 2)
+            assert eg < er, (i, proj, eg, er)
+    logits = forward(pg, tokens[:2], config=config)[0]
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_bad_input(tiny):
+    config, params, _, calib = tiny
+    with pytest.raises(ValueError, match="the recipe's patterns match no kernel"):
+        rtn(params, calib, recipe("int4", pattern="^nothing$"))
+    with pytest.raises(ValueError, match="no calibration statistics for"):
+        gptq(params, {}, recipe("int4"), progress=False)
