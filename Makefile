@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,benchmark]"
 	$(PY) -m experiments.bench_lm
 	$(PY) -m experiments.bench_formats
+	$(PY) -m experiments.bench_gptq
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
