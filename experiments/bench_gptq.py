@@ -60,7 +60,12 @@ def _qwix_layer(w, h, spec):
     tiles = {1: f.group_size} if f.granularity == "group" else {}
     how = qarray.HowToQuantize(qtype=qtype, channelwise_axes=(0,), tiled_axes=tiles)
     fn = jax.jit(lambda wt, hh: gptq_core.quantize_weight(wt, hh, how)[0])
-    return lambda: jax.block_until_ready(fn(w.T, h))
+
+    def call():  # qwix relies on implicit rank promotion, which strict settings refuse
+        with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+            return jax.block_until_ready(fn(w.T, h))
+
+    return call
 
 
 def run(config) -> str:
@@ -80,7 +85,7 @@ def run(config) -> str:
     for path in config.layers:
         w = _get(lm.params, path)
         stats = calib[path]
-        h = 2.0 * stats.xtx / stats.count
+        h = 2.0 * stats.xtx / stats.count.astype(jnp.float32)
         f = _fmt(config.layer_format)
 
         def ours(w=w, stats=stats, f=f):
