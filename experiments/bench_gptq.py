@@ -20,17 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import effjax
-import effjax.formats as F
 from effjax.eval import markdown_table, write_atomic
 from effjax.ptq import calibrate, gptq, gptq_quantize
 from effjax.quant import recipe
-from experiments.cli import main_with_config, median_seconds
-
-
-def _fmt(spec: str) -> F.Format:
-    name, _, group = spec.partition(":")
-    return F.get_format(name, granularity="group", group_size=int(group)) if group else (
-        F.get_format(name))
+from experiments.cli import format_spec, main_with_config, median_seconds
 
 
 def _windows(lm, config) -> np.ndarray:
@@ -55,7 +48,7 @@ def _qwix_layer(w, h, spec):
     from qwix._src.core import qarray
     from qwix.contrib import gptq_core
 
-    f = _fmt(spec)
+    f = format_spec(spec)
     qtype = {"int4": jnp.int4, "int8": jnp.int8}[f.name]
     tiles = {1: f.group_size} if f.granularity == "group" else {}
     how = qarray.HowToQuantize(qtype=qtype, channelwise_axes=(0,), tiled_axes=tiles)
@@ -78,7 +71,7 @@ def run(config) -> str:
     whole = []
     for spec in config.formats:
         t0 = time.perf_counter()
-        gptq(lm.params, calib, recipe(_fmt(spec)), progress=True)
+        gptq(lm.params, calib, recipe(format_spec(spec)), progress=True)
         whole.append([spec, calib_s, time.perf_counter() - t0,
                       calib_s + time.perf_counter() - t0])
     layers = []
@@ -86,7 +79,7 @@ def run(config) -> str:
         w = _get(lm.params, path)
         stats = calib[path]
         h = 2.0 * stats.xtx / stats.count.astype(jnp.float32)
-        f = _fmt(config.layer_format)
+        f = format_spec(config.layer_format)
 
         def ours(w=w, stats=stats, f=f):
             return jax.block_until_ready(gptq_quantize(w, stats.xtx, int(stats.count), f).codes)

@@ -27,14 +27,7 @@ import effjax.formats as F
 import pallas_kernels as K
 from effjax.eval import markdown_table, write_atomic
 from effjax.quant import qdot
-from experiments.cli import main_with_config, median_seconds
-
-
-def _fmt(spec: str) -> F.Format:
-    """"int4:128" -> INT4 per group of 128; other names as they are."""
-    name, _, group = spec.partition(":")
-    return F.get_format(name, granularity="group", group_size=int(group)) if group else (
-        F.get_format(name))
+from experiments.cli import format_spec, main_with_config, median_seconds
 
 
 def _time(fn, args: tuple, repeats: int) -> float:
@@ -65,7 +58,7 @@ def _matmul_rows(config, deadline, skipped):
             if time.perf_counter() > deadline:
                 skipped.append(label)
                 continue
-            wf, af = _fmt(wspec), (_fmt(aspec) if aspec else None)
+            wf, af = format_spec(wspec), format_spec(aspec)
             q = jax.jit(lambda a, f=wf: F.quantize(a, f, axis=0))(w)
             if af is None:
                 kern = jax.jit(lambda a, b: K.dequant_matmul(a, b))
@@ -87,7 +80,7 @@ def _quantize_rows(config, deadline, skipped):
     rows = []
     x = jax.random.normal(jax.random.PRNGKey(1), config.quantize_shape, jnp.float32)
     for spec in config.quantize_formats:
-        f = _fmt(spec)
+        f = format_spec(spec)
         ops = [("quantize", jax.jit(lambda a, f=f: K.block_quantize(a, f)),
                 jax.jit(lambda a, f=f: F.quantize(a, f, axis=1)), x),
                ("fused_fake_quant", jax.jit(lambda a, f=f: K.fused_fake_quant(a, f)),

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from absl import app
 from ml_collections import config_flags
 
+from effjax.formats import Format, get_format
+
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
 
 
@@ -38,3 +40,13 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def format_spec(spec: str | None) -> Format | None:
+    """A format from a config string: "int4:128" is INT4 per group of 128; other names as
+    they are; None stays None."""
+    if spec is None:
+        return None
+    name, _, group = spec.partition(":")
+    return get_format(name, granularity="group", group_size=int(group)) if group else (
+        get_format(name))

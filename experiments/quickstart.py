@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 import effjax
 from effjax.eval import markdown_table, write_atomic
-from effjax.formats import QArray, dequantize, get_format
+from effjax.formats import QArray, dequantize
 from effjax.quant import quantize_params, recipe
-from experiments.cli import main_with_config
+from experiments.cli import format_spec, main_with_config
 
 
 def run(config) -> str:
@@ -88,14 +88,6 @@ def run(config) -> str:
     return report
 
 
-def _format(spec: str | None):
-    """"int4:128" -> INT4 with groups of 128; other names as they are."""
-    if spec is None:
-        return None
-    name, _, group = spec.partition(":")
-    return get_format(name, group_size=int(group)) if group else get_format(name)
-
-
 def quantized_rows(lm, corpus, config) -> str:
     """Perplexity of each quantized variant beside float32 on the same tokens (a table)."""
     kwargs = dict(seq_len=config.quant_seq_len, stride=config.quant_seq_len,
@@ -105,7 +97,7 @@ def quantized_rows(lm, corpus, config) -> str:
     rows = [["float32", "-", "-", base, 0.0, 32.0, "-"]]
     for label, weight, act in tqdm(config.quant_rows, desc="quantized variants", unit="row"):
         start = time.perf_counter()
-        r = recipe(_format(weight), _format(act))
+        r = recipe(format_spec(weight), format_spec(act))
         params = quantize_params(lm.params, r)
         if act is None:  # weight-only: the float graph (compiled once) on the same values
             run_params, run_recipe = jax.tree.map(
