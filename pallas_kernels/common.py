@@ -74,6 +74,22 @@ def default_block(dim: int, multiple: int, preferred: int) -> int:
     raise ValueError(f"no tile that is a multiple of {multiple} divides {dim}")
 
 
+def tile_setup(m: int, k: int, group: int, block_m: int | None, block_k: int | None,
+               interpret: bool | None, backend: str | None) -> tuple[int, int, bool, str | None]:
+    """The elementwise kernels' static arguments: (block_m, block_k, interpret, backend).
+
+    Tiles as given, else up to 256 rows and the widest tile of at most 8192 columns that
+    divides k; block_k must divide k and be a multiple of the group.
+    """
+    backend = target_backend(backend)
+    block_m = block_m or min(m, 256)
+    block_k = block_k or default_block(k, group, 8192)
+    if block_m <= 0:
+        raise ValueError(f"expected block_m={block_m} to be positive")
+    check_tile("block_k", block_k, "k", k, group)
+    return block_m, block_k, interpret_mode(interpret, backend), backend
+
+
 def matmul_setup(m: int, n: int, k: int, group: int, block_m: int | None,
                  block_n: int | None, block_k: int | None, interpret: bool | None,
                  backend: str | None) -> tuple[int, int, int, bool, str | None]:
@@ -118,9 +134,8 @@ def packed_width(fmt: Format, k: int) -> int:
 
 
 def stored_arrays(q: QArray) -> dict:
-    """The per-group arrays of a QArray by name (None entries dropped), global scale apart."""
-    out = {"scale": q.scale, "zero_point": q.zero_point, "levels": q.levels}
-    return {k: v for k, v in out.items() if v is not None}
+    """The per-group arrays of a QArray by name, without the global scale."""
+    return {k: v for k, v in q.stored().items() if k != "global_scale"}
 
 
 def check_qarray(name: str, q: QArray, axis: int, allowed: tuple[str, ...]) -> None:

@@ -76,12 +76,9 @@ def block_dequantize(q: QArray, dtype=None, *, block_m: int | None = None,
     """
     common.check_qarray("q", q, 1, common.BLOCK_FORMATS)
     m, k = q.shape
-    block_m = block_m or min(m, 256)
-    block_k = block_k or common.default_block(k, q.fmt.group_size, 8192)
-    common.check_tile("block_k", block_k, "k", k, q.fmt.group_size)
-    backend = common.target_backend(backend)
-    return _dequantize(q, jnp.dtype(dtype or q.dtype), block_m, block_k,
-                       common.interpret_mode(interpret, backend), backend)
+    return _dequantize(q, jnp.dtype(dtype or q.dtype),
+                       *common.tile_setup(m, k, q.fmt.group_size, block_m, block_k, interpret,
+                                          backend))
 
 
 def dequantize_reference(q: QArray, dtype=None) -> jax.Array:

@@ -104,12 +104,8 @@ def fused_fake_quant(x: jax.Array, fmt, *, ste: str = "identity", block_m: int |
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (m, k), got shape {x.shape}")
     m, k = x.shape
-    block_m = block_m or min(m, 256)
-    block_k = block_k or common.default_block(k, fmt.group_size, 8192)
-    common.check_tile("block_k", block_k, "k", k, fmt.group_size)
-    backend = common.target_backend(backend)
-    return _fused(x, fmt, ste, block_m, block_k, common.interpret_mode(interpret, backend),
-                  backend)
+    return _fused(x, fmt, ste, *common.tile_setup(m, k, fmt.group_size, block_m, block_k,
+                                                  interpret, backend))
 
 
 def fused_fake_quant_reference(x: jax.Array, fmt, *, ste: str = "identity") -> jax.Array:

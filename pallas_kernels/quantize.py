@@ -92,14 +92,8 @@ def block_quantize(x: jax.Array, fmt: str | Format, *, block_m: int | None = Non
     if k % fmt.group_size:
         raise ValueError(f"expected k={k} to be a multiple of {fmt.name}'s block "
                          f"{fmt.group_size}")
-    block_m = block_m or min(m, 256)
-    block_k = block_k or common.default_block(k, fmt.group_size, 8192)
-    common.check_tile("block_k", block_k, "k", k, fmt.group_size)
-    if block_m <= 0:
-        raise ValueError(f"expected block_m={block_m} to be positive")
-    backend = common.target_backend(backend)
-    return _quantize(x, fmt, block_m, block_k, common.interpret_mode(interpret, backend),
-                     backend)
+    return _quantize(x, fmt, *common.tile_setup(m, k, fmt.group_size, block_m, block_k,
+                                                 interpret, backend))
 
 
 def quantize_reference(x: jax.Array, fmt: str | Format) -> QArray:

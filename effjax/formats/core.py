@@ -160,7 +160,7 @@ def _amax(xb: jax.Array, fmt: Format) -> jax.Array:
     return a
 
 
-def _log2_bits(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _log2_bits(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """For positive finite float32 a (subnormals included), from the bits alone:
     (floor(log2 a), whether a is a power of two, the integer significand and the bit
     position of its leading one)."""
@@ -484,9 +484,7 @@ def dequantize(q: QArray, dtype=None) -> jax.Array:
     Returns:
       An array of shape `q.shape`.
     """
-    stored = {"scale": q.scale, "global_scale": q.global_scale, "zero_point": q.zero_point,
-              "levels": q.levels}
-    values = codes_to_values(q.codes, stored, q.fmt, padded_length(q))
+    values = codes_to_values(q.codes, q.stored(), q.fmt, padded_length(q))
     return from_blocks(values, q.axis, q.shape).astype(dtype or q.dtype)
 
 

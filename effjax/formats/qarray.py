@@ -58,6 +58,12 @@ class QArray:
     def size(self) -> int:
         return math.prod(self.shape)
 
+    def stored(self) -> dict[str, jax.Array]:
+        """The scale arrays by name ("scale", "global_scale", "zero_point", "levels"),
+        those the format has."""
+        return {name: a for name in ("scale", "global_scale", "zero_point", "levels")
+                if (a := getattr(self, name)) is not None}
+
     def storage_bits(self) -> dict[str, int]:
         """Bits held by each stored array (NVFP4's global scale reported on its own)."""
         out = {}

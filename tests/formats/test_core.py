@@ -255,3 +255,13 @@ def test_elements_given_the_stored_scales_reproduce_quantize(fmt):
                                       np.atleast_1d(np.asarray(b)).view(np.uint8))
     lv = jnp.asarray([0, 1, 0xABCDEF, 0xFFFFFF], jnp.uint32)
     np.testing.assert_array_equal(core.level_word(core.level_bytes(lv)), lv)
+
+
+def test_qarray_stored_names_the_scale_arrays_the_format_has():
+    x = jnp.ones((4, 64))
+    assert set(F.quantize(x, "nvfp4").stored()) == {"scale", "global_scale"}
+    assert set(F.quantize(x, "hif4").stored()) == {"scale", "levels"}
+    assert set(F.quantize(x, "int4", symmetric=False).stored()) == {"scale", "zero_point"}
+    assert F.quantize(x, "bf16").stored() == {}
+    q = F.quantize(x, "mxfp4")
+    assert q.stored()["scale"] is q.scale
