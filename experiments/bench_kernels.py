@@ -15,6 +15,8 @@ tiny config makes sense there).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import platform
 import sys
 import time
@@ -28,16 +30,50 @@ import pallas_kernels as K
 from effjax.eval import markdown_table, write_atomic
 from effjax.quant import qdot
 from experiments.cli import format_spec, main_with_config, median_seconds
+from pallas_kernels import common
 
 
-def _time(fn, args: tuple, repeats: int) -> float:
-    """Median milliseconds of fn(*args)."""
-    return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats) * 1e3
+def _time(fn, args: tuple, config) -> float:
+    """Milliseconds per call of fn(*args): the median over `config.repeats` batches of
+    `config.inner` back-to-back calls with one wait at the end (the device's throughput,
+    not the host's round trip per call)."""
+    inner = config.inner
+
+    def batch():
+        out = None
+        for _ in range(inner):
+            out = fn(*args)
+        jax.block_until_ready(out)
+
+    return median_seconds(batch, config.repeats) * 1e3 / inner
 
 
 def _rel_err(got, ref) -> float:
     got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
     return float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+
+
+def _failure(e: Exception) -> str:
+    """One table cell for a kernel that failed to lower or run."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"FAILED: {type(e).__name__}: {first[:160]}"
+
+
+def _matmul_case(x, w, wspec, aspec, bf16_ms, config) -> list:
+    """[max rel err, kernel ms, XLA ms, bf16 ms, XLA/kernel, bf16/kernel] of one format pair."""
+    wf, af = format_spec(wspec), format_spec(aspec)
+    q = jax.jit(lambda a: F.quantize(a, wf, axis=0))(w)
+    if af is None:
+        kern = jax.jit(lambda a, b: K.dequant_matmul(a, b))
+        ref = K.dequant_matmul_reference(x, q)
+    else:
+        kern = jax.jit(lambda a, b: K.scaled_matmul(K.block_quantize(a, af), b))
+        ref = K.scaled_matmul_reference(F.quantize(x, af, axis=1), q)
+    xla = jax.jit(lambda a, b: qdot(a, b, af, impl="xla"))
+    got = kern(x, q)
+    k_ms = _time(kern, (x, q), config)
+    x_ms = _time(xla, (x, q), config)
+    return [_rel_err(got, ref), k_ms, x_ms, bf16_ms, x_ms / k_ms, bf16_ms / k_ms]
 
 
 def _matmul_rows(config, deadline, skipped):
@@ -49,7 +85,7 @@ def _matmul_rows(config, deadline, skipped):
         w = jax.random.normal(kw, (k, n), jnp.float32) * k**-0.5
         wb = w.astype(jnp.bfloat16)
         bf16 = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-        bf16_ms = _time(bf16, (x, wb), config.repeats)
+        bf16_ms = _time(bf16, (x, wb), config)
         cases = [(s, None) for s in config.weight_formats]
         if m == max(s[0] for s in config.shapes):
             cases += [(s, s) for s in config.scaled_formats]
@@ -58,22 +94,20 @@ def _matmul_rows(config, deadline, skipped):
             if time.perf_counter() > deadline:
                 skipped.append(label)
                 continue
-            wf, af = format_spec(wspec), format_spec(aspec)
-            q = jax.jit(lambda a, f=wf: F.quantize(a, f, axis=0))(w)
-            if af is None:
-                kern = jax.jit(lambda a, b: K.dequant_matmul(a, b))
-                ref = K.dequant_matmul_reference(x, q)
-            else:
-                kern = jax.jit(lambda a, b, f=af: K.scaled_matmul(K.block_quantize(a, f), b))
-                ref = K.scaled_matmul_reference(F.quantize(x, af, axis=1), q)
-            xla = jax.jit(lambda a, b, f=af: qdot(a, b, f, impl="xla"))
-            got = kern(x, q)
-            k_ms = _time(kern, (x, q), config.repeats)
-            x_ms = _time(xla, (x, q), config.repeats)
-            rows.append([label, _rel_err(got, ref), k_ms, x_ms, bf16_ms, x_ms / k_ms,
-                         bf16_ms / k_ms])
+            try:
+                rows.append([label, *_matmul_case(x, w, wspec, aspec, bf16_ms, config)])
+            except Exception as e:  # noqa: BLE001 (a kernel that fails to lower is a result)
+                rows.append([label, _failure(e), "", "", bf16_ms, "", ""])
             print(" | ".join(str(v) for v in rows[-1]), flush=True)
     return rows
+
+
+def _quantize_case(kern, xla, arg, config) -> list:
+    """[bit comparison, kernel ms, XLA ms, XLA/kernel] of one elementwise op."""
+    same = all(np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+               for a, b in zip(jax.tree.leaves(kern(arg)), jax.tree.leaves(xla(arg)), strict=True))
+    k_ms, x_ms = _time(kern, (arg,), config), _time(xla, (arg,), config)
+    return ["identical" if same else "DIFFERENT", k_ms, x_ms, x_ms / k_ms]
 
 
 def _quantize_rows(config, deadline, skipped):
@@ -92,12 +126,53 @@ def _quantize_rows(config, deadline, skipped):
             if time.perf_counter() > deadline:
                 skipped.append(label)
                 continue
-            same = all(np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
-                       for a, b in zip(jax.tree.leaves(kern(arg)), jax.tree.leaves(xla(arg)),
-                                       strict=True))
-            k_ms, x_ms = _time(kern, (arg,), config.repeats), _time(xla, (arg,), config.repeats)
-            rows.append([label, "identical" if same else "DIFFERENT", k_ms, x_ms, x_ms / k_ms])
+            try:
+                rows.append([label, *_quantize_case(kern, xla, arg, config)])
+            except Exception as e:  # noqa: BLE001 (a kernel that fails to lower is a result)
+                rows.append([label, _failure(e), "", "", ""])
             print(" | ".join(str(v) for v in rows[-1]), flush=True)
+    return rows
+
+
+def _sweep_rows(config, deadline, skipped):
+    """dequant_matmul over the tile grid: per (shape, format) the best tiles, the default
+    tiles and XLA, all timed in this run."""
+    rows = []
+    for (m, k, n), spec in itertools.product(config.sweep_shapes, config.sweep_formats):
+        label = f"{m}x{k}x{n} W:{spec}"
+        if time.perf_counter() > deadline:
+            skipped.append(f"sweep {label}")
+            continue
+        kx, kw = jax.random.split(jax.random.PRNGKey(m + k + n))
+        x = jax.random.normal(kx, (m, k), jnp.bfloat16)
+        fmt = format_spec(spec)
+        q = jax.jit(lambda a, f=fmt: F.quantize(a, f, axis=0))(
+            jax.random.normal(kw, (k, n), jnp.float32) * k**-0.5)
+        xla_ms = _time(jax.jit(lambda a, b: qdot(a, b, None, impl="xla")), (x, q), config)
+        default = common.matmul_setup(m, n, k, fmt.group_size, None, None, None, None, None)[:3]
+        timed = {}
+        for tiles in itertools.product(config.sweep_block_m, config.sweep_block_n,
+                                       config.sweep_block_k):
+            bm, bn, bk = tiles
+            if bm > max(16, m) or n % bn or k % bk or bk % fmt.group_size:
+                continue
+            if time.perf_counter() > deadline:
+                skipped.append(f"sweep {label} tiles {bm}x{bn}x{bk}")
+                continue
+            kern = jax.jit(functools.partial(K.dequant_matmul, block_m=bm, block_n=bn,
+                                             block_k=bk))
+            try:
+                timed[tiles] = _time(kern, (x, q), config)
+            except Exception as e:  # noqa: BLE001 (tiles that fail to lower are a result)
+                print(f"{label} tiles {tiles}: {_failure(e)}", flush=True)
+            print(f"{label} tiles {tiles}: {timed.get(tiles)} ms", flush=True)
+        if not timed:
+            continue
+        best = min(timed, key=timed.get)
+        default_ms = timed.get(tuple(default), float("nan"))
+        rows.append([label, "x".join(map(str, best)), timed[best], "x".join(map(str, default)),
+                     default_ms, xla_ms, default_ms / timed[best], xla_ms / timed[best],
+                     len(timed)])
     return rows
 
 
@@ -107,19 +182,25 @@ def run(config) -> str:
     deadline = start + config.time_budget_s
     skipped: list[str] = []
     device = jax.devices()[0]
+    qr = _quantize_rows(config, deadline, skipped)  # cheapest first, the budget cuts the rest
+    sw = _sweep_rows(config, deadline, skipped)
     mm = _matmul_rows(config, deadline, skipped)
-    qr = _quantize_rows(config, deadline, skipped)
     report = "\n".join([
         "# Pallas kernels against XLA",
         "",
         f"Command: `{' '.join(['python -m experiments.bench_kernels', *sys.argv[1:]])}`",
         f"Device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-        f"{platform.machine()} host. Median of {config.repeats} calls after a warm-up; every "
-        f"time measured in this run ({time.perf_counter() - start:.0f} s in all).",
+        f"{platform.machine()} host. Time per call: the median of {config.repeats} batches of "
+        f"{config.inner} back-to-back calls, after a warm-up; every time measured in this run "
+        f"({time.perf_counter() - start:.0f} s in all).",
         "",
         markdown_table(["matmul (MxKxN, formats)", "max rel err vs reference", "kernel ms",
                         "XLA ms", "bf16 ms", "XLA / kernel", "bf16 / kernel"], mm),
         markdown_table(["op", "vs XLA (bits)", "kernel ms", "XLA ms", "XLA / kernel"], qr),
+        "Tile sweep of dequant_matmul (block_m x block_n x block_k):",
+        "",
+        markdown_table(["matmul", "best tiles", "best ms", "default tiles", "default ms",
+                        "XLA ms", "default / best", "XLA / best", "tiles tried"], sw),
         f"Skipped for the time budget ({config.time_budget_s:.0f} s): "
         + (", ".join(skipped) if skipped else "none") + ".",
     ])

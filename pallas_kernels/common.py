@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from effjax.formats import QArray, core, get_format
+from effjax.formats.elements import element_format
 from effjax.formats.registry import Format
 
 # Formats with a fixed block along the contraction axis: the ones the kernels tile.
@@ -48,6 +49,21 @@ def compiler_params(backend: str | None):
     return None
 
 
+def block_top(fmt: Format) -> float:
+    """The largest element value (before scaling) of a kernel format, as a Python float.
+
+    Pure Python, no JAX ops: kernels call it while tracing, where an eager op would fail
+    under an abstract mesh (jax.export for a TPU without one).
+    """
+    if fmt.kind == "hif4":
+        return 1.75  # magnitude code 7, in quarters
+    if fmt.kind == "int":  # symmetric per-group integers
+        return float(2 ** (fmt.bits - 1) - 1)
+    if fmt.element == "int8":
+        return 127.0  # MXINT8: the 2^-6 of its elements is in the scale
+    return element_format(fmt.element).max_normal
+
+
 def block_format(fmt: str | Format, allowed: tuple[str, ...] = BLOCK_FORMATS) -> Format:
     """The `Format` of a kernel argument, refusing formats the kernel does not tile."""
     fmt = get_format(fmt)
@@ -74,14 +90,35 @@ def default_block(dim: int, multiple: int, preferred: int) -> int:
     raise ValueError(f"no tile that is a multiple of {multiple} divides {dim}")
 
 
+def pow2_block(dim: int, multiple: int, preferred: int) -> int:
+    """The largest power-of-two tile <= preferred that divides dim and is a multiple of
+    `multiple` (Triton lowers only power-of-two arrays); `default_block` when none is."""
+    b = 1 << (min(preferred, dim).bit_length() - 1)
+    while b >= multiple:
+        if dim % b == 0 and b % multiple == 0:
+            return b
+        b //= 2
+    return default_block(dim, multiple, preferred)
+
+
+def _gpu_rows(m: int) -> int:
+    """Rows per GPU tile: m's power of two, between 16 (tl.dot's least) and 64."""
+    return max(16, min(1 << (m - 1).bit_length(), 64))
+
+
 def tile_setup(m: int, k: int, group: int, block_m: int | None, block_k: int | None,
                interpret: bool | None, backend: str | None) -> tuple[int, int, bool, str | None]:
     """The elementwise kernels' static arguments: (block_m, block_k, interpret, backend).
 
-    Tiles as given, else up to 256 rows and the widest tile of at most 8192 columns that
-    divides k; block_k must divide k and be a multiple of the group.
+    Tiles as given, else per backend. GPU (Triton): power-of-two tiles of 16-64 rows and at
+    most 512 columns (register-sized); TPU and interpret mode: up to 256 rows and the widest
+    tile of at most 8192 columns that divides k. block_k must divide k and be a multiple of
+    the group.
     """
     backend = target_backend(backend)
+    if backend == "gpu":
+        block_m = block_m or _gpu_rows(m)
+        block_k = block_k or pow2_block(k, group, 512)
     block_m = block_m or min(m, 256)
     block_k = block_k or default_block(k, group, 8192)
     if block_m <= 0:
@@ -101,7 +138,9 @@ def matmul_setup(m: int, n: int, k: int, group: int, block_m: int | None,
     """
     backend = target_backend(backend)
     if backend == "gpu":
-        dm, dn, dk = max(16, min(1 << (m - 1).bit_length(), 64)), 128, 128
+        dm, dn, dk = _gpu_rows(m), 128, 128
+        block_n = block_n or pow2_block(n, 1, dn)
+        block_k = block_k or pow2_block(k, group, dk)
     elif backend == "tpu":
         dm, dn, dk = min(-(-m // 8) * 8, 256), 256, 512
     else:

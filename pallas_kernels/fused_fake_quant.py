@@ -37,9 +37,7 @@ def fused_fake_quant_kernel(*refs, fmt: Format, top: float, with_mask: bool,
 def _call(x, fmt: Format, with_mask: bool, block_m: int, block_k: int, interpret: bool,
           backend: str | None):
     m, k = x.shape
-    with jax.ensure_compile_time_eval():  # the largest element value, a Python float
-        code = jnp.asarray(core.max_code(fmt), core.filled_dtype(fmt))
-        top = float(core.decode_elements(code, fmt))
+    top = common.block_top(fmt)
     tile = pl.BlockSpec((block_m, block_k), lambda i, j: (i, j))
     in_specs, args = [tile], [x]
     if fmt.kind == "nvfp4" and fmt.two_level:

@@ -14,8 +14,6 @@ import os
 import pathlib
 import sysconfig
 
-import datasets
-
 CORPORA = ("wikitext2", "stdlib")
 
 
@@ -50,6 +48,8 @@ def data_dir() -> pathlib.Path | None:
 
 
 def _read_documents(files: list[str]) -> tuple[str, ...]:
+    import datasets  # noqa: PLC0415 (0.5 s to import; only reading a corpus needs it)
+
     ds = datasets.load_dataset("text", data_files=files, sample_by="document", split="train",
                                keep_in_memory=True)
     return tuple(ds["text"])

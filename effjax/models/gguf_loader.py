@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import pathlib
+from typing import TYPE_CHECKING
 
-import gguf
 import jax
 import numpy as np
 
 from effjax.models.config import LMConfig, RopeScaling
 from effjax.models.decoder import Params
 from effjax.models.hf import check_params, set_path
+
+if TYPE_CHECKING:
+    import gguf
 
 _LAYER_NAMES = {
     "attn_norm.weight": ("input_norm", "weight"),
@@ -99,6 +102,8 @@ def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[LMConfig, Par
     path = str(path)
     if not pathlib.Path(path).is_file():
         raise ValueError(f"GGUF file not found: {path!r}")
+    import gguf  # noqa: PLC0415 (only reading a .gguf file needs it)
+
     reader = gguf.GGUFReader(path)
     config = read_gguf_config(reader, path)
     params: Params = {}

@@ -31,8 +31,8 @@ def _kernel_weight(w: QArray) -> bool:
 def _use_pallas(impl: str) -> bool:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "auto":
-        return jax.default_backend() in ("tpu", "gpu", "cuda", "rocm")
+    if impl == "auto":  # on GPUs the Triton kernels lose to XLA (experiments/results/)
+        return jax.default_backend() == "tpu"
     return impl == "pallas"
 
 
@@ -58,7 +58,7 @@ def qdot(
       x: activations; the last axis is contracted.
       w: (k, n) weights, a float array or a QArray quantized along axis 0.
       act: the activation format, or None.
-      impl: "auto" (Pallas on TPU and GPU, XLA elsewhere), "pallas" (interpret mode off
+      impl: "auto" (Pallas on TPU, XLA elsewhere), "pallas" (interpret mode off
         TPU and GPU) or "xla". The Pallas paths are forward-only (inference).
 
     Returns:

@@ -69,8 +69,9 @@ class Recipe:
       rules: `Rule`s, first match wins.
       kv_cache: format of cached keys and values (along head_dim; INT/FP8 names mean one
         scale per head vector), or None.
-      impl: how quantized matmuls run: "auto" (the Pallas kernels on TPU and GPU, XLA
-        elsewhere), "pallas" (the kernels; interpret mode off TPU and GPU) or "xla".
+      impl: how quantized matmuls run: "auto" (the Pallas kernels on TPU, XLA elsewhere:
+        on an H200 the Triton kernels ran 1.5-6x slower than XLA), "pallas" (the kernels;
+        interpret mode off TPU and GPU) or "xla".
     """
 
     rules: tuple[Rule, ...] = ()

@@ -7,11 +7,12 @@ import pytest
 
 import effjax.formats as F
 import pallas_kernels as K
-from tests.pallas_kernels.helpers import KDIM, TILES, M, heavy_tailed
+from tests.pallas_kernels.helpers import KDIM, TILES, M, heavy_tailed, lowerable
+
+INT4_G32 = F.get_format("int4", granularity="group", group_size=32)
 
 
-@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4", "nvfp4", "hif4",
-                                 F.get_format("int4", granularity="group", group_size=32)])
+@pytest.mark.parametrize("fmt", lowerable("mxfp8_e4m3", "mxfp4", "nvfp4", "hif4", INT4_G32))
 @pytest.mark.parametrize("ste", ["identity", "clipped"])
 def test_forward_and_gradient_equal_the_reference(fmt, ste):
     x = heavy_tailed((M, KDIM))

@@ -1,9 +1,10 @@
 """Every kernel lowers for TPU (Mosaic) and GPU (Triton) without the hardware, via jax.export.
 
 TPU lowering needs the chip's description (lane and MXU sizes): an abstract mesh names a
-"TPU v5 lite" device. The Triton custom call is exported with its compatibility check off
-(the export is for inspection, not for storage). Where a kernel cannot lower, EXPECTED says
-so and why, and the test checks that exact failure (so a fix, or a new failure, shows up).
+"TPU v5 lite" device (and an H100 for CUDA). The Triton custom call is exported with its
+compatibility check off (the export is for inspection, not for storage). Where a kernel
+cannot lower, EXPECTED says so and why, and the test checks that exact failure (so a fix,
+or a new failure, shows up).
 """
 
 import jax
@@ -16,9 +17,12 @@ import pallas_kernels as K
 S = jax.ShapeDtypeStruct
 X = S((256, 512), jnp.float32)
 INT4 = F.get_format("int4", granularity="group", group_size=128)
-TPU_MESH = jax.sharding.AbstractMesh(
-    (1,), ("x",), abstract_device=jax.sharding.AbstractDevice(
-        device_kind="TPU v5 lite", num_cores=1, platform="tpu"))
+MESHES = {  # JAX >= 0.11 wants an abstract device of the target's kind on any host
+    "tpu": jax.sharding.AbstractMesh((1,), ("x",), abstract_device=jax.sharding.AbstractDevice(
+        device_kind="TPU v5 lite", num_cores=1, platform="tpu")),
+    "cuda": jax.sharding.AbstractMesh((1,), ("x",), abstract_device=jax.sharding.AbstractDevice(
+        device_kind="NVIDIA H100 80GB HBM3", num_cores=None, platform="gpu")),
+}
 # HiF4 keeps its 24 level bits in 3 bytes per 64-element unit (4.5 bits per element); the
 # Triton lowering only takes arrays whose sizes are powers of two.
 HIF4_CUDA = "power of 2|Only 2-argument stack"
@@ -63,7 +67,7 @@ def test_kernel_lowers(kernel, fmt, platform):
     fn = jax.jit(make("tpu" if platform == "tpu" else "gpu", fmt))
     checks = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
     expected = EXPECTED.get((name, platform))
-    with jax.sharding.use_abstract_mesh(TPU_MESH):
+    with jax.sharding.use_abstract_mesh(MESHES[platform]):
         if expected is None:
             exported = jax.export.export(fn, platforms=[platform], disabled_checks=checks)(
                 *args(fmt))
@@ -72,3 +76,15 @@ def test_kernel_lowers(kernel, fmt, platform):
         else:
             with pytest.raises((ValueError, NotImplementedError), match=expected):
                 jax.export.export(fn, platforms=[platform], disabled_checks=checks)(*args(fmt))
+
+
+@pytest.mark.parametrize("kernel", ["block_quantize", "fused_fake_quant"])
+def test_default_gpu_tiles_lower_for_ragged_rows(kernel):
+    """40 rows, 768 columns: the default GPU tiles are powers of two all the same."""
+    make, _ = CASES[kernel]
+    fn = jax.jit(make("gpu", "mxfp4"))
+    checks = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+    with jax.sharding.use_abstract_mesh(MESHES["cuda"]):
+        exported = jax.export.export(fn, platforms=["cuda"], disabled_checks=checks)(
+            S((40, 768), jnp.float32))
+    assert "triton" in exported.mlir_module()

@@ -5,11 +5,12 @@ import pytest
 
 import effjax.formats as F
 import pallas_kernels as K
-from tests.pallas_kernels.helpers import KDIM, TILES, M, assert_same_qarray, heavy_tailed
+from tests.pallas_kernels import helpers
+from tests.pallas_kernels.helpers import KDIM, TILES, M, assert_same_qarray, heavy_tailed, lowerable
 
 
-@pytest.mark.parametrize("fmt", [*K.BLOCK_FORMATS, F.get_format("nvfp4", two_level=False),
-                                 F.get_format("mxfp8_e4m3", scale_mode="rceil")])
+@pytest.mark.parametrize("fmt", lowerable(*K.BLOCK_FORMATS, F.get_format("nvfp4", two_level=False),
+                                           F.get_format("mxfp8_e4m3", scale_mode="rceil")))
 def test_codes_and_scales_equal_the_reference(fmt):
     x = heavy_tailed((M, KDIM))
     x = x.at[3, :32].set(0.0).at[5, 7].set(1e4)  # an all-zero block and an outlier
@@ -23,9 +24,10 @@ def test_bfloat16_input_and_default_tiles():
 
 def test_families_and_bad_input():
     x = heavy_tailed((M, KDIM))
-    assert_same_qarray(K.mx_quantize(x, "mxfp6_e3m2"), F.quantize(x, "mxfp6_e3m2", axis=1))
+    assert_same_qarray(K.mx_quantize(x, "mxfp8_e5m2"), F.quantize(x, "mxfp8_e5m2", axis=1))
     assert_same_qarray(K.nvfp4_quantize(x, fmt="nvfp4"), F.quantize(x, "nvfp4", axis=1))
-    assert_same_qarray(K.hif4_quantize(x, "hif4"), F.quantize(x, "hif4", axis=1))
+    if not helpers.ON_TRITON:
+        assert_same_qarray(K.hif4_quantize(x, "hif4"), F.quantize(x, "hif4", axis=1))
     with pytest.raises(ValueError, match="expected a mx format, got nvfp4"):
         K.mx_quantize(x, "nvfp4")
     with pytest.raises(ValueError, match=r"expected block_k=96 to divide k=256"):
