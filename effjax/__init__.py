@@ -1,6 +1,6 @@
 """effjax: efficient large models in JAX/Flax."""
 
-from effjax import checkpoint, data, decoding, eval, formats, models, ptq, quant
+from effjax import checkpoint, data, decoding, eval, formats, models, ptq, quant, transforms
 from effjax.decoding import generate
 from effjax.eval import perplexity
 from effjax.models import load
@@ -19,4 +19,5 @@ __all__ = [
     "perplexity",
     "ptq",
     "quant",
+    "transforms",
 ]

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
-           "effjax.checkpoint", "effjax.formats", "effjax.quant", "effjax.ptq",
+           "effjax.checkpoint", "effjax.formats", "effjax.quant", "effjax.ptq", "effjax.transforms",
            "pallas_kernels"]
 
 

@@ -8,6 +8,9 @@ Parameters are a plain nested dict (`init_params`, loaders) with kernels laid ou
                     "v_proj", "o_proj", ["q_norm", "k_norm"]},
                     "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}},
      "norm": {"weight"}, ["lm_head": {"kernel": (hidden, vocab)}]}
+
+A transformed model may also hold online transforms (`effjax.transforms.online`): an
+"input_transform" beside a projection's kernel, a "kv_rotation" in an attention layer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from effjax.models.config import LMConfig
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
 from effjax.quant import taps
 from effjax.quant.recipe import Recipe
+from effjax.transforms import online
 
 Params = dict[str, Any]
 
@@ -63,6 +67,7 @@ class Linear(nnx.Module):
         self.path = path
 
     def __call__(self, x, recipe: Recipe | None = None):
+        x = online.apply_input(self.path, x)
         taps.record(self.path, x)
         act = None if recipe is None else recipe.activation_format(self.path)
         return linear(x, self.kernel.get_value(),
@@ -83,6 +88,7 @@ class Attention(nnx.Module):
     def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
         c = config
         self.config = c
+        self.path = path
         kv = c.num_kv_heads * c.head_dim
         self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, use_bias=c.qkv_bias,
                              path=f"{path}/q_proj", rngs=rngs)
@@ -108,6 +114,7 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
+        q, k = online.rotate_qk(self.path, q, k)
         if recipe is not None and recipe.kv_cache is not None:  # what the cache would hold
             k = fake_quant(k, recipe.kv_cache, axis=-1)
             v = fake_quant(v, recipe.kv_cache, axis=-1)
@@ -258,8 +265,10 @@ def forward(
     if positions is None:
         offset = jnp.zeros((), jnp.int32) if cache is None else cache.length
         positions = jnp.broadcast_to(offset + jnp.arange(t, dtype=jnp.int32), (b, t))
+    params, transforms = online.split(params)
     graphdef, state = _graph(config)
     state = jax.tree.map(lambda x: x, state)  # a fresh copy: the cached one stays abstract
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
-    return model(tokens, positions, mask, cache, dtype, recipe)
+    with online.active(transforms):
+        return model(tokens, positions, mask, cache, dtype, recipe)

@@ -44,7 +44,8 @@ def param_partition_specs(
     def spec(path, leaf):
         names = [getattr(k, "key", None) for k in path]
         rule = next((_RULES[n] for n in reversed(names) if n in _RULES), None)
-        if rule is None or names[-1] == "weight":
+        if rule is None or names[-1] == "weight" or {"input_transform", "kv_rotation"} & set(
+                names):  # norms and the small online transforms are replicated
             return PartitionSpec()
         roles = rule[1:] if names[-1] == "bias" else rule
         if any(isinstance(k, jax.tree_util.GetAttrKey) for k in path):

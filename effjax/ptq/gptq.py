@@ -21,6 +21,7 @@ from jaxtyping import Array, Float
 
 from effjax.formats import QArray, core
 from effjax.formats.registry import Format, get_format
+from effjax.ptq.scales import search_scales
 
 
 def _column(w: Float[Array, " d"], stored: dict, fmt: Format, pos: jax.Array):
@@ -58,14 +59,26 @@ def _stored_at(stored: dict, gi: jax.Array) -> dict:
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("fmt", "block_size", "act_order", "static"))
-def _gptq(w: Float[Array, "o i"], u: Float[Array, "i i"], perm: jax.Array, fmt: Format,
-          block_size: int, act_order: bool, static: bool):
+def _scales(block: Float[Array, "o nb g"], fmt: Format, hdiag: Float[Array, "nb g"] | None,
+            global_scale=None) -> dict:
+    """A block's stored scale arrays: the format's rule, or searched (weighted by the
+    Hessian diagonal) when hdiag is given."""
+    if hdiag is None:
+        return core.grid_values(block, fmt, global_scale=global_scale)[1]
+    return search_scales(block, fmt, weights=hdiag, global_scale=global_scale)
+
+
+@functools.partial(jax.jit, static_argnames=("fmt", "block_size", "act_order", "static",
+                                             "search"))
+def _gptq(w: Float[Array, "o i"], u: Float[Array, "i i"], perm: jax.Array,
+          hdiag: Float[Array, " i"], fmt: Format, block_size: int, act_order: bool,
+          static: bool, search: bool):
     d_out, d_in = w.shape
     group = core.group_size(fmt, d_in)
     nb = d_in // group
     # Scales fixed up front (from the weights before any update), or per group on the way.
-    _, stored = core.grid_values(w.reshape(d_out, nb, group), fmt)
+    stored = _scales(w.reshape(d_out, nb, group), fmt,
+                     hdiag.reshape(nb, group) if search else None)
     if act_order:
         w = w[:, perm]
     elements = jnp.zeros_like(w)
@@ -82,8 +95,9 @@ def _gptq(w: Float[Array, "o i"], u: Float[Array, "i i"], perm: jax.Array, fmt: 
             if not static:  # entering a group: its scales from the updated weights
                 def rescale(st):
                     block = jax.lax.dynamic_slice_in_dim(w1, i, group, axis=1)
-                    _, new = core.grid_values(block[:, None, :], fmt,
-                                              global_scale=st.get("global_scale"))
+                    hd = jax.lax.dynamic_slice_in_dim(hdiag, col, group)[None, :]
+                    new = _scales(block[:, None, :], fmt, hd if search else None,
+                                  st.get("global_scale"))
                     return {k: (v if k == "global_scale" else jax.lax.dynamic_update_slice_in_dim(
                         st[k], new[k], gi, axis=1)) for k, v in st.items()}
                 stored = jax.lax.cond(orig % group == 0, rescale, lambda st: st, stored)
@@ -105,7 +119,8 @@ def _gptq(w: Float[Array, "o i"], u: Float[Array, "i i"], perm: jax.Array, fmt: 
 
 def gptq_quantize(kernel: Float[Array, "i o"], xtx: Float[Array, "i i"], count: int,
                   fmt: str | Format, *, block_size: int = 128, damp: float = 0.01,
-                  act_order: bool = False, static_groups: bool = False) -> QArray:
+                  act_order: bool = False, static_groups: bool = False,
+                  scale_search: bool = False) -> QArray:
     """GPTQ of one linear layer's kernel onto a format.
 
     Args:
@@ -118,6 +133,9 @@ def gptq_quantize(kernel: Float[Array, "i o"], xtx: Float[Array, "i i"], count: 
         if the damped Hessian is still not positive definite.
       act_order: process columns by decreasing Hessian diagonal.
       static_groups: fix every group's scales from the original weights up front.
+      scale_search: choose each group's scale by `effjax.ptq.scales.search_scales`, the
+        error weighted by the Hessian diagonal (MR-GPTQ's MSE scale search), instead of the
+        format's amax rule.
 
     Returns:
       A QArray along axis 0 of shape (d_in, d_out): the GPTQ weights, stored exactly.
@@ -161,6 +179,7 @@ def gptq_quantize(kernel: Float[Array, "i o"], xtx: Float[Array, "i i"], count: 
         raise ValueError("the damped Hessian is not positive definite even at "
                          f"damp={damp * 100}; check the calibration statistics")
     elements, stored = _gptq(jnp.asarray(w, jnp.float32), jnp.asarray(u, jnp.float32),
-                             jnp.asarray(perm, jnp.int32), fmt, block_size, act_order,
-                             static_groups or fmt.granularity != "group")
+                             jnp.asarray(perm, jnp.int32), jnp.asarray(np.diag(h), jnp.float32),
+                             fmt, block_size, act_order,
+                             static_groups or fmt.granularity != "group", scale_search)
     return core.assemble(elements, stored, fmt, 0, tuple(kernel.shape), kernel.dtype)

@@ -38,7 +38,11 @@ def test_partition_specs():
               "layers": {0: {"attn": {"o_proj": {"kernel": np.zeros((8, 6))},
                                       "q_proj": {"kernel": np.zeros((6, 8)),
                                                  "bias": np.zeros(8)}},
-                             "input_norm": {"weight": np.zeros(6)}}}}
+                             "input_norm": {"weight": np.zeros(6)},
+                             "mlp": {"down_proj": {"kernel": np.zeros((8, 6)),
+                                                   "input_transform": {"left": np.zeros((2, 2)),
+                                                                       "right": np.zeros((4, 4))}
+                                                   }}}}}
     specs = param_partition_specs(params, mesh)
     assert specs["embed"]["embedding"] == PartitionSpec("model", "data")
     layer = specs["layers"][0]
@@ -46,6 +50,7 @@ def test_partition_specs():
     assert layer["attn"]["q_proj"]["kernel"] == PartitionSpec("data", "model")
     assert layer["attn"]["q_proj"]["bias"] == PartitionSpec("model")
     assert layer["input_norm"]["weight"] == PartitionSpec()
+    assert layer["mlp"]["down_proj"]["input_transform"]["right"] == PartitionSpec()
     # 6 is not divisible by the model axis (4): that dimension stays replicated.
     odd = param_partition_specs({"mlp": {"up_proj": {"kernel": np.zeros((4, 6))}}}, mesh)
     assert odd["mlp"]["up_proj"]["kernel"] == PartitionSpec("data", None)

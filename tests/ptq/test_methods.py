@@ -1,4 +1,4 @@
-"""rtn and gptq over a decoder's parameter pytree."""
+"""rtn, gptq, scale_opt and mr_gptq over a decoder's parameter pytree."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 import effjax
 import effjax.formats as F
 from effjax.models import forward
-from effjax.ptq import calibrate, gptq, rtn
+from effjax.ptq import calibrate, gptq, mr_gptq, rtn, scale_opt
 from effjax.quant import quantize_params, recipe
 
 
@@ -55,3 +55,41 @@ def test_bad_input(tiny):
         rtn(params, calib, recipe("int4", pattern="^nothing$"))
     with pytest.raises(ValueError, match="no calibration statistics for"):
         gptq(params, {}, recipe("int4"), progress=False)
+
+
+def _kernel(params, name):
+    i, block, proj = name.split("/")[1:]
+    return params["layers"][int(i)][block][proj]
+
+
+def test_scale_opt_lowers_each_kernels_weighted_error(tiny):
+    """The searched scales never lose to the amax rule in the error they minimize."""
+    config, params, _, calib = tiny
+    for fmt in ["mxfp4", "nvfp4", F.get_format("int4", granularity="group", group_size=32)]:
+        r = recipe(fmt)
+        ps, pr = scale_opt(params, calib, r, progress=False), rtn(params, None, r)
+        better = 0
+        for name in ("layers/0/attn/q_proj", "layers/1/mlp/down_proj"):
+            w = np.asarray(_kernel(params, name)["kernel"])
+            h = np.diag(np.asarray(calib[name].xtx))[:, None]
+            es, er = (float(np.sum(h * (np.asarray(F.dequantize(_kernel(p, name)["kernel"],
+                                                                  jnp.float32)) - w) ** 2))
+                      for p in (ps, pr))
+            assert es <= er * (1 + 1e-6), (fmt, name, es, er)
+            better += es < er
+        assert better > 0
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+def test_mr_gptq_keeps_the_float_function_and_beats_rtn(tiny, fmt):
+    config, params, tokens, calib = tiny
+    r = recipe(fmt, pattern=r"_proj$")
+    q = mr_gptq(params, calib, r, progress=False)
+    down = q["layers"][0]["mlp"]["down_proj"]
+    assert isinstance(down["kernel"], F.QArray) and "input_transform" in down
+    ref = forward(params, tokens[:4], config=config)[0]
+    err = {name: float(jnp.mean((forward(p, tokens[:4], config=config)[0] - ref) ** 2))
+           for name, p in (("mr_gptq", q), ("rtn", rtn(params, None, r)))}
+    assert err["mr_gptq"] < err["rtn"], err
+    with pytest.raises(ValueError, match="mr_gptq rotates within the weight format's groups"):
+        mr_gptq(params, calib, recipe("int8"), progress=False)

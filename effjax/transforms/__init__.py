@@ -1,0 +1,34 @@
+"""Function-preserving transforms of parameter pytrees: Hadamard and learned rotations,
+smoothing scales, online (Kronecker) transforms."""
+
+from effjax.transforms import online
+from effjax.transforms.fold import (
+    add_input_transform,
+    fuse_norms,
+    rotate_residual,
+    rotate_values,
+    smooth,
+)
+from effjax.transforms.hadamard import (
+    hadamard,
+    hadamard_factors,
+    hadamard_pair,
+    random_hadamard,
+    random_orthogonal,
+)
+from effjax.transforms.online import kron_apply
+
+__all__ = [
+    "add_input_transform",
+    "fuse_norms",
+    "hadamard",
+    "hadamard_factors",
+    "hadamard_pair",
+    "kron_apply",
+    "online",
+    "random_hadamard",
+    "random_orthogonal",
+    "rotate_residual",
+    "rotate_values",
+    "smooth",
+]

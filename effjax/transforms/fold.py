@@ -1,0 +1,255 @@
+"""Function-preserving transforms of decoder parameter pytrees: each returns parameters whose
+float model computes the same logits (up to float rounding), with weights and activations
+reshaped for quantization.
+
+- `fuse_norms`: RMSNorm weights folded into the projections they feed (norms become ones);
+  a tied output head becomes an explicit `lm_head` (the config says so).
+- `rotate_residual`: the residual stream rotated by an orthogonal Q (QuaRot, SpinQuant's R1):
+  embeddings and writers (o_proj, down_proj) times Q, readers (q/k/v, gate/up, lm_head)
+  times Q^T. Needs fused norms: RMSNorm(x Q) = RMSNorm(x) Q only for unit weights.
+- `rotate_values`: each value head times an orthogonal R (into v_proj), undone in o_proj;
+  with `online_kv=True` queries and keys are rotated by R after RoPE too (the KV cache then
+  holds rotated keys and values: QuaRot's KV Hadamard).
+- `add_input_transform`: an online Kronecker transform T before a projection, the kernel
+  times T^-1 (`effjax.transforms.online`).
+- `smooth`: per-channel scales s migrated from activations into weights (SmoothQuant, AWQ):
+  x / s into the norm (q/k/v, gate/up) or up_proj (down_proj), s into the kernels.
+
+All take and return plain parameter dicts and do their arithmetic in float64 on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from effjax.formats import QArray
+from effjax.transforms import online
+
+if TYPE_CHECKING:
+    from effjax.models.config import LMConfig
+
+QKV = ("q_proj", "k_proj", "v_proj")
+GATE_UP = ("gate_proj", "up_proj")
+
+
+def _f64(a) -> np.ndarray:
+    if isinstance(a, QArray):
+        raise ValueError("transforms act on float parameters; got a QArray kernel (transform "
+                         "before quantizing)")
+    return np.asarray(a, np.float64)
+
+
+def _like(value: np.ndarray, ref: jax.Array) -> jax.Array:
+    return jnp.asarray(value, ref.dtype)
+
+
+def _copy(params):
+    """A structural copy (dicts copied, arrays shared) to edit without touching the input."""
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in params.items()}
+
+
+def _layers(params) -> list:
+    return [params["layers"][i] for i in sorted(params["layers"])]
+
+
+def _scale_rows(kernel, s: np.ndarray):
+    """diag(s) @ kernel for a (d_in, d_out) kernel."""
+    return _like(s[:, None] * _f64(kernel), kernel)
+
+
+def fuse_norms(params, config: LMConfig) -> tuple[dict, LMConfig]:
+    """Folds every RMSNorm weight into the kernels that read the normed stream.
+
+    Args:
+      params: a float decoder parameter pytree.
+      config: its config.
+
+    Returns:
+      (params with unit norm weights, config): a tied head is untied (`lm_head` =
+      diag(norm) embedding^T), so the config then has tie_word_embeddings=False.
+    """
+    out = _copy(params)
+    for layer in _layers(out):
+        for norm, block, names in (("input_norm", "attn", QKV), ("post_attn_norm", "mlp",
+                                                                 GATE_UP)):
+            g = _f64(layer[norm]["weight"])
+            for name in names:
+                layer[block][name]["kernel"] = _scale_rows(layer[block][name]["kernel"], g)
+            layer[norm]["weight"] = jnp.ones_like(layer[norm]["weight"])
+    g = _f64(out["norm"]["weight"])
+    head = out["lm_head"]["kernel"] if "lm_head" in out else jnp.asarray(
+        out["embed"]["embedding"]).T
+    out["lm_head"] = {"kernel": _scale_rows(head, g)}
+    out["norm"]["weight"] = jnp.ones_like(out["norm"]["weight"])
+    return out, dataclasses.replace(config, tie_word_embeddings=False)
+
+
+def _check_fused(params) -> None:
+    weights = [params["norm"]["weight"]] + [layer[n]["weight"] for layer in _layers(params)
+                                            for n in ("input_norm", "post_attn_norm")]
+    if any(not np.all(np.asarray(w) == 1) for w in weights) or "lm_head" not in params:
+        raise ValueError("rotate_residual needs fused norms (unit RMSNorm weights and an "
+                         "untied lm_head): call fuse_norms first")
+
+
+def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
+    """The residual stream times an orthogonal q (see the module docstring).
+
+    Args:
+      params: float parameters after `fuse_norms`.
+      q: (hidden, hidden) orthogonal matrix.
+
+    Returns:
+      The rotated parameters.
+    """
+    _check_fused(params)
+    q = _f64(q)
+    h = q.shape[0]
+    if q.shape != (h, h) or not np.allclose(q @ q.T, np.eye(h), atol=1e-5):
+        raise ValueError(f"q must be an orthogonal (hidden, hidden) matrix, got shape {q.shape}")
+    out = _copy(params)
+    emb = out["embed"]["embedding"]
+    out["embed"]["embedding"] = _like(_f64(emb) @ q, emb)
+    readers = [(layer["attn"], QKV) for layer in _layers(out)] + [
+        (layer["mlp"], GATE_UP) for layer in _layers(out)] + [(out, ("lm_head",))]
+    for block, names in readers:
+        for name in names:
+            k = block[name]["kernel"]
+            block[name]["kernel"] = _like(q.T @ _f64(k), k)
+    for layer in _layers(out):
+        for block, name in ((layer["attn"], "o_proj"), (layer["mlp"], "down_proj")):
+            proj = block[name]
+            proj["kernel"] = _like(_f64(proj["kernel"]) @ q, proj["kernel"])
+            if "bias" in proj:
+                proj["bias"] = _like(_f64(proj["bias"]) @ q, proj["bias"])
+    return out
+
+
+def rotate_values(params, config: LMConfig, r: Float[Array, "d d"], *,
+                  online_kv: bool = True) -> dict:
+    """Every value head times an orthogonal r (folded into v_proj and undone in o_proj);
+    with online_kv, queries and keys are also rotated by r after RoPE (an online op).
+
+    Args:
+      params: float parameters.
+      config: the config (heads, head_dim).
+      r: (head_dim, head_dim) orthogonal matrix.
+      online_kv: also add the online query/key rotation (`online.KV`).
+
+    Returns:
+      The transformed parameters.
+    """
+    d, kv, heads = config.head_dim, config.num_kv_heads, config.num_heads
+    r64 = _f64(r)
+    if r64.shape != (d, d) or not np.allclose(r64 @ r64.T, np.eye(d), atol=1e-5):
+        raise ValueError(f"r must be an orthogonal (head_dim, head_dim) = ({d}, {d}) matrix, "
+                         f"got shape {r64.shape}")
+    out = _copy(params)
+    for layer in _layers(out):
+        v, o = layer["attn"]["v_proj"], layer["attn"]["o_proj"]
+        wv = _f64(v["kernel"])
+        v["kernel"] = _like((wv.reshape(-1, kv, d) @ r64).reshape(wv.shape), v["kernel"])
+        if "bias" in v:
+            v["bias"] = _like((_f64(v["bias"]).reshape(kv, d) @ r64).reshape(-1), v["bias"])
+        wo = _f64(o["kernel"])
+        o["kernel"] = _like(np.einsum("de,hdo->heo", r64, wo.reshape(heads, d, -1)).reshape(
+            wo.shape), o["kernel"])
+        if online_kv:
+            layer["attn"][online.KV] = jnp.asarray(r64, jnp.float32)
+    return out
+
+
+def add_input_transform(params, pattern: str, left: Float[Array, "m m"],
+                        right: Float[Array, "n n"]) -> dict:
+    """An online transform T = left (x) right before every projection whose path matches
+    `pattern` (its input x becomes x T), the kernel replaced by T^-1 kernel.
+
+    Args:
+      params: float parameters.
+      pattern: a regular expression searched in layer paths ("layers/3/mlp/down_proj").
+      left, right: invertible (m, m) and (n, n) matrices, m * n = the layer's d_in.
+
+    Returns:
+      The transformed parameters.
+
+    Raises:
+      ValueError: if the pattern matches no projection, a projection already has a
+        transform, or the sizes do not fit.
+    """
+    left64, right64 = _f64(left), _f64(right)
+    inv = np.kron(np.linalg.inv(left64), np.linalg.inv(right64))
+    out = _copy(params)
+    hits = 0
+    for path, block in _projections(out):
+        if not re.search(pattern, path):
+            continue
+        if online.INPUT in block:
+            raise ValueError(f"{path} already has an input transform")
+        kernel = block["kernel"]
+        if _f64(kernel).shape[0] != inv.shape[0]:
+            raise ValueError(f"a {left64.shape[0]} x {right64.shape[0]} transform does not fit "
+                             f"{path}, whose kernel is {np.shape(kernel)}")
+        block["kernel"] = _like(inv @ _f64(kernel), kernel)
+        block[online.INPUT] = {"left": jnp.asarray(left64, jnp.float32),
+                               "right": jnp.asarray(right64, jnp.float32)}
+        hits += 1
+    if not hits:
+        raise ValueError(f"pattern {pattern!r} matches no projection")
+    return out
+
+
+def _projections(params):
+    """(layer path, projection dict) of every projection, in model order."""
+    out = []
+    for i in sorted(params["layers"]):
+        layer = params["layers"][i]
+        for block, names in (("attn", (*QKV, "o_proj")), ("mlp", (*GATE_UP, "down_proj"))):
+            out += [(f"layers/{i}/{block}/{n}", layer[block][n]) for n in names]
+    if "lm_head" in params:
+        out.append(("lm_head", params["lm_head"]))
+    return out
+
+
+def smooth(params, scales: dict[str, Float[Array, " d"]]) -> dict:
+    """Migrates per-channel scales s from activations into weights: the input x of the
+    smoothed projections becomes x / s, their kernels diag(s) W.
+
+    Args:
+      params: float parameters.
+      scales: {"layers/i/attn/qkv" | "layers/i/mlp/gate_up" | "layers/i/mlp/down_proj": s}
+        with positive s. "qkv" and "gate_up" divide the preceding RMSNorm's weight;
+        "down_proj" divides up_proj's output columns (and bias): silu(g) * (u / s) = h / s.
+
+    Returns:
+      The smoothed parameters.
+    """
+    out = _copy(params)
+    for key, s in scales.items():
+        m = re.fullmatch(r"layers/(\d+)/(attn/qkv|mlp/gate_up|mlp/down_proj)", key)
+        if m is None:
+            raise ValueError(f"scales key {key!r}: expected layers/<i>/attn/qkv, "
+                             "layers/<i>/mlp/gate_up or layers/<i>/mlp/down_proj")
+        s = _f64(s)
+        if not np.all(s > 0) or not np.all(np.isfinite(s)):
+            raise ValueError(f"scales[{key!r}] must be positive and finite")
+        layer = out["layers"][int(m.group(1))]
+        if m.group(2) == "mlp/down_proj":
+            up, down = layer["mlp"]["up_proj"], layer["mlp"]["down_proj"]
+            up["kernel"] = _like(_f64(up["kernel"]) / s[None, :], up["kernel"])
+            if "bias" in up:
+                up["bias"] = _like(_f64(up["bias"]) / s, up["bias"])
+            down["kernel"] = _scale_rows(down["kernel"], s)
+            continue
+        norm, block, names = (("input_norm", "attn", QKV) if m.group(2) == "attn/qkv" else
+                              ("post_attn_norm", "mlp", GATE_UP))
+        layer[norm] = {"weight": _like(_f64(layer[norm]["weight"]) / s, layer[norm]["weight"])}
+        for name in names:
+            layer[block][name]["kernel"] = _scale_rows(layer[block][name]["kernel"], s)
+    return out

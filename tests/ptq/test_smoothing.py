@@ -1,0 +1,85 @@
+"""SmoothQuant and AWQ: the scales they migrate, the float function kept, AWQ's searched
+error never above RTN's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import effjax
+import effjax.formats as F
+from effjax.models import forward
+from effjax.ptq import awq, awq_scales, calibrate, rtn, smoothquant, smoothquant_scales
+from effjax.quant import recipe
+from effjax.transforms import smooth
+from tests.transforms.helpers import rel_err
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = effjax.models.LMConfig(vocab_size=61, hidden_size=64, intermediate_size=128,
+                                    num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32)
+    params = effjax.models.init_params(config, jax.random.PRNGKey(0))
+    # an outlier input channel, as real models have: the embedding's column 5 is large
+    params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 5].mul(30.0)
+    tokens = np.random.RandomState(0).randint(0, 61, (16, 32)).astype(np.int32)
+    return config, params, tokens, calibrate(params, config, tokens, progress=False)
+
+
+def test_smoothquant_scales_follow_the_formula(tiny):
+    config, params, tokens, calib = tiny
+    scales = smoothquant_scales(params, calib, recipe("int8", "int8"), alpha=0.5)
+    assert set(scales) == {f"layers/{i}/{k}" for i in range(2)
+                           for k in ("attn/qkv", "mlp/gate_up", "mlp/down_proj")}
+    amax = np.asarray(calib["layers/0/attn/q_proj"].absmax, np.float64)
+    wmax = np.max([np.max(np.abs(np.asarray(params["layers"][0]["attn"][p]["kernel"])), axis=1)
+                   for p in ("q_proj", "k_proj", "v_proj")], axis=0)
+    np.testing.assert_allclose(scales["layers/0/attn/qkv"], np.sqrt(amax / wmax), rtol=1e-6)
+    out = smooth(params, scales)
+    assert rel_err(forward(out, tokens[:2], config=config)[0],
+                   forward(params, tokens[:2], config=config)[0]) <= 1e-5
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\], got 1.5"):
+        smoothquant_scales(params, calib, recipe("int8"), alpha=1.5)
+
+
+def test_smoothquant_helps_w8a8_with_an_outlier_channel(tiny):
+    config, params, tokens, calib = tiny
+    r = recipe("int8", "int8", pattern=r"_proj$")
+    ref = forward(params, tokens[:4], config=config)[0]
+    err = {name: float(jnp.mean((forward(p, tokens[:4], config=config, recipe=r)[0] - ref)
+                                ** 2))
+           for name, p in (("sq", smoothquant(params, calib, r)), ("rtn", rtn(params, None, r)))}
+    assert err["sq"] < err["rtn"], err
+
+
+def test_awq_never_above_rtn_in_its_objective(tiny):
+    config, params, _, calib = tiny
+    fmt = F.get_format("int4", granularity="group", group_size=32)
+    r = recipe(fmt, pattern=r"_proj$")
+    scaled = smooth(params, awq_scales(params, calib, r, progress=False))
+    q_awq = awq(params, calib, r, clip=False, progress=False)
+    q_rtn = rtn(params, None, r)
+    for name in ("layers/0/attn/q_proj", "layers/1/mlp/gate_proj", "layers/1/mlp/down_proj"):
+        i, block, proj = name.split("/")[1:]
+        st = calib[name]
+        x = np.asarray(st.sample, np.float64)
+        w = np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64)
+        inv_s = (np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64) /
+                 np.asarray(scaled["layers"][int(i)][block][proj]["kernel"]))[:, :1]
+        # the weight AWQ's layer applies to the unscaled input: Q(diag(s) W) / s
+        wa = np.asarray(F.dequantize(q_awq["layers"][int(i)][block][proj]["kernel"],
+                                     jnp.float32), np.float64) * inv_s
+        wr = np.asarray(F.dequantize(q_rtn["layers"][int(i)][block][proj]["kernel"],
+                                     jnp.float32), np.float64)
+        xtx = np.asarray(st.xtx, np.float64)
+        ea, er = (float(np.sum((xtx @ (v - w)) * (v - w))) for v in (wa, wr))
+        assert ea <= er * (1 + 1e-5), (name, ea, er)
+        assert x.shape[1] == w.shape[0]
+
+
+def test_awq_with_clipping_runs_and_keeps_shapes(tiny):
+    config, params, tokens, calib = tiny
+    q = awq(params, calib, recipe("mxfp4", pattern=r"_proj$"), progress=False)
+    k = q["layers"][0]["mlp"]["down_proj"]["kernel"]
+    assert isinstance(k, F.QArray) and k.shape == (128, 64)
+    assert np.isfinite(np.asarray(forward(q, tokens[:2], config=config)[0])).all()

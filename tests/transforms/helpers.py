@@ -1,0 +1,41 @@
+"""A tiny decoder with every parameter random (norm weights and biases too), so a transform
+that mishandles any of them changes the logits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import effjax
+
+TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 67, (2, 12)), jnp.int32)
+
+
+def tiny(tied=True, bias=True, qk_norm=False, seed=0):
+    config = effjax.models.LMConfig(
+        vocab_size=67, hidden_size=48, intermediate_size=96, num_layers=2, num_heads=3,
+        num_kv_heads=1, head_dim=16, tie_word_embeddings=tied, qkv_bias=bias, o_bias=bias,
+        mlp_bias=bias, qk_norm=qk_norm)
+    params = effjax.models.init_params(config, jax.random.PRNGKey(seed))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+
+    def jitter(path, leaf, key):
+        name = getattr(path[-1], "key", "")
+        if name == "weight":  # norms
+            return leaf * (1 + 0.3 * jax.random.normal(key, leaf.shape))
+        if name == "bias":
+            return 0.1 * jax.random.normal(key, leaf.shape)
+        return leaf
+
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return config, jax.tree.unflatten(treedef, [jitter(p, x, k) for p, x, k in
+                                                zip(paths, leaves, keys, strict=True)])
+
+
+def logits(params, config, recipe=None):
+    return effjax.models.forward(params, TOKENS, config=config, recipe=recipe)[0]
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
