@@ -43,10 +43,13 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def format_spec(spec: str | None) -> Format | None:
-    """A format from a config string: "int4:128" is INT4 per group of 128; other names as
-    they are; None stays None."""
+    """A format from a config string: "int4:128" is INT4 per group of 128, "mxfp4@rceil" MXFP4
+    with the rceil scale mode; other names as they are; None stays None."""
     if spec is None:
         return None
+    spec, _, mode = spec.partition("@")
     name, _, group = spec.partition(":")
-    return get_format(name, granularity="group", group_size=int(group)) if group else (
-        get_format(name))
+    options = {"scale_mode": mode} if mode else {}
+    if group:
+        options.update(granularity="group", group_size=int(group))
+    return get_format(name, **options)

@@ -217,6 +217,53 @@ def _graph(config: LMConfig):
     return nnx.split(abstract, nnx.Param)
 
 
+@functools.lru_cache(maxsize=256)
+def _block_graph(config: LMConfig, index: int):
+    abstract = nnx.eval_shape(lambda: Block(config, path=f"layers/{index}", rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param)
+
+
+def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float[Array, "b t h"]:
+    """The token embeddings: the residual stream entering layer 0."""
+    return jnp.take(params["embed"]["embedding"], tokens, axis=0).astype(dtype)
+
+
+def block_forward(
+    layer_params: Params,
+    x: Float[Array, "b t h"],
+    *,
+    config: LMConfig,
+    index: int,
+    recipe: Recipe | None = None,
+) -> Float[Array, "b t h"]:
+    """One decoder layer on the residual stream (causal, positions 0..t-1, no padding, no
+    cache): what `forward` does to x in layer `index`, for layer-by-layer work (sequential
+    calibration).
+
+    Args:
+      layer_params: `params["layers"][index]` (float or quantized, with any online
+        transforms).
+      x: the residual stream entering the layer.
+      config: the model's config.
+      index: the layer's index (its projections' paths are "layers/<index>/...").
+      recipe: activation / KV-cache formats, as in `forward`.
+
+    Returns:
+      The residual stream leaving the layer, x's dtype.
+    """
+    wrapped, transforms = online.split({"layers": {index: layer_params}})
+    graphdef, state = _block_graph(config, index)
+    state = jax.tree.map(lambda a: a, state)
+    nnx.replace_by_pure_dict(state, wrapped["layers"][index])
+    block = nnx.merge(graphdef, state)
+    b, t, _ = x.shape
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    allowed = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool))[None], (b, t, t))
+    inv_freq = jnp.asarray(config.rope_inv_freq(), jnp.float32)
+    with online.active(transforms):
+        return block(x, positions, inv_freq, allowed, None, None, recipe)[0]
+
+
 def init_params(config: LMConfig, key: jax.Array, dtype=jnp.float32) -> Params:
     """Randomly initialized parameters (for tests and training from scratch)."""
     model = DecoderLM(config, rngs=nnx.Rngs(params=key))

@@ -1,21 +1,29 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees."""
 
-from effjax.ptq.calibrate import LayerStats, calibrate
+from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
 from effjax.ptq.gptq import gptq_quantize
 from effjax.ptq.methods import gptq, mr_gptq, rtn, scale_opt
+from effjax.ptq.pipeline import METHODS, PTQResult, calibration_windows, peak_rss_mb, quarot, run
 from effjax.ptq.scales import quantize_searched, search_scales
 from effjax.ptq.smoothing import awq, awq_scales, smoothquant, smoothquant_scales
 
 __all__ = [
+    "METHODS",
     "LayerStats",
+    "PTQResult",
     "awq",
     "awq_scales",
     "calibrate",
+    "calibrate_sequential",
+    "calibration_windows",
     "gptq",
     "gptq_quantize",
     "mr_gptq",
+    "peak_rss_mb",
     "quantize_searched",
+    "quarot",
     "rtn",
+    "run",
     "scale_opt",
     "search_scales",
     "smoothquant",

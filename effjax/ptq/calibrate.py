@@ -12,8 +12,10 @@ from jaxtyping import Array, Float, Int
 from tqdm.auto import tqdm
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import forward
+from effjax.models.decoder import block_forward, embed, forward
+from effjax.models.layers import rms_norm
 from effjax.quant import taps
+from effjax.quant.recipe import Recipe
 
 
 class LayerStats(NamedTuple):
@@ -43,10 +45,84 @@ def _batch_stats(params, tokens: Int[Array, "b t"], config: LMConfig,
 
     with taps.collecting(collect):
         forward(params, tokens, config=config)
+    return _reduce(seen, sample_size)
+
+
+def _reduce(seen: dict[str, jax.Array], sample_size: int) -> dict[str, LayerStats]:
     return {path: LayerStats(
         xtx=jnp.einsum("ti,tj->ij", x, x, precision=jax.lax.Precision.HIGHEST),
         count=jnp.int32(x.shape[0]), absmax=jnp.max(jnp.abs(x), axis=0),
         sample=x[:sample_size]) for path, x in seen.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "sample_size"))
+def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
+                 sample_size: int) -> dict[str, LayerStats]:
+    seen: dict[str, jax.Array] = {}
+
+    def collect(path: str, a: jax.Array) -> None:
+        seen[path] = a.reshape(-1, a.shape[-1]).astype(jnp.float32)
+
+    with taps.collecting(collect):
+        block_forward(layer_params, x, config=config, index=index, recipe=recipe)
+    return _reduce(seen, sample_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "index", "recipe"))
+def _block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None):
+    return block_forward(layer_params, x, config=config, index=index, recipe=recipe)
+
+
+def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
+                         quantize_layer, *, recipe: Recipe | None = None, batch_size: int = 8,
+                         sample_size: int = 512, progress: bool = True):
+    """Calibrates and quantizes layer by layer: layer i's statistics are those of the inputs
+    that layers 0..i-1, already quantized, produce (GPTQ's sequential mode).
+
+    Args:
+      params: float parameters.
+      config: the model's config.
+      tokens: (n, t) int32 calibration windows.
+      quantize_layer: `(params, stats, index) -> params` quantizing layer `index`'s
+        projections from `stats` ({path: LayerStats} of that layer); index None is the
+        output head ("lm_head", the final-norm output), called last.
+      recipe: activation / KV-cache formats the quantized layers run with while later
+        layers are calibrated.
+      batch_size, sample_size, progress: as in `calibrate`.
+
+    Returns:
+      The quantized parameters.
+    """
+    tokens = _check(tokens, batch_size, sample_size)
+    hidden = [embed(params, jnp.asarray(tokens[s:s + batch_size], jnp.int32))
+              for s in range(0, tokens.shape[0], batch_size)]
+    for i in tqdm(sorted(params["layers"]), desc="sequential calibration",
+                  disable=not progress):
+        stats = None
+        for x in hidden:
+            batch = _block_stats(params["layers"][i], x, config, i, recipe, sample_size)
+            stats = batch if stats is None else {
+                p: _merge(stats[p], batch[p], sample_size) for p in stats}
+        params = quantize_layer(params, stats, i)
+        hidden = [_block_out(params["layers"][i], x, config, i, recipe) for x in hidden]
+    normed = [rms_norm(x, params["norm"]["weight"], config.rms_norm_eps) for x in hidden]
+    stats = None
+    for x in normed:
+        batch = _reduce({"lm_head": x.reshape(-1, x.shape[-1]).astype(jnp.float32)},
+                        sample_size)
+        stats = batch if stats is None else {"lm_head": _merge(stats["lm_head"],
+                                                               batch["lm_head"], sample_size)}
+    return quantize_layer(params, stats, None)
+
+
+def _check(tokens, batch_size: int, sample_size: int) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be (n, t) calibration windows, got shape {tokens.shape}")
+    if batch_size < 1 or sample_size < 1:
+        raise ValueError(f"batch_size and sample_size must be >= 1, got {batch_size}, "
+                         f"{sample_size}")
+    return tokens
 
 
 def _merge(a: LayerStats, b: LayerStats, sample_size: int) -> LayerStats:
@@ -71,12 +147,7 @@ def calibrate(params, config: LMConfig, tokens: Int[Array, "n t"], *, batch_size
     Returns:
       {layer path ("layers/3/mlp/down_proj", ...): LayerStats}.
     """
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise ValueError(f"tokens must be (n, t) calibration windows, got shape {tokens.shape}")
-    if batch_size < 1 or sample_size < 1:
-        raise ValueError(f"batch_size and sample_size must be >= 1, got {batch_size}, "
-                         f"{sample_size}")
+    tokens = _check(tokens, batch_size, sample_size)
     stats = None
     starts = range(0, tokens.shape[0], batch_size)
     for s in tqdm(starts, desc="calibration", disable=not progress):

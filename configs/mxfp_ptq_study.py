@@ -1,0 +1,58 @@
+"""The MXFP PTQ study on SmolLM2-135M: methods x (setting, format) columns.
+
+Format strings: "int4:128" (INT4 per group of 128), "mxfp4@rceil" (an MX scale mode).
+Columns are (label, weight, activation, kv cache). Cells already in `cache` are not rerun
+(delete the file, or change a cell's settings, to rerun it).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = "smollm2-135m"
+    c.calib_corpus, c.calib_split = "wikitext2", "valid"
+    c.num_windows, c.window = 16, 512
+    # Perplexity domains: WikiText-2 test and code (the Python standard library's source).
+    c.domains = (("wikitext2", "test"), ("stdlib", "all"))
+    c.eval_seq_len, c.eval_max_tokens = 512, 4096
+    c.kl_max_tokens = 2048  # mean token KL vs float32, on WikiText-2 test
+    c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "quarot_gptq", "mr_gptq",
+                 "scale_opt", "gptq_scale_opt")
+    c.columns = (
+        ("W8A8 MXFP8", "mxfp8_e4m3", "mxfp8_e4m3", None),
+        ("W4A16 MXFP4", "mxfp4", None, None),
+        ("W4A4 MXFP4", "mxfp4", "mxfp4", None),
+        ("W4A4KV4 MXFP4", "mxfp4", "mxfp4", "mxfp4"),
+        ("W8A8KV8 MXFP8", "mxfp8_e4m3", "mxfp8_e4m3", "mxfp8_e4m3"),
+        ("W8A16 MXFP8", "mxfp8_e4m3", None, None),
+        ("W4A16 INT4 g128", "int4:128", None, None),
+        ("W8A8 INT8", "int8", "int8", None),
+        ("W4A16 NVFP4", "nvfp4", None, None),
+        ("W4A4 NVFP4", "nvfp4", "nvfp4", None),
+        ("W4A16 HiF4", "hif4", None, None),
+        ("W4A4 MXFP4 ceil", "mxfp4@ceil", "mxfp4@ceil", None),
+        ("W4A4 MXFP4 even", "mxfp4@even", "mxfp4@even", None),
+        ("W4A4 MXFP4 rceil", "mxfp4@rceil", "mxfp4@rceil", None),
+    )
+    c.time_budget_s = 6 * 3600.0  # cells left once spent are listed as not run
+    c.cache = "experiments/results/mxfp_ptq_study.json"
+    c.output = "experiments/results/mxfp_ptq_study.md"
+    c.plot = "experiments/results/mxfp_ptq_study.png"
+    if variant == "core":  # the study's headline cells first (same cache and settings)
+        c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt")
+        c.columns = tuple(col for col in c.columns if col[0] in (
+            "W8A8 MXFP8", "W4A16 MXFP4", "W4A4 MXFP4"))
+    elif variant == "tiny":  # smoke test: two cells, a few windows
+        c.num_windows, c.window = 2, 64
+        c.eval_seq_len, c.eval_max_tokens, c.kl_max_tokens = 64, 128, 128
+        c.domains = (("stdlib", "all"),)
+        c.methods = ("rtn", "gptq")
+        c.columns = (("W4A4 MXFP4", "mxfp4", "mxfp4", None),)
+        c.cache = "/tmp/effjax_mxfp_ptq_study_tiny.json"
+        c.output = "/tmp/effjax_mxfp_ptq_study_tiny.md"
+        c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
+    elif variant:
+        raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core' or "
+                         "'tiny'")
+    return c

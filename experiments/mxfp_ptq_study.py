@@ -1,0 +1,213 @@
+"""The MXFP PTQ study reproduced on SmolLM2-135M: PTQ methods under MXFP8 / MXFP4 (and INT,
+NVFP4, HiF4 beside them) in weight-only, weight-activation and weight-activation-KV settings.
+
+    python -m experiments.mxfp_ptq_study [--config=configs/mxfp_ptq_study.py[:tiny]]
+
+Each cell quantizes the model with `effjax.ptq.run` (calibration on WikiText-2 valid) and
+reports perplexity on each domain and the mean token KL divergence from the float model.
+Cells are saved to a JSON cache as they finish (atomically), so a stopped run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+import effjax
+from effjax.eval import markdown_table, write_atomic
+from effjax.quant import Recipe, Rule
+from experiments.cli import format_spec, main_with_config
+
+
+def _texts(name: str, split: str) -> tuple[str, ...]:
+    return effjax.data.load_corpus(name, split=split).texts
+
+
+def _recipe(weight, act, kv) -> Recipe:
+    return Recipe(rules=(Rule(pattern=r"_proj$", weight=format_spec(weight),
+                              activation=format_spec(act)),), kv_cache=format_spec(kv))
+
+
+def _evaluate(ref, lm, recipe, config, domains) -> dict:
+    out = {}
+    for (name, _), texts in zip(config.domains, domains, strict=True):
+        out[f"ppl {name}"] = effjax.perplexity(
+            lm, texts, seq_len=config.eval_seq_len, stride=config.eval_seq_len,
+            max_tokens=config.eval_max_tokens, recipe=recipe, progress=False).perplexity
+    out["kl"] = effjax.eval.token_kl(ref, lm, domains[0], recipe=recipe,
+                                     seq_len=config.eval_seq_len,
+                                     max_tokens=config.kl_max_tokens, progress=False)
+    return out
+
+
+def _load_cache(path: str) -> dict:
+    p = pathlib.Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _cell_key(method, column, config) -> str:
+    return json.dumps([method, list(column), config.num_windows, config.window,
+                       config.eval_seq_len, config.eval_max_tokens, config.kl_max_tokens,
+                       [list(d) for d in config.domains]])
+
+
+def run(config) -> str:
+    """Runs the missing cells, then writes the table, the plot and the findings."""
+    start = time.perf_counter()
+    lm = effjax.load(config.model)
+    calib_texts = _texts(config.calib_corpus, config.calib_split)
+    domains = [_texts(*d) for d in config.domains]
+    cache = _load_cache(config.cache)
+    float_key = _cell_key("float", ("float32", None, None, None), config)
+    if float_key not in cache:
+        cache[float_key] = _evaluate(lm, lm, None, config, domains)
+        write_atomic(config.cache, json.dumps(cache, indent=1))
+    calib_cache: dict = {}
+    not_run = []
+    for column in config.columns:
+        for method in config.methods:
+            key = _cell_key(method, column, config)
+            if key in cache:
+                continue
+            if time.perf_counter() - start > config.time_budget_s:
+                not_run.append(f"{method} / {column[0]}")
+                continue
+            recipe = _recipe(*column[1:])
+            t0 = time.perf_counter()
+            try:
+                res = effjax.ptq.run(lm, method, recipe, calib_texts,
+                                     num_windows=config.num_windows, window=config.window,
+                                     calib_cache=calib_cache, progress=False)
+                cell = _evaluate(lm, res.lm, recipe, config, domains)
+                cell.update(seconds=time.perf_counter() - t0, peak_rss_mb=res.peak_rss_mb,
+                            quantize_s=res.seconds["quantization"])
+            except ValueError as e:  # a method that does not apply to a format
+                cell = {"error": str(e).splitlines()[0][:120]}
+            cache[key] = cell
+            write_atomic(config.cache, json.dumps(cache, indent=1))
+            print(method, column[0], cell, flush=True)
+    report = _report(config, cache, float_key, not_run, time.perf_counter() - start)
+    write_atomic(config.output, report)
+    print(report, flush=True)
+    return report
+
+
+def _value(cell: dict | None, metric: str):
+    if cell is None:
+        return "not run"
+    if "error" in cell:
+        return "n/a"
+    return cell[metric]
+
+
+def _report(config, cache, float_key, not_run, seconds) -> str:
+    flt = cache[float_key]
+    metrics = [f"ppl {d[0]}" for d in config.domains] + ["kl"]
+    cells = {(m, c[0]): cache.get(_cell_key(m, c, config)) for m in config.methods
+             for c in config.columns}
+    tables = []
+    for metric in metrics:
+        rows = [["float32", *[flt[metric]] * len(config.columns)]]
+        rows += [[m, *[_value(cells[m, c[0]], metric) for c in config.columns]]
+                 for m in config.methods]
+        tables += [f"**{metric}** (float32: {flt[metric]:.4g})", "",
+                   markdown_table(["method", *[c[0] for c in config.columns]], rows)]
+    _plot(config, cells, flt)
+    errors = sorted({f"{m} / {c}: {cell['error']}" for (m, c), cell in cells.items()
+                     if cell is not None and "error" in cell})
+    return "\n".join([
+        "# MXFP PTQ study on SmolLM2-135M",
+        "",
+        "Command: `python -m experiments.mxfp_ptq_study` "
+        f"(config `configs/mxfp_ptq_study.py`); jax {jax.__version__}. Calibration: "
+        f"{config.num_windows} windows of {config.window} tokens of {config.calib_corpus} "
+        f"{config.calib_split}. Perplexity: non-overlapping windows of {config.eval_seq_len} "
+        f"over the first {config.eval_max_tokens} tokens of each domain; KL: mean token "
+        f"KL(float32 || quantized) over the first {config.kl_max_tokens} tokens of "
+        f"{config.domains[0][0]}. This run: {seconds:.0f} s (cells cached from earlier runs "
+        "not counted).",
+        "",
+        *tables,
+        _findings(config, cells, flt),
+        "",
+        "Not applicable: " + ("; ".join(errors) if errors else "none") + ".",
+        "",
+        "Not run (time budget): " + (", ".join(not_run) if not_run else "none") + ".",
+    ])
+
+
+def _findings(config, cells, flt) -> str:
+    """The study's claims, each stated as confirmed, refuted or not measured."""
+    metric = f"ppl {config.domains[0][0]}"
+
+    def ppl(method, col):
+        cell = cells.get((method, col))
+        return None if cell is None or "error" in cell else cell[metric]
+
+    lines = ["", "## Findings"]
+    w8a8 = ppl("rtn", "W8A8 MXFP8")
+    if w8a8 is None:
+        lines.append("- MXFP8 W8A8 near-lossless: not measured.")
+    else:
+        rel = w8a8 / flt[metric] - 1
+        lines.append(f"- MXFP8 W8A8 is near-lossless (RTN within 1% of float perplexity): "
+                     f"{'confirmed' if rel <= 0.01 else 'refuted'} ({rel * 100:+.2f}%).")
+    ranking = sorted((p, m) for m in config.methods if (p := ppl(m, "W4A4 MXFP4")) is not None)
+    if ranking:
+        worst = ranking[-1][0] / flt[metric] - 1
+        lines.append(f"- MXFP4 W4A4 is hard: the best method is {ranking[0][1]} "
+                     f"({ranking[0][0]:.4g}, {(ranking[0][0] / flt[metric] - 1) * 100:+.1f}% "
+                     f"vs float), the worst {ranking[-1][1]} ({worst * 100:+.1f}%). Ranking: "
+                     + " < ".join(f"{m} ({p:.4g})" for p, m in ranking) + ".")
+    modes = {c: ppl("rtn", c) for c in ("W4A4 MXFP4", "W4A4 MXFP4 ceil", "W4A4 MXFP4 even",
+                                        "W4A4 MXFP4 rceil")}
+    if all(v is not None for v in modes.values()):
+        spread = max(modes.values()) / min(modes.values()) - 1
+        lines.append("- The MX scale is a critical MXFP4 error source: RTN W4A4 perplexity "
+                     "across the four scale modes " + ", ".join(
+                         f"{k.split()[-1] if k != 'W4A4 MXFP4' else 'floor'} {v:.4g}"
+                         for k, v in modes.items()) + f" (spread {spread * 100:.1f}%).")
+    pre = [(ppl("rtn", c), ppl("scale_opt", c)) for c in ("W4A16 MXFP4", "W4A4 MXFP4")]
+    pre = [(a, b) for a, b in pre if a is not None and b is not None]
+    if pre:
+        helped = all(b < a for a, b in pre)
+        lines.append("- Pre-scale (scale-exponent) optimization mitigates it: "
+                     f"{'confirmed' if helped else 'refuted'} (" + "; ".join(
+                         f"RTN {a:.4g} -> {b:.4g}" for a, b in pre) + ").")
+    return "\n".join(lines)
+
+
+def _plot(config, cells, flt) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = f"ppl {config.domains[0][0]}"
+    cols = [c[0] for c in config.columns]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cols) + 3), 4.5))
+    width = 0.8 / max(1, len(config.methods))
+    for i, m in enumerate(config.methods):
+        vals = [cells[m, c][metric] if cells.get((m, c)) and metric in cells[m, c]
+                else math.nan for c in cols]
+        ax.bar(np.arange(len(cols)) + i * width, vals, width, label=m)
+    ax.axhline(flt[metric], color="k", lw=1, ls="--", label="float32")
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2, cols, rotation=30, ha="right")
+    ax.set_ylabel(f"perplexity ({config.domains[0][0]}, log scale)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    pathlib.Path(config.plot).parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(config.plot).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(config.plot)
+
+
+if __name__ == "__main__":
+    main_with_config(run, "mxfp_ptq_study")

@@ -1,0 +1,54 @@
+"""The MXFP PTQ study: its report and findings from synthetic cells (fast), and its real loop
+on the tiny config (slow)."""
+
+import re
+
+import pytest
+
+from configs.mxfp_ptq_study import get_config
+from experiments.mxfp_ptq_study import _cell_key, _report, run
+
+
+def _cells(config, ppl):
+    """A cache with perplexity ppl[(method, column)] on every domain and KL ppl / 100."""
+    cache = {}
+    for (method, col), p in ppl.items():
+        column = next(c for c in config.columns if c[0] == col)
+        cache[_cell_key(method, column, config)] = {
+            **{f"ppl {d[0]}": p for d in config.domains}, "kl": p / 100}
+    return cache
+
+
+def test_report_states_each_finding(tmp_path):
+    config = get_config()
+    config.methods = ("rtn", "gptq", "scale_opt")
+    config.plot = str(tmp_path / "plot.png")
+    ppl = {("rtn", "W8A8 MXFP8"): 20.1, ("rtn", "W4A4 MXFP4"): 40.0,
+           ("gptq", "W4A4 MXFP4"): 30.0, ("scale_opt", "W4A4 MXFP4"): 35.0,
+           ("rtn", "W4A16 MXFP4"): 25.0, ("scale_opt", "W4A16 MXFP4"): 24.0,
+           ("rtn", "W4A4 MXFP4 ceil"): 45.0, ("rtn", "W4A4 MXFP4 even"): 38.0,
+           ("rtn", "W4A4 MXFP4 rceil"): 39.0}
+    cache = _cells(config, ppl)
+    float_key = _cell_key("float", ("float32", None, None, None), config)
+    cache[float_key] = {**{f"ppl {d[0]}": 20.0 for d in config.domains}, "kl": 0.0}
+    report = _report(config, cache, float_key, ["x / y"], 1.0)
+    assert "near-lossless (RTN within 1% of float perplexity): confirmed (+0.50%)" in report
+    assert "Ranking: gptq (30) < scale_opt (35) < rtn (40)." in report
+    assert "floor 40, ceil 45, even 38, rceil 39 (spread 18.4%)" in report
+    assert "mitigates it: confirmed (RTN 25 -> 24; RTN 40 -> 35)" in report
+    assert re.search(r"^\| gptq \| not run \| not run \| 30 \|", report, flags=re.M)
+    assert "Not run (time budget): x / y." in report
+    cache[_cell_key("rtn", config.columns[0], config)]["ppl wikitext2"] = 20.5
+    assert "refuted (+2.50%)" in _report(config, cache, float_key, [], 1.0)
+
+
+@pytest.mark.slow
+def test_study_tiny(smollm2, tmp_path):
+    config = get_config("tiny")
+    config.cache, config.output = str(tmp_path / "c.json"), str(tmp_path / "s.md")
+    config.plot = str(tmp_path / "s.png")
+    report = run(config)
+    assert re.search(r"^\| gptq \| [\d.]+ \|$", report, flags=re.M)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    again = run(config)  # every cell cached: nothing recomputed
+    assert again.splitlines()[4:] == report.splitlines()[4:]

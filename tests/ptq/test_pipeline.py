@@ -1,0 +1,92 @@
+"""effjax.ptq.run: every method end to end on a tiny model, QuaRot function-preserving,
+calibration reuse, bad input."""
+
+import jax
+import numpy as np
+import pytest
+
+import effjax
+import effjax.formats as F
+from effjax.ptq import METHODS, calibration_windows, quarot, run
+from effjax.quant import Recipe, Rule, recipe
+from tests.transforms.helpers import TOKENS, logits, rel_err, tiny, tiny_lm
+
+TEXT = "".join(chr(32 + (i * 7919) % 90) for i in range(3000))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_end_to_end(method):
+    lm = tiny_lm(tied=True, bias=False)
+    r = Recipe(rules=(Rule(pattern=r"_proj$", weight="nvfp4", activation="int8"),),
+               kv_cache="int8")
+    res = run(lm, method, r, TEXT, num_windows=4, window=64, progress=False)
+    kernels = [k for k in jax.tree.leaves(res.lm.params, is_leaf=lambda x: isinstance(
+        x, F.QArray)) if isinstance(k, F.QArray)]
+    assert len(kernels) == 14  # 7 projections x 2 layers
+    assert res.windows == (4, 64) and res.peak_rss_mb > 0
+    out = res.lm.apply(res.lm.params, np.asarray(TOKENS), recipe=res.recipe)
+    assert np.isfinite(np.asarray(out)).all()
+    assert res.lm.config.tie_word_embeddings == (not method.startswith("quarot"))
+
+
+def test_quarot_keeps_the_float_function():
+    config, params = tiny(tied=True, bias=True, qk_norm=True)
+    rotated, rconfig = quarot(params, config, key=jax.random.PRNGKey(1))
+    assert "kv_rotation" in rotated["layers"][0]["attn"]
+    assert "input_transform" in rotated["layers"][1]["mlp"]["down_proj"]
+    assert rel_err(logits(rotated, rconfig), logits(params, config)) <= 1e-5
+
+
+@pytest.mark.parametrize("act", ["int4", "int8"])
+def test_quarot_helps_per_token_int_activations_with_an_outlier(act):
+    lm = tiny_lm(tied=False, bias=False)
+    params = dict(lm.params, embed={"embedding": lm.params["embed"]["embedding"].at[:, 3].mul(
+        40.0)})  # an outlier residual channel
+    lm = effjax.models.LM(lm.config, params, lm.tokenizer, "outlier")
+    r = recipe("int8", act, pattern=r"_proj$")
+    ref = logits(lm.params, lm.config)
+    err = {m: rel_err(logits(res.lm.params, res.lm.config, r), ref) for m in ("rtn", "quarot")
+           for res in [run(lm, m, r, TEXT, num_windows=2, window=64, progress=False)]}
+    assert err["quarot"] < err["rtn"], err
+
+
+def test_calibration_cache_is_reused():
+    lm = tiny_lm()
+    cache = {}
+    run(lm, "gptq", recipe("int8"), TEXT, num_windows=2, window=64, calib_cache=cache,
+        progress=False)
+    stats = cache[None]
+    run(lm, "awq", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
+        progress=False)
+    assert cache[None] is stats and list(cache) == [None]
+
+
+def test_bad_input():
+    lm = tiny_lm()
+    with pytest.raises(ValueError, match="calibration text has 5 tokens, fewer than one window "
+                                         "of 64"):
+        run(lm, "gptq", recipe("int4"), "short", window=64, progress=False)
+    with pytest.raises(ValueError, match="method must be one of"):
+        run(lm, "magic", recipe("int4"), TEXT, progress=False)
+    with pytest.raises(ValueError, match="the recipe's patterns match no kernel"):
+        run(lm, "gptq", recipe("int4", pattern="^nothing$"), TEXT, window=64, progress=False)
+    assert calibration_windows(lm, TEXT, num_windows=100, window=1000).shape == (3, 1000)
+    no_tok = effjax.models.LM(lm.config, lm.params, None, "x")
+    with pytest.raises(ValueError, match="calibration needs lm.tokenizer"):
+        calibration_windows(no_tok, TEXT, num_windows=1, window=64)
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq", "quarot_gptq"])
+def test_sequential_mode(method):
+    lm = tiny_lm(tied=False, bias=False)
+    r = recipe("nvfp4", pattern=r"_proj$|^lm_head$")
+    res = run(lm, method, r, TEXT, num_windows=2, window=64, sequential=True, progress=False)
+    assert isinstance(res.lm.params["lm_head"]["kernel"], F.QArray)
+    assert isinstance(res.lm.params["layers"][1]["mlp"]["down_proj"]["kernel"], F.QArray)
+    flat = run(lm, method, r, TEXT, num_windows=2, window=64, progress=False)
+    a = res.lm.params["layers"][1]["attn"]["q_proj"]["kernel"]
+    b = flat.lm.params["layers"][1]["attn"]["q_proj"]["kernel"]
+    assert not np.array_equal(np.asarray(a.codes), np.asarray(b.codes))  # other statistics
+    np.testing.assert_array_equal(  # layer 0 sees the same inputs either way
+        np.asarray(res.lm.params["layers"][0]["attn"]["q_proj"]["kernel"].codes),
+        np.asarray(flat.lm.params["layers"][0]["attn"]["q_proj"]["kernel"].codes))
