@@ -6,6 +6,7 @@ from effjax.ptq.methods import gptq, mr_gptq, rtn, scale_opt
 from effjax.ptq.pipeline import METHODS, PTQResult, calibration_windows, peak_rss_mb, quarot, run
 from effjax.ptq.scales import quantize_searched, search_scales
 from effjax.ptq.smoothing import awq, awq_scales, smoothquant, smoothquant_scales
+from effjax.ptq.spinquant import cayley_sgd, orthogonality_error, spinquant_rotations
 
 __all__ = [
     "METHODS",
@@ -14,11 +15,13 @@ __all__ = [
     "awq",
     "awq_scales",
     "calibrate",
+    "cayley_sgd",
     "calibrate_sequential",
     "calibration_windows",
     "gptq",
     "gptq_quantize",
     "mr_gptq",
+    "orthogonality_error",
     "peak_rss_mb",
     "quantize_searched",
     "quarot",
@@ -28,4 +31,5 @@ __all__ = [
     "search_scales",
     "smoothquant",
     "smoothquant_scales",
+    "spinquant_rotations",
 ]

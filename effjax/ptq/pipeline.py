@@ -24,6 +24,7 @@ from effjax.models.config import LMConfig
 from effjax.ptq.calibrate import calibrate, calibrate_sequential
 from effjax.ptq.methods import _targets, gptq, mr_gptq, rtn, scale_opt
 from effjax.ptq.smoothing import awq, smoothquant
+from effjax.ptq.spinquant import spinquant_rotations
 from effjax.quant.recipe import Recipe
 from effjax.transforms import (
     add_input_transform,
@@ -45,6 +46,8 @@ METHODS = {
     "smoothquant": (None, "smoothquant"),
     "quarot": ("quarot", "rtn"),
     "quarot_gptq": ("quarot", "gptq"),
+    "spinquant": ("spinquant", "rtn"),
+    "spinquant_gptq": ("spinquant", "gptq"),
 }
 
 
@@ -117,8 +120,8 @@ class PTQResult:
 
 def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *,
         num_windows: int = 32, window: int = 512, key: jax.Array | None = None,
-        calib_cache: dict | None = None, sequential: bool = False, progress: bool = True,
-        **options) -> PTQResult:
+        calib_cache: dict | None = None, sequential: bool = False,
+        transform_options: dict | None = None, progress: bool = True, **options) -> PTQResult:
     """Quantizes `lm` with one PTQ method.
 
     Args:
@@ -134,6 +137,9 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
         caller must not reuse it across models, texts or keys.
       sequential: calibrate layer by layer, each layer's statistics from the inputs the
         already-quantized layers before it produce (`calibrate_sequential`; no cache).
+      transform_options: passed to the transform (`quarot`, or `spinquant_rotations`, which
+        learns on the calibration windows with the recipe's formats: steps, learning_rate,
+        ...).
       progress: show progress bars.
       **options: passed to the quantizer (e.g. `alpha` for smoothquant, `block_size`).
 
@@ -147,9 +153,13 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
     seconds = {}
     params, config = lm.params, lm.config
     t0 = time.perf_counter()
+    key = jax.random.PRNGKey(0) if key is None else key
     if transform == "quarot":
-        params, config = quarot(params, config, key=jax.random.PRNGKey(0) if key is None
-                                else key)
+        params, config = quarot(params, config, key=key, **(transform_options or {}))
+    elif transform == "spinquant":
+        params, config, _ = spinquant_rotations(params, config, tokens, recipe, key=key,
+                                                progress=progress,
+                                                **(transform_options or {}))
     seconds["transform"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     quantize = functools.partial(_quantize, quantizer, progress=progress and not sequential,

@@ -15,7 +15,8 @@ reshaped for quantization.
 - `smooth`: per-channel scales s migrated from activations into weights (SmoothQuant, AWQ):
   x / s into the norm (q/k/v, gate/up) or up_proj (down_proj), s into the kernels.
 
-All take and return plain parameter dicts and do their arithmetic in float64 on the host.
+All take and return plain parameter dicts; the rotations compute in float32 at full precision
+(differentiable), the others in float64 on the host.
 """
 
 from __future__ import annotations
@@ -94,13 +95,32 @@ def fuse_norms(params, config: LMConfig) -> tuple[dict, LMConfig]:
 def _check_fused(params) -> None:
     weights = [params["norm"]["weight"]] + [layer[n]["weight"] for layer in _layers(params)
                                             for n in ("input_norm", "post_attn_norm")]
-    if any(not np.all(np.asarray(w) == 1) for w in weights) or "lm_head" not in params:
+    concrete = [w for w in weights if not isinstance(w, jax.core.Tracer)]
+    if any(not np.all(np.asarray(w) == 1) for w in concrete) or "lm_head" not in params:
         raise ValueError("rotate_residual needs fused norms (unit RMSNorm weights and an "
                          "untied lm_head): call fuse_norms first")
 
 
+def _mm(a, b) -> jax.Array:
+    """a @ b in float32 at full precision (the rotations: differentiable, e.g. in SpinQuant)."""
+    return jnp.matmul(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _check_orthogonal(m, n: int, what: str) -> None:
+    """Refuses a concrete matrix that is not (n, n) orthogonal (traced ones pass)."""
+    if isinstance(m, jax.core.Tracer):
+        return
+    m64 = _f64(m)
+    if m64.shape != (n, n) or not np.allclose(m64 @ m64.T, np.eye(n), atol=1e-5):
+        raise ValueError(f"{what} must be an orthogonal ({n}, {n}) matrix, got shape "
+                         f"{m64.shape}")
+
+
 def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
     """The residual stream times an orthogonal q (see the module docstring).
+
+    Differentiable in q (float32 arithmetic at full precision).
 
     Args:
       params: float parameters after `fuse_norms`.
@@ -110,25 +130,22 @@ def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
       The rotated parameters.
     """
     _check_fused(params)
-    q = _f64(q)
-    h = q.shape[0]
-    if q.shape != (h, h) or not np.allclose(q @ q.T, np.eye(h), atol=1e-5):
-        raise ValueError(f"q must be an orthogonal (hidden, hidden) matrix, got shape {q.shape}")
+    emb = params["embed"]["embedding"]
+    _check_orthogonal(q, emb.shape[1], "q (hidden, hidden)")
     out = _copy(params)
-    emb = out["embed"]["embedding"]
-    out["embed"]["embedding"] = _like(_f64(emb) @ q, emb)
+    out["embed"]["embedding"] = _mm(emb, q).astype(emb.dtype)
     readers = [(layer["attn"], QKV) for layer in _layers(out)] + [
         (layer["mlp"], GATE_UP) for layer in _layers(out)] + [(out, ("lm_head",))]
     for block, names in readers:
         for name in names:
             k = block[name]["kernel"]
-            block[name]["kernel"] = _like(q.T @ _f64(k), k)
+            block[name]["kernel"] = _mm(jnp.transpose(q), k).astype(k.dtype)
     for layer in _layers(out):
         for block, name in ((layer["attn"], "o_proj"), (layer["mlp"], "down_proj")):
             proj = block[name]
-            proj["kernel"] = _like(_f64(proj["kernel"]) @ q, proj["kernel"])
-            if "bias" in proj:
-                proj["bias"] = _like(_f64(proj["bias"]) @ q, proj["bias"])
+            for leaf in ("kernel", "bias"):
+                if leaf in proj:
+                    proj[leaf] = _mm(proj[leaf], q).astype(proj[leaf].dtype)
     return out
 
 
@@ -136,6 +153,8 @@ def rotate_values(params, config: LMConfig, r: Float[Array, "d d"], *,
                   online_kv: bool = True) -> dict:
     """Every value head times an orthogonal r (folded into v_proj and undone in o_proj);
     with online_kv, queries and keys are also rotated by r after RoPE (an online op).
+
+    Differentiable in r (float32 arithmetic at full precision).
 
     Args:
       params: float parameters.
@@ -147,22 +166,20 @@ def rotate_values(params, config: LMConfig, r: Float[Array, "d d"], *,
       The transformed parameters.
     """
     d, kv, heads = config.head_dim, config.num_kv_heads, config.num_heads
-    r64 = _f64(r)
-    if r64.shape != (d, d) or not np.allclose(r64 @ r64.T, np.eye(d), atol=1e-5):
-        raise ValueError(f"r must be an orthogonal (head_dim, head_dim) = ({d}, {d}) matrix, "
-                         f"got shape {r64.shape}")
+    _check_orthogonal(r, d, "r (head_dim, head_dim)")
     out = _copy(params)
     for layer in _layers(out):
         v, o = layer["attn"]["v_proj"], layer["attn"]["o_proj"]
-        wv = _f64(v["kernel"])
-        v["kernel"] = _like((wv.reshape(-1, kv, d) @ r64).reshape(wv.shape), v["kernel"])
-        if "bias" in v:
-            v["bias"] = _like((_f64(v["bias"]).reshape(kv, d) @ r64).reshape(-1), v["bias"])
-        wo = _f64(o["kernel"])
-        o["kernel"] = _like(np.einsum("de,hdo->heo", r64, wo.reshape(heads, d, -1)).reshape(
-            wo.shape), o["kernel"])
+        for leaf in ("kernel", "bias"):
+            if leaf in v:
+                a = v[leaf]
+                v[leaf] = _mm(a.reshape(*a.shape[:-1], kv, d), r).reshape(a.shape).astype(
+                    a.dtype)
+        wo = o["kernel"]
+        o["kernel"] = _mm(jnp.transpose(r), wo.reshape(heads, d, -1)).reshape(wo.shape).astype(
+            wo.dtype)
         if online_kv:
-            layer["attn"][online.KV] = jnp.asarray(r64, jnp.float32)
+            layer["attn"][online.KV] = jnp.asarray(r, jnp.float32)
     return out
 
 
