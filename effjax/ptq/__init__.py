@@ -1,6 +1,7 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees."""
 
 from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
+from effjax.ptq.flatquant import flatquant, kron_split
 from effjax.ptq.gptq import gptq_quantize
 from effjax.ptq.methods import gptq, mr_gptq, rtn, scale_opt
 from effjax.ptq.pipeline import METHODS, PTQResult, calibration_windows, peak_rss_mb, quarot, run
@@ -18,8 +19,10 @@ __all__ = [
     "cayley_sgd",
     "calibrate_sequential",
     "calibration_windows",
+    "flatquant",
     "gptq",
     "gptq_quantize",
+    "kron_split",
     "mr_gptq",
     "orthogonality_error",
     "peak_rss_mb",

@@ -22,6 +22,7 @@ import numpy as np
 from effjax.models.api import LM
 from effjax.models.config import LMConfig
 from effjax.ptq.calibrate import calibrate, calibrate_sequential
+from effjax.ptq.flatquant import flatquant
 from effjax.ptq.methods import _targets, gptq, mr_gptq, rtn, scale_opt
 from effjax.ptq.smoothing import awq, smoothquant
 from effjax.ptq.spinquant import spinquant_rotations
@@ -46,6 +47,7 @@ METHODS = {
     "smoothquant": (None, "smoothquant"),
     "quarot": ("quarot", "rtn"),
     "quarot_gptq": ("quarot", "gptq"),
+    "flatquant": (None, "flatquant"),
     "spinquant": ("spinquant", "rtn"),
     "spinquant_gptq": ("spinquant", "gptq"),
 }
@@ -164,7 +166,12 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
     t0 = time.perf_counter()
     quantize = functools.partial(_quantize, quantizer, progress=progress and not sequential,
                                  **options)
-    if sequential and quantizer != "rtn":
+    if quantizer == "flatquant":  # learns and quantizes layer by layer (always sequential)
+        seconds["calibration"] = 0.0
+        params = jax.block_until_ready(flatquant(params, config, tokens, recipe,
+                                                 progress=progress, **options)[0])
+        seconds["quantization"] = time.perf_counter() - t0
+    elif sequential and quantizer != "rtn":
         def layer(p, stats, index):
             pattern = "lm_head" if index is None else f"layers/{index}/"
             r = _restricted(recipe, p, pattern)
