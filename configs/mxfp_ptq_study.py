@@ -17,8 +17,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.domains = (("wikitext2", "test"), ("stdlib", "all"))
     c.eval_seq_len, c.eval_max_tokens = 512, 4096
     c.kl_max_tokens = 2048  # mean token KL vs float32, on WikiText-2 test
-    c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "quarot_gptq", "mr_gptq",
-                 "scale_opt", "gptq_scale_opt")
+    c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "quarot_gptq", "spinquant",
+                 "flatquant", "mr_gptq", "scale_opt", "gptq_scale_opt")
+    # Per-method options: the learned transforms' budgets on this 2-core CPU (SpinQuant's
+    # paper trains 100 Cayley steps; FlatQuant's 15 epochs per layer).
+    c.method_options = ml_collections.ConfigDict({
+        "spinquant": {"steps": 20, "batch_size": 2},
+        "flatquant": {"steps": 10, "batch_size": 2},
+    })
     c.columns = (
         ("W8A8 MXFP8", "mxfp8_e4m3", "mxfp8_e4m3", None),
         ("W4A16 MXFP4", "mxfp4", None, None),
@@ -34,6 +40,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         ("W4A4 MXFP4 ceil", "mxfp4@ceil", "mxfp4@ceil", None),
         ("W4A4 MXFP4 even", "mxfp4@even", "mxfp4@even", None),
         ("W4A4 MXFP4 rceil", "mxfp4@rceil", "mxfp4@rceil", None),
+        ("W8A8 MXFP8 rceil", "mxfp8_e4m3@rceil", "mxfp8_e4m3@rceil", None),
     )
     c.time_budget_s = 6 * 3600.0  # cells left once spent are listed as not run
     c.cache = "experiments/results/mxfp_ptq_study.json"
@@ -43,6 +50,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt")
         c.columns = tuple(col for col in c.columns if col[0] in (
             "W8A8 MXFP8", "W4A16 MXFP4", "W4A4 MXFP4"))
+    elif variant == "modes":  # the MX scale modes and the pre-scale search
+        c.methods = ("rtn", "scale_opt")
+        c.columns = tuple(col for col in c.columns if col[0].startswith((
+            "W4A4 MXFP4", "W8A8 MXFP8")) and "KV" not in col[0])
+    elif variant == "learned":  # SpinQuant and FlatQuant on the headline columns
+        c.methods = ("spinquant", "flatquant")
+        c.columns = tuple(col for col in c.columns if col[0] in ("W8A8 MXFP8", "W4A4 MXFP4"))
     elif variant == "tiny":  # smoke test: two cells, a few windows
         c.num_windows, c.window = 2, 64
         c.eval_seq_len, c.eval_max_tokens, c.kl_max_tokens = 64, 128, 128
@@ -53,6 +67,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.output = "/tmp/effjax_mxfp_ptq_study_tiny.md"
         c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
     elif variant:
-        raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core' or "
-                         "'tiny'")
+        raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core', "
+                         "'modes', 'learned' or 'tiny'")
     return c

@@ -50,10 +50,17 @@ def _load_cache(path: str) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def _options(method, config) -> dict:
+    opts = config.method_options.get(method)
+    return {} if opts is None else dict(opts)
+
+
 def _cell_key(method, column, config) -> str:
-    return json.dumps([method, list(column), config.num_windows, config.window,
-                       config.eval_seq_len, config.eval_max_tokens, config.kl_max_tokens,
-                       [list(d) for d in config.domains]])
+    """What a cell's numbers depend on (a method's options only when it has some)."""
+    key = [method, list(column), config.num_windows, config.window, config.eval_seq_len,
+           config.eval_max_tokens, config.kl_max_tokens, [list(d) for d in config.domains]]
+    opts = _options(method, config)
+    return json.dumps(key + [opts] if opts else key, sort_keys=True)
 
 
 def run(config) -> str:
@@ -80,9 +87,13 @@ def run(config) -> str:
             recipe = _recipe(*column[1:])
             t0 = time.perf_counter()
             try:
+                opts = _options(method, config)
+                spin = method.startswith("spinquant")
                 res = effjax.ptq.run(lm, method, recipe, calib_texts,
                                      num_windows=config.num_windows, window=config.window,
-                                     calib_cache=calib_cache, progress=False)
+                                     calib_cache=calib_cache, progress=False,
+                                     transform_options=opts if spin else None,
+                                     **({} if spin else opts))
                 cell = _evaluate(lm, res.lm, recipe, config, domains)
                 cell.update(seconds=time.perf_counter() - t0, peak_rss_mb=res.peak_rss_mb,
                             quantize_s=res.seconds["quantization"])
@@ -157,6 +168,11 @@ def _findings(config, cells, flt) -> str:
         rel = w8a8 / flt[metric] - 1
         lines.append(f"- MXFP8 W8A8 is near-lossless (RTN within 1% of float perplexity): "
                      f"{'confirmed' if rel <= 0.01 else 'refuted'} ({rel * 100:+.2f}%).")
+        others = sorted((p, f"{m} / {c}") for m in config.methods for c in (
+            "W8A8 MXFP8", "W8A8 MXFP8 rceil") if (p := ppl(m, c)) is not None)
+        if others:
+            p, where = others[0]
+            lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%.")
     ranking = sorted((p, m) for m in config.methods if (p := ppl(m, "W4A4 MXFP4")) is not None)
     if ranking:
         worst = ranking[-1][0] / flt[metric] - 1

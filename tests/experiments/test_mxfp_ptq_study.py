@@ -33,6 +33,7 @@ def test_report_states_each_finding(tmp_path):
     cache[float_key] = {**{f"ppl {d[0]}": 20.0 for d in config.domains}, "kl": 0.0}
     report = _report(config, cache, float_key, ["x / y"], 1.0)
     assert "near-lossless (RTN within 1% of float perplexity): confirmed (+0.50%)" in report
+    assert "Best MXFP8 W8A8 cell: rtn / W8A8 MXFP8, +0.50%." in report
     assert "Ranking: gptq (30) < scale_opt (35) < rtn (40)." in report
     assert "floor 40, ceil 45, even 38, rceil 39 (spread 18.4%)" in report
     assert "mitigates it: confirmed (RTN 25 -> 24; RTN 40 -> 35)" in report
