@@ -152,6 +152,14 @@ def _report(config, cache, float_key, not_run, seconds) -> str:
     ])
 
 
+# The study's paradigms of PTQ methods.
+PARADIGMS = {"error compensation": ("gptq", "gptq_scale_opt"),
+             "scale migration": ("awq", "smoothquant"),
+             "global rotation": ("quarot", "quarot_gptq", "spinquant"),
+             "block-wise rotation": ("mr_gptq",), "learned affine": ("flatquant",),
+             "scale optimization": ("scale_opt",)}
+
+
 def _findings(config, cells, flt) -> str:
     """The study's claims, each stated as confirmed, refuted or not measured."""
     metric = f"ppl {config.domains[0][0]}"
@@ -180,6 +188,15 @@ def _findings(config, cells, flt) -> str:
                      f"({ranking[0][0]:.4g}, {(ranking[0][0] / flt[metric] - 1) * 100:+.1f}% "
                      f"vs float), the worst {ranking[-1][1]} ({worst * 100:+.1f}%). Ranking: "
                      + " < ".join(f"{m} ({p:.4g})" for p, m in ranking) + ".")
+    for col in ("W4A4 MXFP4", "W4A16 MXFP4"):
+        best = sorted((min(v), name) for name, methods in PARADIGMS.items()
+                      if (v := [p for m in methods if (p := ppl(m, col)) is not None]))
+        rtn = ppl("rtn", col)
+        if best and rtn is not None:
+            lines.append(f"- Paradigms by compatibility with {col} (best method of each, RTN "
+                         f"{rtn:.4g}): " + " < ".join(f"{n} ({p:.4g})" for p, n in best)
+                         + "; not better than RTN: "
+                         + (", ".join(n for p, n in best if p >= rtn) or "none") + ".")
     modes = {c: ppl("rtn", c) for c in ("W4A4 MXFP4", "W4A4 MXFP4 ceil", "W4A4 MXFP4 even",
                                         "W4A4 MXFP4 rceil")}
     if all(v is not None for v in modes.values()):
