@@ -37,7 +37,8 @@ def test_report_states_each_finding(tmp_path):
     assert "Ranking: gptq (30) < scale_opt (35) < rtn (40)." in report
     assert "floor 40, ceil 45, even 38, rceil 39 (spread 18.4%)" in report
     assert ("Paradigms by compatibility with W4A4 MXFP4 (best method of each, RTN 40): "
-            "error compensation (30) < scale optimization (35); not better than RTN: none.") in report
+            "error compensation (30) < scale optimization (35); not better than RTN: none."
+            ) in report
     assert "mitigates it: confirmed (RTN 25 -> 24; RTN 40 -> 35)" in report
     assert re.search(r"^\| gptq \| not run \| not run \| 30 \|", report, flags=re.M)
     assert "Not run (time budget): x / y." in report
