@@ -54,6 +54,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.methods = ("rtn", "scale_opt")
         c.columns = tuple(col for col in c.columns if col[0].startswith((
             "W4A4 MXFP4", "W8A8 MXFP8")) and "KV" not in col[0])
+    elif variant == "settings":  # the KV settings and the other formats' columns
+        c.methods = ("rtn", "gptq", "mr_gptq")
+        c.columns = tuple(col for col in c.columns if col[0] in (
+            "W4A4KV4 MXFP4", "W8A8KV8 MXFP8", "W8A16 MXFP8", "W4A16 INT4 g128", "W8A8 INT8",
+            "W4A16 NVFP4", "W4A4 NVFP4", "W4A16 HiF4"))
     elif variant == "learned":  # SpinQuant and FlatQuant on the headline columns
         c.methods = ("spinquant", "flatquant")
         c.columns = tuple(col for col in c.columns if col[0] in ("W8A8 MXFP8", "W4A4 MXFP4"))
@@ -68,5 +73,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
     elif variant:
         raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core', "
-                         "'modes', 'learned' or 'tiny'")
+                         "'modes', 'learned', 'settings' or 'tiny'")
     return c
