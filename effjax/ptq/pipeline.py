@@ -135,8 +135,9 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
       num_windows, window: calibration windows (fewer if the text is short; at least one).
       key: PRNG key for randomized transforms (default PRNGKey(0)).
       calib_cache: a dict that keeps calibration statistics between calls, keyed by the
-        transform (statistics depend on the model and the windows, not on the formats); the
-        caller must not reuse it across models, texts or keys.
+        transform and its options (and, for SpinQuant, whose rotations are learned for the
+        recipe, the recipe): statistics depend on the transformed model and the windows,
+        not on the formats. The caller must not reuse it across models, texts or keys.
       sequential: calibrate layer by layer, each layer's statistics from the inputs the
         already-quantized layers before it produce (`calibrate_sequential`; no cache).
       transform_options: passed to the transform (`quarot`, or `spinquant_rotations`, which
@@ -185,9 +186,11 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
         calib = None
         if quantizer != "rtn":
             cache = {} if calib_cache is None else calib_cache
-            if transform not in cache:
-                cache[transform] = calibrate(params, config, tokens, progress=progress)
-            calib = cache[transform]
+            ckey = (transform, recipe if transform == "spinquant" else None,
+                    tuple(sorted((transform_options or {}).items())))
+            if ckey not in cache:
+                cache[ckey] = calibrate(params, config, tokens, progress=progress)
+            calib = cache[ckey]
         seconds["calibration"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         params = jax.block_until_ready(quantize(params, calib, recipe))

@@ -56,10 +56,13 @@ def test_calibration_cache_is_reused():
     cache = {}
     run(lm, "gptq", recipe("int8"), TEXT, num_windows=2, window=64, calib_cache=cache,
         progress=False)
-    stats = cache[None]
+    (key, stats), = cache.items()
     run(lm, "awq", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
         progress=False)
-    assert cache[None] is stats and list(cache) == [None]
+    assert cache[key] is stats and len(cache) == 1
+    run(lm, "quarot_gptq", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
+        progress=False)
+    assert len(cache) == 2  # the rotated model has its own statistics
 
 
 def test_bad_input():
