@@ -133,10 +133,22 @@ def spinquant_rotations(params, config: LMConfig, tokens: Int[Array, "n t"], rec
     for s in tqdm(range(steps), desc="spinquant", disable=not progress):
         batch = jnp.asarray(tokens[order[s * batch_size:(s + 1) * batch_size]])
         loss, g = grad(rots, base, batch, config, recipe)
-        updates, state = opt.update(g, state, rots)
-        rots = optax.apply_updates(rots, updates)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(g, state, rots)
+        rots = _orthonormal(optax.apply_updates(rots, updates))
         losses.append(float(loss))
     return _rotated(base, rots, config), config, losses
+
+
+@jax.jit
+def _orthonormal(rots: dict) -> dict:
+    """Each matrix replaced by the nearest orthogonal one (U V^T of its SVD): the Cayley
+    step is orthogonal in exact arithmetic, float32 drifts (~1e-5 per step at 576)."""
+    def project(r):
+        u, _, vt = jnp.linalg.svd(r)
+        return u @ vt
+
+    return jax.tree.map(project, rots)
 
 
 def orthogonality_error(r: Float[Array, "n n"]) -> float:
