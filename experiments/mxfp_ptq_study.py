@@ -228,7 +228,7 @@ def _plot(config, cells, flt) -> None:
     for i, m in enumerate(config.methods):
         vals = [cells[m, c][metric] if cells.get((m, c)) and metric in cells[m, c]
                 else math.nan for c in cols]
-        ax.bar(np.arange(len(cols)) + i * width, vals, width, label=m)
+        ax.bar(np.arange(len(cols)) + i * width, vals, width, label=m, color=plt.cm.tab20(i))
     ax.axhline(flt[metric], color="k", lw=1, ls="--", label="float32")
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2, cols, rotation=30, ha="right")
