@@ -101,8 +101,7 @@ def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
         stats = None
         for x in hidden:
             batch = _block_stats(params["layers"][i], x, config, i, recipe, sample_size)
-            stats = batch if stats is None else {
-                p: _merge(stats[p], batch[p], sample_size) for p in stats}
+            stats = _accumulate(stats, batch, sample_size)
         params = quantize_layer(params, stats, i)
         hidden = [_block_out(params["layers"][i], x, config, i, recipe) for x in hidden]
     normed = [rms_norm(x, params["norm"]["weight"], config.rms_norm_eps) for x in hidden]
@@ -110,8 +109,7 @@ def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
     for x in normed:
         batch = _reduce({"lm_head": x.reshape(-1, x.shape[-1]).astype(jnp.float32)},
                         sample_size)
-        stats = batch if stats is None else {"lm_head": _merge(stats["lm_head"],
-                                                               batch["lm_head"], sample_size)}
+        stats = _accumulate(stats, batch, sample_size)
     return quantize_layer(params, stats, None)
 
 
@@ -123,6 +121,14 @@ def _check(tokens, batch_size: int, sample_size: int) -> np.ndarray:
         raise ValueError(f"batch_size and sample_size must be >= 1, got {batch_size}, "
                          f"{sample_size}")
     return tokens
+
+
+def _accumulate(stats: dict[str, LayerStats] | None, batch: dict[str, LayerStats],
+                sample_size: int) -> dict[str, LayerStats]:
+    """Statistics so far (None before the first batch) merged with one batch's."""
+    if stats is None:
+        return batch
+    return {p: _merge(stats[p], batch[p], sample_size) for p in stats}
 
 
 def _merge(a: LayerStats, b: LayerStats, sample_size: int) -> LayerStats:
@@ -153,6 +159,5 @@ def calibrate(params, config: LMConfig, tokens: Int[Array, "n t"], *, batch_size
     for s in tqdm(starts, desc="calibration", disable=not progress):
         batch = _batch_stats(params, jnp.asarray(tokens[s:s + batch_size], jnp.int32), config,
                              sample_size)
-        stats = batch if stats is None else {
-            p: _merge(stats[p], batch[p], sample_size) for p in stats}
+        stats = _accumulate(stats, batch, sample_size)
     return stats
