@@ -24,10 +24,11 @@ from effjax.models.config import LMConfig
 from effjax.models.decoder import block_forward, embed
 from effjax.quant.recipe import Recipe
 from effjax.transforms import hadamard_pair, online
+from effjax.transforms.fold import GATE_UP, QKV
 
 # group name -> (block, projections sharing the transformed input)
-GROUPS = {"qkv": ("attn", ("q_proj", "k_proj", "v_proj")), "o": ("attn", ("o_proj",)),
-          "gate_up": ("mlp", ("gate_proj", "up_proj")), "down": ("mlp", ("down_proj",))}
+GROUPS = {"qkv": ("attn", QKV), "o": ("attn", ("o_proj",)), "gate_up": ("mlp", GATE_UP),
+          "down": ("mlp", ("down_proj",))}
 _LOGIT_MAX = 6.0  # clipping ratio = sigmoid(logit): starts at 0.9975
 
 

@@ -24,10 +24,11 @@ from effjax.ptq.calibrate import LayerStats
 from effjax.ptq.methods import _get_layer, _per_kernel, _require, _targets, rtn
 from effjax.quant.recipe import Recipe
 from effjax.transforms import smooth
+from effjax.transforms.fold import GATE_UP, QKV
 
 # scales key -> (the projections it scales, the one whose input statistics it uses)
-GROUPS = {"attn/qkv": (("attn", "q_proj"), ("attn", "k_proj"), ("attn", "v_proj")),
-          "mlp/gate_up": (("mlp", "gate_proj"), ("mlp", "up_proj")),
+GROUPS = {"attn/qkv": tuple(("attn", p) for p in QKV),
+          "mlp/gate_up": tuple(("mlp", p) for p in GATE_UP),
           "mlp/down_proj": (("mlp", "down_proj"),)}
 CLIP_RATIOS = tuple(np.round(np.arange(1.0, 0.5, -0.05), 2))
 
