@@ -22,7 +22,7 @@ import numpy as np
 import effjax
 from effjax.eval import markdown_table, write_atomic
 from effjax.ptq import calibrate, gptq, gptq_quantize
-from effjax.quant import recipe
+from effjax.quant import get_layer, recipe
 from experiments.cli import format_spec, main_with_config, median_seconds
 
 
@@ -33,12 +33,6 @@ def _windows(lm, config) -> np.ndarray:
     if len(ids) < n:
         raise ValueError(f"calibration text has {len(ids)} tokens, fewer than {n}")
     return np.asarray(ids[:n], np.int32).reshape(config.num_windows, config.window)
-
-
-def _get(params, path: str):
-    for k in path.split("/"):
-        params = params[int(k) if k.isdigit() else k]
-    return params["kernel"]
 
 
 def _qwix_layer(w, h, spec):
@@ -76,7 +70,7 @@ def run(config) -> str:
                       calib_s + time.perf_counter() - t0])
     layers = []
     for path in config.layers:
-        w = _get(lm.params, path)
+        w = get_layer(lm.params, path)["kernel"]
         stats = calib[path]
         h = 2.0 * stats.xtx / stats.count.astype(jnp.float32)
         f = format_spec(config.layer_format)

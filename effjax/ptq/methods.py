@@ -166,14 +166,6 @@ def _per_kernel(params, calib, recipe: Recipe, desc: str, progress: bool, quanti
                                             is_leaf=lambda x: isinstance(x, QArray))
 
 
-def _get_layer(params, name: str) -> dict:
-    """The projection dict at a layer path ("layers/3/attn/q_proj", "lm_head")."""
-    node = params
-    for part in name.split("/"):
-        node = node[int(part)] if part.isdigit() and int(part) in node else node[part]
-    return node
-
-
 def _get(tree, path):
     for k in path:
         tree = tree[getattr(k, "key", getattr(k, "idx", k))]

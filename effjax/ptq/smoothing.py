@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from effjax.formats import core, dequantize, quantize
 from effjax.formats.registry import Format
 from effjax.ptq.calibrate import LayerStats
-from effjax.ptq.methods import _get_layer, _per_kernel, _require, _targets, rtn
-from effjax.quant.recipe import Recipe
+from effjax.ptq.methods import _per_kernel, _require, _targets, rtn
+from effjax.quant.recipe import Recipe, get_layer
 from effjax.transforms import smooth
 from effjax.transforms.fold import GATE_UP, QKV
 
@@ -65,7 +65,7 @@ def smoothquant_scales(params, calib: dict[str, LayerStats], recipe: Recipe, *,
     scales = {}
     for key, names in _groups(params, calib, recipe):
         amax = np.asarray(calib[names[0]].absmax, np.float64)
-        wmax = np.max([np.max(np.abs(np.asarray(_get_layer(params, n)["kernel"], np.float64)),
+        wmax = np.max([np.max(np.abs(np.asarray(get_layer(params, n)["kernel"], np.float64)),
                               axis=1) for n in names], axis=0)
         s = np.where((amax > 0) & (wmax > 0), amax**alpha / np.maximum(wmax, 1e-12)**(1 - alpha),
                      1.0)
@@ -132,7 +132,7 @@ def awq_scales(params, calib: dict[str, LayerStats], recipe: Recipe, *, grid: in
                            disable=not progress):
         st = calib[names[0]]
         mean_abs = jnp.mean(jnp.abs(st.sample), axis=0)
-        kernels = tuple(jnp.asarray(_get_layer(params, n)["kernel"], jnp.float32) for n in names)
+        kernels = tuple(jnp.asarray(get_layer(params, n)["kernel"], jnp.float32) for n in names)
         errs = _alpha_errors(kernels, st.xtx / st.count.astype(jnp.float32), mean_abs, alphas,
                              recipe.rule_for(names[0]).weight)
         a = float(alphas[int(jnp.argmin(errs))])

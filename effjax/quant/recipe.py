@@ -117,6 +117,19 @@ def layer_path(path: tuple) -> str:
     return "/".join(keys[:-1])
 
 
+def get_layer(params, name: str) -> dict:
+    """The projection dict ({"kernel", ...}) at a layer path ("layers/3/attn/q_proj",
+    "lm_head") of a decoder parameter pytree."""
+    node = params
+    for part in name.split("/"):
+        try:
+            node = node[int(part)] if part.isdigit() and int(part) in node else node[part]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"no layer at path {name!r}: no {part!r} there (paths look like "
+                             "'layers/3/attn/q_proj')") from None
+    return node
+
+
 # One compiled quantizer per (shape, format): a model has a handful of kernel shapes.
 _quantize_jit = jax.jit(quantize, static_argnums=(1, 2))
 

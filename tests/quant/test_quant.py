@@ -10,7 +10,7 @@ import effjax
 import effjax.formats as F
 from effjax.formats.matmul import scaled_matmul
 from effjax.models import forward, shard_params
-from effjax.quant import Recipe, Rule, layer_path, qdot, quantize_params, recipe
+from effjax.quant import Recipe, Rule, get_layer, layer_path, qdot, quantize_params, recipe
 from tests.models.hf_tiny import write_tiny
 
 
@@ -50,6 +50,14 @@ def test_quantize_params_replaces_matched_kernels(lm):
     assert not isinstance(qp["embed"]["embedding"], F.QArray)
     paths = [layer_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(lm.params)[0]]
     assert "layers/1/mlp/down_proj" in paths
+
+
+def test_get_layer_finds_the_projection_at_a_layer_path(lm):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(lm.params):
+        if getattr(path[-1], "key", None) == "kernel":
+            assert get_layer(lm.params, layer_path(path))["kernel"] is leaf
+    with pytest.raises(ValueError, match="no layer at path 'layers/0/attn/x_proj': no 'x_proj'"):
+        get_layer(lm.params, "layers/0/attn/x_proj")
 
 
 @pytest.mark.parametrize("fmt", ["int8", "mxfp4", "nvfp4", "hif4", "fp8_e4m3"])
