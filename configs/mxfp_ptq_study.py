@@ -59,6 +59,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.columns = tuple(col for col in c.columns if col[0] in (
             "W4A4KV4 MXFP4", "W8A8KV8 MXFP8", "W8A16 MXFP8", "W4A16 INT4 g128", "W8A8 INT8",
             "W4A16 NVFP4", "W4A4 NVFP4", "W4A16 HiF4"))
+    elif variant == "mxfp8":  # the 8-bit MX columns with the OCP-safe rceil scale
+        c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt",
+                     "gptq_scale_opt")
+        c.columns = tuple(col for col in c.columns if col[0] in (
+            "W8A8 MXFP8 rceil", "W8A16 MXFP8"))
+    elif variant == "formats":  # INT, NVFP4 and HiF4 beside MXFP4
+        c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt")
+        c.columns = tuple(col for col in c.columns if col[0] in (
+            "W4A16 INT4 g128", "W8A8 INT8", "W4A16 NVFP4", "W4A4 NVFP4", "W4A16 HiF4"))
     elif variant == "learned":  # SpinQuant and FlatQuant on the headline columns
         c.methods = ("spinquant", "flatquant")
         c.columns = tuple(col for col in c.columns if col[0] in ("W8A8 MXFP8", "W4A4 MXFP4"))
@@ -73,5 +82,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
     elif variant:
         raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core', "
-                         "'modes', 'learned', 'settings' or 'tiny'")
+                         "'modes', 'mxfp8', 'formats', 'learned', 'settings' or 'tiny'")
     return c

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import statistics
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from absl import app
 from ml_collections import config_flags
 
+from effjax.eval import write_atomic
 from effjax.formats import Format, get_format
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
@@ -43,13 +45,42 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def format_spec(spec: str | None) -> Format | None:
-    """A format from a config string: "int4:128" is INT4 per group of 128, "mxfp4@rceil" MXFP4
-    with the rceil scale mode; other names as they are; None stays None."""
+    """A format from a config string: "int4:128" is INT4 per group of 128, "fp8_e4m3:channel"
+    FP8 with one scale per channel (":tensor" one per tensor), "mxfp4@rceil" MXFP4 with the
+    rceil scale mode; other names as they are; None stays None."""
     if spec is None:
         return None
     spec, _, mode = spec.partition("@")
     name, _, group = spec.partition(":")
     options = {"scale_mode": mode} if mode else {}
-    if group:
+    if group in ("tensor", "channel"):
+        options.update(granularity=group)
+    elif group.isdigit():
         options.update(granularity="group", group_size=int(group))
+    elif group:
+        raise ValueError(f"format spec {spec!r}: after ':' expected a group size, 'tensor' or "
+                         f"'channel', got {group!r}")
     return get_format(name, **options)
+
+
+def load_cells(path: str) -> dict:
+    """A study's cell cache (key -> result dict) from its JSON file; empty if absent."""
+    p = pathlib.Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def save_cells(path: str, cells: dict) -> None:
+    """Writes a study's cell cache atomically (a crash never leaves half a file)."""
+    write_atomic(path, json.dumps(cells, indent=1))
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+    """Saves a matplotlib figure atomically (through a temporary file) and closes it."""
+    import matplotlib.pyplot as plt
+
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp" + target.suffix)
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(target)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import time
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 import effjax
 from effjax.eval import markdown_table, write_atomic
 from effjax.quant import Recipe, Rule
-from experiments.cli import format_spec, main_with_config
+from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
 
 
 def _texts(name: str, split: str) -> tuple[str, ...]:
@@ -45,11 +44,6 @@ def _evaluate(ref, lm, recipe, config, domains) -> dict:
     return out
 
 
-def _load_cache(path: str) -> dict:
-    p = pathlib.Path(path)
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
 def _options(method, config) -> dict:
     opts = config.method_options.get(method)
     return {} if opts is None else dict(opts)
@@ -69,11 +63,11 @@ def run(config) -> str:
     lm = effjax.load(config.model)
     calib_texts = _texts(config.calib_corpus, config.calib_split)
     domains = [_texts(*d) for d in config.domains]
-    cache = _load_cache(config.cache)
+    cache = load_cells(config.cache)
     float_key = _cell_key("float", ("float32", None, None, None), config)
     if float_key not in cache:
         cache[float_key] = _evaluate(lm, lm, None, config, domains)
-        write_atomic(config.cache, json.dumps(cache, indent=1))
+        save_cells(config.cache, cache)
     calib_cache: dict = {}
     not_run = []
     for column in config.columns:
@@ -100,7 +94,7 @@ def run(config) -> str:
             except ValueError as e:  # a method that does not apply to a format
                 cell = {"error": str(e).splitlines()[0][:120]}
             cache[key] = cell
-            write_atomic(config.cache, json.dumps(cache, indent=1))
+            save_cells(config.cache, cache)
             print(method, column[0], cell, flush=True)
     report = _report(config, cache, float_key, not_run, time.perf_counter() - start)
     write_atomic(config.output, report)
@@ -235,11 +229,7 @@ def _plot(config, cells, flt) -> None:
     ax.set_ylabel(f"perplexity ({config.domains[0][0]}, log scale)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    pathlib.Path(config.plot).parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(config.plot).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(config.plot)
+    save_figure(fig, config.plot)
 
 
 if __name__ == "__main__":
