@@ -4,7 +4,9 @@ a more sensitive measure of quantization damage than perplexity."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,19 +20,36 @@ from effjax.models.decoder import Params, forward
 from effjax.quant.recipe import Recipe
 
 
+class Comparison(NamedTuple):
+    """What `kl_and_perplexity` measures.
+
+    Attributes:
+      kl: mean over every position of KL(p_ref || p_lm) of the next-token distributions,
+        in nats.
+      perplexity: `lm`'s perplexity on the same windows (each window's tokens after its
+        first, predicted from the window alone).
+      tokens: positions the KL averages over.
+    """
+
+    kl: float
+    perplexity: float
+    tokens: int
+
+
 @functools.partial(jax.jit, static_argnames=("ref_config", "config", "recipe"))
-def _kl_sum(ref_params: Params, params: Params, tokens: Int[Array, "b t"],
-            ref_config: LMConfig, config: LMConfig,
-            recipe: Recipe | None) -> Float[Array, ""]:
+def _sums(ref_params: Params, params: Params, tokens: Int[Array, "b t"],
+          ref_config: LMConfig, config: LMConfig,
+          recipe: Recipe | None) -> tuple[Float[Array, ""], Float[Array, ""]]:
     ref = jax.nn.log_softmax(forward(ref_params, tokens, config=ref_config)[0], axis=-1)
     got = jax.nn.log_softmax(forward(params, tokens, config=config, recipe=recipe)[0], axis=-1)
-    return jnp.sum(jnp.exp(ref) * (ref - got))
+    nll = -jnp.take_along_axis(got[:, :-1], tokens[:, 1:, None], axis=-1)
+    return jnp.sum(jnp.exp(ref) * (ref - got)), jnp.sum(nll)
 
 
-def token_kl(ref: LM, lm: LM, texts: str | Sequence[str], *, recipe: Recipe | None = None,
-             seq_len: int = 512, max_tokens: int = 4096, batch_size: int = 2,
-             progress: bool = True) -> float:
-    """Mean over tokens of KL(p_ref || p_lm) of the next-token distributions, in nats.
+def kl_and_perplexity(ref: LM, lm: LM, texts: str | Sequence[str], *,
+                      recipe: Recipe | None = None, seq_len: int = 512, max_tokens: int = 4096,
+                      batch_size: int = 2, progress: bool = True) -> Comparison:
+    """The mean token KL of `lm` from `ref` and `lm`'s perplexity, from one pass.
 
     Args:
       ref: the reference (float) model; its tokenizer splits the text.
@@ -43,10 +62,11 @@ def token_kl(ref: LM, lm: LM, texts: str | Sequence[str], *, recipe: Recipe | No
       progress: show a progress bar.
 
     Returns:
-      The mean KL over every position of every window.
+      A `Comparison`.
     """
     if ref.tokenizer is None:
-        raise ValueError("token_kl needs ref.tokenizer; the reference was loaded without one")
+        raise ValueError("kl_and_perplexity needs ref.tokenizer; the reference was loaded "
+                         "without one")
     docs = [texts] if isinstance(texts, str) else list(texts)
     ids = np.asarray(ref.tokenizer("\n\n".join(docs), add_special_tokens=False)["input_ids"])
     n = min(len(ids), max_tokens) // seq_len
@@ -55,8 +75,20 @@ def token_kl(ref: LM, lm: LM, texts: str | Sequence[str], *, recipe: Recipe | No
                          f"than one window of {seq_len}")
     windows = ids[:n * seq_len].reshape(n, seq_len).astype(np.int32)
     check_tokens(windows, lm.config)
-    total = 0.0
+    kl = nll = 0.0
     for s in tqdm(range(0, n, batch_size), desc="token KL", disable=not progress):
-        total += float(_kl_sum(ref.params, lm.params, jnp.asarray(windows[s:s + batch_size]),
-                               ref.config, lm.config, recipe))
-    return total / windows.size
+        kl_sum, nll_sum = _sums(ref.params, lm.params, jnp.asarray(windows[s:s + batch_size]),
+                                ref.config, lm.config, recipe)
+        kl, nll = kl + float(kl_sum), nll + float(nll_sum)
+    return Comparison(kl=kl / windows.size, perplexity=math.exp(nll / (n * (seq_len - 1))),
+                      tokens=int(windows.size))
+
+
+def token_kl(ref: LM, lm: LM, texts: str | Sequence[str], *, recipe: Recipe | None = None,
+             seq_len: int = 512, max_tokens: int = 4096, batch_size: int = 2,
+             progress: bool = True) -> float:
+    """Mean over tokens of KL(p_ref || p_lm) of the next-token distributions, in nats
+    (`kl_and_perplexity(...).kl`; the same arguments)."""
+    return kl_and_perplexity(ref, lm, texts, recipe=recipe, seq_len=seq_len,
+                             max_tokens=max_tokens, batch_size=batch_size,
+                             progress=progress).kl

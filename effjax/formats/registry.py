@@ -6,6 +6,7 @@ import dataclasses
 
 MX_SCALE_MODES = ("floor", "ceil", "even", "rceil")
 GRANULARITIES = ("tensor", "channel", "group")
+INT_GROUP_SIZES = (16, 32, 64, 128)
 
 # name -> (kind, element, bits, fixed block size or None)
 _BASE = {
@@ -45,7 +46,7 @@ class Format:
         (MX, NVFP4, HiF4) are "group" with their fixed block size; `fp8_*` default to
         "tensor"; `int*` to "channel"; `hif8` and the casts have no scale ("tensor" is
         accepted and ignored for them).
-      group_size: elements per scale for "group" (INT: 32, 64 or 128; fixed for blocks).
+      group_size: elements per scale for "group" (INT: 16, 32, 64 or 128; fixed for blocks).
       symmetric: INT only; False gives a scale and a zero point from min/max.
       scale_mode: MX only: "floor" (the spec), "ceil", "even" or "rceil".
       two_level: NVFP4 only: a per-tensor float32 scale above the E4M3 block scales.
@@ -74,8 +75,8 @@ class Format:
                                  f"group_size={self.group_size}")
             object.__setattr__(self, "group_size", block)
         elif self.granularity == "group":
-            if kind != "int" or self.group_size not in (32, 64, 128):
-                raise ValueError(f"group_size for {self.name} must be one of (32, 64, 128) "
+            if kind != "int" or self.group_size not in INT_GROUP_SIZES:
+                raise ValueError(f"group_size for {self.name} must be one of {INT_GROUP_SIZES} "
                                  f"(INT formats only), got {self.group_size}")
         elif self.group_size is not None:
             raise ValueError(f"group_size is only used with granularity='group', got "

@@ -115,6 +115,8 @@ class Attention(nnx.Module):
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
         q, k = online.rotate_qk(self.path, q, k)
+        taps.record(f"{self.path}/k", k, kind="kv")
+        taps.record(f"{self.path}/v", v, kind="kv")
         if recipe is not None and recipe.kv_cache is not None:  # what the cache would hold
             k = fake_quant(k, recipe.kv_cache, axis=-1)
             v = fake_quant(v, recipe.kv_cache, axis=-1)

@@ -111,7 +111,8 @@ def test_nvfp4_matches_float64_reference(two_level):
 
 @pytest.mark.parametrize("bits", [8, 4, 3, 2])
 @pytest.mark.parametrize("granularity, group", [("tensor", None), ("channel", None),
-                                                ("group", 32), ("group", 128)])
+                                                ("group", 16), ("group", 32),
+                                                ("group", 128)])
 def test_int_symmetric_and_asymmetric(bits, granularity, group):
     rng = np.random.RandomState(3)
     x = (rng.randn(6, 256) * rng.uniform(0.1, 3, (6, 1))).astype(np.float32)
@@ -189,7 +190,7 @@ def test_bad_input():
         F.quantize(x, "mxfp4", group_size=16)
     with pytest.raises(ValueError, match="nvfp4 has a fixed block of 16.*group_size=32"):
         F.quantize(x, "nvfp4", group_size=32)
-    with pytest.raises(ValueError, match=r"group_size for int4 must be one of \(32, 64, 128\)"):
+    with pytest.raises(ValueError, match=r"group_size for int4 must be one of \(16, 32, 64, 128\)"):
         F.quantize(x, "int4", group_size=48)
     with pytest.raises(ValueError, match="scale_mode must be one of"):
         F.quantize(x, "mxfp8_e4m3", scale_mode="round")

@@ -1,0 +1,25 @@
+"""The experiments' shared format strings."""
+
+import pytest
+
+from effjax.formats import get_format
+from experiments.cli import format_spec
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (None, None),
+    ("mxfp4", get_format("mxfp4")),
+    ("int4:16", get_format("int4", granularity="group", group_size=16)),
+    ("fp8_e4m3:channel", get_format("fp8_e4m3", granularity="channel")),
+    ("fp8_e5m2:tensor", get_format("fp8_e5m2", granularity="tensor")),
+    ("mxfp8_e4m3@rceil", get_format("mxfp8_e4m3", scale_mode="rceil")),
+])
+def test_format_spec(spec, expected):
+    assert format_spec(spec) == expected
+
+
+def test_format_spec_rejects_what_the_format_refuses():
+    with pytest.raises(ValueError, match="group_size for int4 must be one of"):
+        format_spec("int4:48")
+    with pytest.raises(ValueError, match=r"spec 'int4:rows': after ':' expected a group size"):
+        format_spec("int4:rows")
