@@ -22,7 +22,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Per-method options: the learned transforms' budgets on this 2-core CPU (SpinQuant's
     # paper trains 100 Cayley steps; FlatQuant's 15 epochs per layer).
     c.method_options = ml_collections.ConfigDict({
-        "spinquant": {"steps": 20, "batch_size": 2},
+        "spinquant": {"steps": 20, "batch_size": 2, "learning_rate": 1.5},
         "flatquant": {"steps": 10, "batch_size": 2},
     })
     c.columns = (

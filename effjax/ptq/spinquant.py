@@ -34,12 +34,14 @@ def cayley_sgd(learning_rate: float, momentum: float = 0.9) -> optax.GradientTra
     """SGD on orthogonal matrices by the Cayley transform.
 
     For a parameter R with Euclidean gradient G (momentum-averaged into M), the skew matrix
-    A = M R^T - R M^T gives Y = (I + lr/2 A)^-1 (I - lr/2 A) R, which is orthogonal when R
-    is, and a descent step to first order. The update returned is Y - R, so
+    A = M R^T - R M^T gives Y = (I + a/2 A)^-1 (I - a/2 A) R, which is orthogonal when R
+    is, and a descent step to first order. As in Li et al.'s Cayley SGD (which SpinQuant
+    uses), the step a = min(lr, 1 / ||A||_1) is capped so that a large gradient turns R by a
+    bounded angle rather than far past the minimum. The update returned is Y - R, so
     `optax.apply_updates` lands on Y.
 
     Args:
-      learning_rate: the step size lr.
+      learning_rate: the largest step size lr.
       momentum: the momentum factor of M.
 
     Returns:
@@ -59,8 +61,9 @@ def cayley_sgd(learning_rate: float, momentum: float = 0.9) -> optax.GradientTra
 
         def step(r, mo):
             a = mo @ r.T - r @ mo.T
+            step = jnp.minimum(learning_rate, 1 / (jnp.max(jnp.sum(jnp.abs(a), axis=0)) + 1e-8))
             eye = jnp.eye(r.shape[0], dtype=r.dtype)
-            y = jnp.linalg.solve(eye + learning_rate / 2 * a, (eye - learning_rate / 2 * a) @ r)
+            y = jnp.linalg.solve(eye + step / 2 * a, (eye - step / 2 * a) @ r)
             return y - r
 
         return jax.tree.map(step, params, m), CayleyState(m)

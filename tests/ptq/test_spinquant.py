@@ -32,6 +32,13 @@ def test_cayley_sgd_solves_procrustes_on_the_orthogonal_group():
         params = optax.apply_updates(params, updates)
         assert orthogonality_error(params["r"]) < 1e-4
     assert float(loss(params)) < 1e-3 * first
+    # a huge gradient: the step a is capped at 1 / ||A||_1, so ||aA||_2 <= 1 and R turns by at
+    # most 2 arctan(1/2) per eigen-direction: ||Y - R||_2 <= 2 sin(arctan(1/2)) = 0.894
+    # (an uncapped lr 1.5 step would give Y close to -R, ||Y - R||_2 close to 2)
+    big = {"r": 1e6 * jax.random.normal(jax.random.PRNGKey(2), (12, 12))}
+    updates, _ = cayley_sgd(1.5).update(big, cayley_sgd(1.5).init(params), params)
+    assert orthogonality_error(params["r"] + updates["r"]) < 1e-4
+    assert np.linalg.norm(np.asarray(updates["r"], np.float64), 2) < 0.895
     with pytest.raises(ValueError, match="cayley_sgd needs params"):
         opt.update(params, state)
     with pytest.raises(ValueError, match="need learning_rate > 0"):
