@@ -170,11 +170,17 @@ def _findings(config, cells, flt) -> str:
         rel = w8a8 / flt[metric] - 1
         lines.append(f"- MXFP8 W8A8 is near-lossless (RTN within 1% of float perplexity): "
                      f"{'confirmed' if rel <= 0.01 else 'refuted'} ({rel * 100:+.2f}%).")
+        rceil = ppl("rtn", "W8A8 MXFP8 rceil")
+        if rceil is not None:
+            lines.append("  RTN with the rceil scale (no clipping of block maxima): "
+                         f"{(rceil / flt[metric] - 1) * 100:+.2f}%.")
         others = sorted((p, f"{m} / {c}") for m in config.methods for c in (
             "W8A8 MXFP8", "W8A8 MXFP8 rceil") if (p := ppl(m, c)) is not None)
         if others:
             p, where = others[0]
-            lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%.")
+            lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%; "
+                         "within 1%: " + (", ".join(w for p, w in others
+                                                    if p <= 1.01 * flt[metric]) or "none") + ".")
     ranking = sorted((p, m) for m in config.methods if (p := ppl(m, "W4A4 MXFP4")) is not None)
     if ranking:
         worst = ranking[-1][0] / flt[metric] - 1

@@ -33,7 +33,7 @@ def test_report_states_each_finding(tmp_path):
     cache[float_key] = {**{f"ppl {d[0]}": 20.0 for d in config.domains}, "kl": 0.0}
     report = _report(config, cache, float_key, ["x / y"], 1.0)
     assert "near-lossless (RTN within 1% of float perplexity): confirmed (+0.50%)" in report
-    assert "Best MXFP8 W8A8 cell: rtn / W8A8 MXFP8, +0.50%." in report
+    assert "Best MXFP8 W8A8 cell: rtn / W8A8 MXFP8, +0.50%; within 1%: rtn / W8A8 MXFP8." in report
     assert "Ranking: gptq (30) < scale_opt (35) < rtn (40)." in report
     assert "floor 40, ceil 45, even 38, rceil 39 (spread 18.4%)" in report
     assert ("Paradigms by compatibility with W4A4 MXFP4 (best method of each, RTN 40): "
@@ -43,7 +43,12 @@ def test_report_states_each_finding(tmp_path):
     assert re.search(r"^\| gptq \| not run \| not run \| 30 \|", report, flags=re.M)
     assert "Not run (time budget): x / y." in report
     cache[_cell_key("rtn", config.columns[0], config)]["ppl wikitext2"] = 20.5
-    assert "refuted (+2.50%)" in _report(config, cache, float_key, [], 1.0)
+    cache[_cell_key("rtn", config.columns[-1], config)] = {
+        **{f"ppl {d[0]}": 20.1 for d in config.domains}, "kl": 0.01}  # W8A8 MXFP8 rceil
+    report = _report(config, cache, float_key, [], 1.0)
+    assert "refuted (+2.50%)" in report
+    assert "RTN with the rceil scale (no clipping of block maxima): +0.50%." in report
+    assert "within 1%: rtn / W8A8 MXFP8 rceil." in report
 
 
 @pytest.mark.slow
