@@ -1,6 +1,7 @@
 """The MXFP PTQ study on SmolLM2-135M: methods x (setting, format) columns.
 
 Format strings: "int4:128" (INT4 per group of 128), "mxfp4@rceil" (an MX scale mode).
+Methods: `effjax.ptq.METHODS` names; "<name>/seq" calibrates sequentially.
 Columns are (label, weight, activation, kv cache). Cells already in `cache` are not rerun
 (delete the file, or change a cell's settings, to rerun it).
 """
@@ -18,7 +19,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.eval_seq_len, c.eval_max_tokens = 512, 4096
     c.kl_max_tokens = 2048  # mean token KL vs float32, on WikiText-2 test
     c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "quarot_gptq", "spinquant",
-                 "flatquant", "mr_gptq", "scale_opt", "gptq_scale_opt")
+                 "flatquant", "mr_gptq", "scale_opt", "gptq_scale_opt", "gptq/seq",
+                 "mr_gptq/seq")
     # Per-method options: the learned transforms' budgets on this 2-core CPU (SpinQuant's
     # paper trains 100 Cayley steps; FlatQuant's 15 epochs per layer).
     c.method_options = ml_collections.ConfigDict({
@@ -68,6 +70,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt")
         c.columns = tuple(col for col in c.columns if col[0] in (
             "W4A16 INT4 g128", "W8A8 INT8", "W4A16 NVFP4", "W4A4 NVFP4", "W4A16 HiF4"))
+    elif variant == "sequential":  # sequential calibration beside whole-model calibration
+        c.methods = ("gptq", "gptq/seq", "mr_gptq", "mr_gptq/seq")
+        c.columns = tuple(col for col in c.columns if col[0] in ("W4A16 MXFP4", "W4A4 MXFP4"))
     elif variant == "learned":  # SpinQuant and FlatQuant on the headline columns
         c.methods = ("spinquant", "flatquant")
         c.columns = tuple(col for col in c.columns if col[0] in ("W8A8 MXFP8", "W4A4 MXFP4"))
@@ -82,5 +87,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
     elif variant:
         raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core', "
-                         "'modes', 'mxfp8', 'formats', 'learned', 'settings' or 'tiny'")
+                         "'modes', 'mxfp8', 'formats', 'sequential', 'learned', 'settings' "
+                         "or 'tiny'")
     return c

@@ -3,7 +3,8 @@ NVFP4, HiF4 beside them) in weight-only, weight-activation and weight-activation
 
     python -m experiments.mxfp_ptq_study [--config=configs/mxfp_ptq_study.py[:tiny]]
 
-Each cell quantizes the model with `effjax.ptq.run` (calibration on WikiText-2 valid) and
+Each cell quantizes the model with `effjax.ptq.run` (calibration on WikiText-2 valid; a method
+written "gptq/seq" calibrates sequentially, layer by layer through the quantized layers) and
 reports perplexity on each domain and the mean token KL divergence from the float model.
 Cells are saved to a JSON cache as they finish (atomically), so a stopped run resumes.
 """
@@ -53,7 +54,7 @@ def _cell_key(method, column, config) -> str:
     """What a cell's numbers depend on (a method's options only when it has some)."""
     key = [method, list(column), config.num_windows, config.window, config.eval_seq_len,
            config.eval_max_tokens, config.kl_max_tokens, [list(d) for d in config.domains]]
-    opts = _options(method, config)
+    opts = _options(method.partition("/")[0], config)
     return json.dumps(key + [opts] if opts else key, sort_keys=True)
 
 
@@ -81,11 +82,13 @@ def run(config) -> str:
             recipe = _recipe(*column[1:])
             t0 = time.perf_counter()
             try:
-                opts = _options(method, config)
-                spin = method.startswith("spinquant")
-                res = effjax.ptq.run(lm, method, recipe, calib_texts,
+                base, _, flag = method.partition("/")  # "gptq/seq": sequential calibration
+                opts = _options(base, config)
+                spin = base.startswith("spinquant")
+                res = effjax.ptq.run(lm, base, recipe, calib_texts,
                                      num_windows=config.num_windows, window=config.window,
                                      calib_cache=calib_cache, progress=False,
+                                     sequential=flag == "seq",
                                      transform_options=opts if spin else None,
                                      **({} if spin else opts))
                 cell = _evaluate(lm, res.lm, recipe, config, domains)
@@ -212,6 +215,13 @@ def _findings(config, cells, flt) -> str:
         lines.append("- Pre-scale (scale-exponent) optimization mitigates it: "
                      f"{'confirmed' if helped else 'refuted'} (" + "; ".join(
                          f"RTN {a:.4g} -> {b:.4g}" for a, b in pre) + ").")
+    seq = [(f"{m[:-4]} / {c[0]}", a, b) for m in config.methods if m.endswith("/seq")
+           for c in config.columns
+           if (a := ppl(m[:-4], c[0])) is not None and (b := ppl(m, c[0])) is not None]
+    if seq:
+        lines.append("- Sequential calibration (each layer's statistics through the quantized "
+                     "layers before it), whole-model -> sequential: "
+                     + "; ".join(f"{w} {a:.4g} -> {b:.4g}" for w, a, b in seq) + ".")
     return "\n".join(lines)
 
 

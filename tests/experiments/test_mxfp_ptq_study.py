@@ -21,20 +21,21 @@ def _cells(config, ppl):
 
 def test_report_states_each_finding(tmp_path):
     config = get_config()
-    config.methods = ("rtn", "gptq", "scale_opt")
+    config.methods = ("rtn", "gptq", "scale_opt", "gptq/seq")
     config.plot = str(tmp_path / "plot.png")
     ppl = {("rtn", "W8A8 MXFP8"): 20.1, ("rtn", "W4A4 MXFP4"): 40.0,
            ("gptq", "W4A4 MXFP4"): 30.0, ("scale_opt", "W4A4 MXFP4"): 35.0,
            ("rtn", "W4A16 MXFP4"): 25.0, ("scale_opt", "W4A16 MXFP4"): 24.0,
            ("rtn", "W4A4 MXFP4 ceil"): 45.0, ("rtn", "W4A4 MXFP4 even"): 38.0,
-           ("rtn", "W4A4 MXFP4 rceil"): 39.0}
+           ("rtn", "W4A4 MXFP4 rceil"): 39.0, ("gptq/seq", "W4A4 MXFP4"): 29.0}
     cache = _cells(config, ppl)
     float_key = _cell_key("float", ("float32", None, None, None), config)
     cache[float_key] = {**{f"ppl {d[0]}": 20.0 for d in config.domains}, "kl": 0.0}
     report = _report(config, cache, float_key, ["x / y"], 1.0)
     assert "near-lossless (RTN within 1% of float perplexity): confirmed (+0.50%)" in report
     assert "Best MXFP8 W8A8 cell: rtn / W8A8 MXFP8, +0.50%; within 1%: rtn / W8A8 MXFP8." in report
-    assert "Ranking: gptq (30) < scale_opt (35) < rtn (40)." in report
+    assert "Ranking: gptq/seq (29) < gptq (30) < scale_opt (35) < rtn (40)." in report
+    assert "whole-model -> sequential: gptq / W4A4 MXFP4 30 -> 29." in report
     assert "floor 40, ceil 45, even 38, rceil 39 (spread 18.4%)" in report
     assert ("Paradigms by compatibility with W4A4 MXFP4 (best method of each, RTN 40): "
             "error compensation (30) < scale optimization (35); not better than RTN: none."
