@@ -1,5 +1,6 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees."""
 
+from effjax.ptq.batquant import batquant
 from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant, kron_split
 from effjax.ptq.gptq import gptq_quantize
@@ -15,6 +16,7 @@ __all__ = [
     "PTQResult",
     "awq",
     "awq_scales",
+    "batquant",
     "calibrate",
     "cayley_sgd",
     "calibrate_sequential",

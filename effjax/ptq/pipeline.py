@@ -21,6 +21,7 @@ import numpy as np
 
 from effjax.models.api import LM
 from effjax.models.config import LMConfig
+from effjax.ptq.batquant import batquant
 from effjax.ptq.calibrate import calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant
 from effjax.ptq.methods import _targets, gptq, mr_gptq, rtn, scale_opt
@@ -48,9 +49,12 @@ METHODS = {
     "quarot": ("quarot", "rtn"),
     "quarot_gptq": ("quarot", "gptq"),
     "flatquant": (None, "flatquant"),
+    "batquant": (None, "batquant"),
     "spinquant": ("spinquant", "rtn"),
     "spinquant_gptq": ("spinquant", "gptq"),
 }
+# quantizers trained layer by layer on the calibration windows (not on statistics)
+LEARNED = {"flatquant": flatquant, "batquant": batquant}
 
 
 def quarot(params, config: LMConfig, *, key: jax.Array, kv: bool = True,
@@ -167,10 +171,10 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
     t0 = time.perf_counter()
     quantize = functools.partial(_quantize, quantizer, progress=progress and not sequential,
                                  **options)
-    if quantizer == "flatquant":  # learns and quantizes layer by layer (always sequential)
+    if quantizer in LEARNED:  # learn and quantize layer by layer (always sequential)
         seconds["calibration"] = 0.0
-        params = jax.block_until_ready(flatquant(params, config, tokens, recipe,
-                                                 progress=progress, **options)[0])
+        params = jax.block_until_ready(LEARNED[quantizer](params, config, tokens, recipe,
+                                                          progress=progress, **options)[0])
         seconds["quantization"] = time.perf_counter() - t0
     elif sequential and quantizer != "rtn":
         def layer(p, stats, index):

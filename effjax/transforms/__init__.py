@@ -1,8 +1,9 @@
 """Function-preserving transforms of parameter pytrees: Hadamard and learned rotations,
-smoothing scales, online (Kronecker) transforms."""
+smoothing scales, online (Kronecker and block-diagonal) transforms."""
 
 from effjax.transforms import online
 from effjax.transforms.fold import (
+    add_block_transform,
     add_input_transform,
     fuse_norms,
     rotate_residual,
@@ -16,10 +17,21 @@ from effjax.transforms.hadamard import (
     random_hadamard,
     random_orthogonal,
 )
-from effjax.transforms.online import kron_apply
+from effjax.transforms.online import (
+    apply_transform,
+    block_apply,
+    clip_blocks,
+    gpk_apply,
+    kron_apply,
+)
 
 __all__ = [
+    "add_block_transform",
     "add_input_transform",
+    "apply_transform",
+    "block_apply",
+    "clip_blocks",
+    "gpk_apply",
     "fuse_norms",
     "hadamard",
     "hadamard_factors",

@@ -51,9 +51,9 @@ def _like(value: np.ndarray, ref: jax.Array) -> jax.Array:
     return jnp.asarray(value, ref.dtype)
 
 
-def _copy(params):
+def copy_dicts(params):
     """A structural copy (dicts copied, arrays shared) to edit without touching the input."""
-    return {k: _copy(v) if isinstance(v, dict) else v for k, v in params.items()}
+    return {k: copy_dicts(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
 def _layers(params) -> list:
@@ -76,7 +76,7 @@ def fuse_norms(params, config: LMConfig) -> tuple[dict, LMConfig]:
       (params with unit norm weights, config): a tied head is untied (`lm_head` =
       diag(norm) embedding^T), so the config then has tie_word_embeddings=False.
     """
-    out = _copy(params)
+    out = copy_dicts(params)
     for layer in _layers(out):
         for norm, block, names in (("input_norm", "attn", QKV), ("post_attn_norm", "mlp",
                                                                  GATE_UP)):
@@ -132,7 +132,7 @@ def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
     _check_fused(params)
     emb = params["embed"]["embedding"]
     _check_orthogonal(q, emb.shape[1], "q (hidden, hidden)")
-    out = _copy(params)
+    out = copy_dicts(params)
     out["embed"]["embedding"] = _mm(emb, q).astype(emb.dtype)
     readers = [(layer["attn"], QKV) for layer in _layers(out)] + [
         (layer["mlp"], GATE_UP) for layer in _layers(out)] + [(out, ("lm_head",))]
@@ -167,7 +167,7 @@ def rotate_values(params, config: LMConfig, r: Float[Array, "d d"], *,
     """
     d, kv, heads = config.head_dim, config.num_kv_heads, config.num_heads
     _check_orthogonal(r, d, "r (head_dim, head_dim)")
-    out = _copy(params)
+    out = copy_dicts(params)
     for layer in _layers(out):
         v, o = layer["attn"]["v_proj"], layer["attn"]["o_proj"]
         for leaf in ("kernel", "bias"):
@@ -202,7 +202,52 @@ def add_input_transform(params, pattern: str, left: Float[Array, "m m"],
     """
     left64, right64 = _f64(left), _f64(right)
     inv = np.kron(np.linalg.inv(left64), np.linalg.inv(right64))
-    out = _copy(params)
+    return _attach(params, pattern, {"left": left64, "right": right64}, inv.shape[0],
+                   lambda w: inv @ w)
+
+
+def add_block_transform(params, pattern: str, transform: dict) -> dict:
+    """A block-diagonal online transform before every projection whose path matches
+    `pattern`: block k of the input features times B_k, the kernel's rows of block k
+    replaced by B_k^-1 times them (inverses in float64), so the float layer is unchanged.
+
+    Args:
+      params: float parameters.
+      pattern: a regular expression searched in layer paths.
+      transform: {"blocks": (nb, b, b)} (B_k given) or {"global": (g, g), "private":
+        (nb, p, p)} (B_k = kron(global, private_k), b = g p), with nb b = the layer's d_in;
+        every B_k invertible. An optional "clip": (nb,) activation clipping ratio is kept
+        (`online.clip_blocks`: 1 leaves the function unchanged).
+
+    Returns:
+      The transformed parameters.
+
+    Raises:
+      ValueError: as `add_input_transform`, or for a transform of neither form.
+    """
+    if "blocks" in transform:
+        blocks = _f64(transform["blocks"])
+    elif "global" in transform and "private" in transform:
+        g, priv = _f64(transform["global"]), _f64(transform["private"])
+        blocks = np.stack([np.kron(g, pk) for pk in priv])
+    else:
+        raise ValueError("transform must hold 'blocks', or 'global' and 'private'; got keys "
+                         f"{sorted(transform)}")
+    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
+        raise ValueError(f"expected (nb, b, b) blocks, got shape {blocks.shape}")
+    inv = np.linalg.inv(blocks)
+    nb, b = blocks.shape[:2]
+
+    def rows(w):
+        return np.einsum("kab,kbo->kao", inv, w.reshape(nb, b, -1)).reshape(w.shape)
+
+    return _attach(params, pattern, {k: _f64(v) for k, v in transform.items()}, nb * b, rows)
+
+
+def _attach(params, pattern: str, stored: dict, d_in: int, inverse_rows) -> dict:
+    """Stores `stored` (float32) as the input transform of every projection matching
+    pattern, its kernel (d_in, out) replaced by inverse_rows(kernel in float64)."""
+    out = copy_dicts(params)
     hits = 0
     for path, block in _projections(out):
         if not re.search(pattern, path):
@@ -210,12 +255,11 @@ def add_input_transform(params, pattern: str, left: Float[Array, "m m"],
         if online.INPUT in block:
             raise ValueError(f"{path} already has an input transform")
         kernel = block["kernel"]
-        if _f64(kernel).shape[0] != inv.shape[0]:
-            raise ValueError(f"a {left64.shape[0]} x {right64.shape[0]} transform does not fit "
-                             f"{path}, whose kernel is {np.shape(kernel)}")
-        block["kernel"] = _like(inv @ _f64(kernel), kernel)
-        block[online.INPUT] = {"left": jnp.asarray(left64, jnp.float32),
-                               "right": jnp.asarray(right64, jnp.float32)}
+        if _f64(kernel).shape[0] != d_in:
+            raise ValueError(f"a transform of {d_in} features does not fit {path}, whose "
+                             f"kernel is {np.shape(kernel)}")
+        block["kernel"] = _like(inverse_rows(_f64(kernel)), kernel)
+        block[online.INPUT] = {k: jnp.asarray(v, jnp.float32) for k, v in stored.items()}
         hits += 1
     if not hits:
         raise ValueError(f"pattern {pattern!r} matches no projection")
@@ -247,7 +291,7 @@ def smooth(params, scales: dict[str, Float[Array, " d"]]) -> dict:
     Returns:
       The smoothed parameters.
     """
-    out = _copy(params)
+    out = copy_dicts(params)
     for key, s in scales.items():
         m = re.fullmatch(r"layers/(\d+)/(attn/qkv|mlp/gate_up|mlp/down_proj)", key)
         if m is None:

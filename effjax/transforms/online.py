@@ -7,6 +7,11 @@ layer it feeds, so the pytree stays the whole model:
   input x (..., m * n) becomes x (left (x) right) before the layer (and before its activation
   quantizer); the kernel was multiplied by the inverse (QuaRot's online Hadamard before
   down_proj, MR-GPTQ's block-wise Hadamard, FlatQuant's Kronecker affine maps).
+- `... = {"blocks": (nb, b, b)}` or `{"global": (g, g), "private": (nb, p, p)}` (b = g p): a
+  block-diagonal transform, block k of the features times its own matrix B_k (given, or
+  kron(global, private_k)), optionally with `"clip": (nb,)`: each block of the transformed
+  input clipped at ratio_k times its absolute max (BATQuant's block-wise affine maps and
+  activation clipping). Energy never crosses a block boundary.
 - `params["layers"][i]["attn"]["kv_rotation"] = (head_dim, head_dim)` orthogonal R: queries
   and keys are multiplied by R after RoPE, so the cached keys are rotated while q k^T is not
   changed (QuaRot's KV-cache Hadamard).
@@ -42,6 +47,53 @@ def kron_apply(x: Float[Array, "... d"], left: Float[Array, "m m"],
     y = jnp.einsum("...ij,ia,jb->...ab", xs, left.astype(jnp.float32),
                    right.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
     return y.reshape(x.shape).astype(x.dtype)
+
+
+def block_apply(x: Float[Array, "... d"], blocks: Float[Array, "nb b b"]) -> Float[Array, "... d"]:
+    """x times blockdiag(blocks[0], ..., blocks[nb-1]) along the last axis (d = nb * b)."""
+    nb, b = blocks.shape[0], blocks.shape[1]
+    if x.shape[-1] != nb * b:
+        raise ValueError(f"{nb} blocks of {b} need {nb * b} features, got x of shape {x.shape}")
+    xs = x.reshape(*x.shape[:-1], nb, b).astype(jnp.float32)
+    y = jnp.einsum("...ki,kio->...ko", xs, blocks.astype(jnp.float32),
+                   precision=jax.lax.Precision.HIGHEST)
+    return y.reshape(x.shape).astype(x.dtype)
+
+
+def gpk_apply(x: Float[Array, "... d"], glob: Float[Array, "g g"],
+              private: Float[Array, "nb p p"]) -> Float[Array, "... d"]:
+    """x times blockdiag(kron(glob, private[k]) for each block k), without forming the blocks
+    (d = nb * g * p; block k's features read as a (g, p) matrix X_k become glob^T X_k P_k)."""
+    g, (nb, p) = glob.shape[0], private.shape[:2]
+    if x.shape[-1] != nb * g * p:
+        raise ValueError(f"{nb} blocks of {g} x {p} need {nb * g * p} features, got x of shape "
+                         f"{x.shape}")
+    xs = x.reshape(*x.shape[:-1], nb, g, p).astype(jnp.float32)
+    y = jnp.einsum("...kij,ia,kjb->...kab", xs, glob.astype(jnp.float32),
+                   private.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return y.reshape(x.shape).astype(x.dtype)
+
+
+def clip_blocks(x: Float[Array, "... d"], ratio: Float[Array, " nb"]) -> Float[Array, "... d"]:
+    """Each block k of x's last axis (nb blocks) clipped at ratio[k] times its own absolute
+    max; the gradient reaches ratio through the clipped elements (the max is constant)."""
+    nb = ratio.shape[0]
+    xs = x.reshape(*x.shape[:-1], nb, x.shape[-1] // nb)
+    r = ratio.astype(xs.dtype).reshape((1,) * (xs.ndim - 2) + (nb, 1))
+    c = r * jax.lax.stop_gradient(
+        jnp.max(jnp.abs(xs), axis=-1, keepdims=True))
+    return jnp.clip(xs, -c, c).reshape(x.shape)
+
+
+def apply_transform(x: Float[Array, "... d"], t: dict) -> Float[Array, "... d"]:
+    """x after an input transform of any of the module's kinds (see the module docstring)."""
+    if "left" in t:
+        y = kron_apply(x, t["left"], t["right"])
+    elif "blocks" in t:
+        y = block_apply(x, t["blocks"])
+    else:
+        y = gpk_apply(x, t["global"], t["private"])
+    return clip_blocks(y, t["clip"]) if "clip" in t else y
 
 
 def split(params) -> tuple[dict, dict[str, object]]:
@@ -83,7 +135,7 @@ def lookup(path: str):
 def apply_input(path: str, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
     """A linear layer's input after its online transform (x itself when it has none)."""
     t = lookup(f"{path}/{INPUT}")
-    return x if t is None else kron_apply(x, t["left"], t["right"])
+    return x if t is None else apply_transform(x, t)
 
 
 def rotate_qk(path: str, q: Float[Array, "b t h d"], k: Float[Array, "b s kv d"]):

@@ -10,11 +10,12 @@ import effjax
 TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 67, (2, 12)), jnp.int32)
 
 
-def tiny(tied=True, bias=True, qk_norm=False, seed=0):
+def tiny(tied=True, bias=True, qk_norm=False, seed=0, hidden=48, intermediate=96, heads=3,
+         head_dim=16):
     config = effjax.models.LMConfig(
-        vocab_size=67, hidden_size=48, intermediate_size=96, num_layers=2, num_heads=3,
-        num_kv_heads=1, head_dim=16, tie_word_embeddings=tied, qkv_bias=bias, o_bias=bias,
-        mlp_bias=bias, qk_norm=qk_norm)
+        vocab_size=67, hidden_size=hidden, intermediate_size=intermediate, num_layers=2,
+        num_heads=heads, num_kv_heads=1, head_dim=head_dim, tie_word_embeddings=tied,
+        qkv_bias=bias, o_bias=bias, mlp_bias=bias, qk_norm=qk_norm)
     params = effjax.models.init_params(config, jax.random.PRNGKey(seed))
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))

@@ -122,3 +122,31 @@ def test_quantized_kernels_are_refused():
     q = effjax.quant.quantize_params(params, effjax.quant.recipe("int8"))
     with pytest.raises(ValueError, match="transforms act on float parameters"):
         T.fuse_norms(q, config)
+
+
+@pytest.mark.parametrize("form", ["blocks", "gpk"])
+def test_add_block_transform(model, form):
+    config, params = model
+    keys = jax.random.split(jax.random.PRNGKey(9), 3)
+
+    def near_eye(key, shape):
+        return jnp.broadcast_to(jnp.eye(shape[-1]), shape) + 0.2 * jax.random.normal(key, shape)
+
+    def transform(d):
+        nb = d // 16
+        if form == "blocks":
+            return {"blocks": near_eye(keys[0], (nb, 16, 16))}
+        return {"global": near_eye(keys[1], (4, 4)), "private": near_eye(keys[2], (nb, 4, 4)),
+                "clip": jnp.ones((nb,))}
+
+    out = T.add_block_transform(params, r"attn/(q|k|v)_proj$", transform(48))
+    out = T.add_block_transform(out, r"mlp/down_proj$", transform(96))
+    assert rel_err(logits(out, config), logits(params, config)) <= TOL
+    stored = out["layers"][0]["mlp"]["down_proj"]["input_transform"]
+    assert sorted(stored) == (["blocks"] if form == "blocks" else ["clip", "global", "private"])
+    with pytest.raises(ValueError, match="already has an input transform"):
+        T.add_block_transform(out, r"down_proj", transform(96))
+    with pytest.raises(ValueError, match="does not fit layers/0/attn/q_proj"):
+        T.add_block_transform(params, r"q_proj", transform(96))
+    with pytest.raises(ValueError, match="transform must hold 'blocks', or 'global' and"):
+        T.add_block_transform(params, r"q_proj", {"left": jnp.eye(4)})

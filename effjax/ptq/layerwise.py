@@ -1,0 +1,123 @@
+"""Layer-wise training of learned quantization transforms (FlatQuant, BATQuant): each
+decoder layer's parameters learned with Adam so that the quantized layer's output matches
+the float layer's, layer i training on the inputs the already-quantized layers before it
+produce (sequential), then quantized for good before the next layer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Int
+from tqdm.auto import tqdm
+
+from effjax.models.config import LMConfig
+from effjax.models.decoder import block_forward, embed
+from effjax.quant.recipe import Recipe
+from effjax.transforms.fold import GATE_UP, QKV
+
+# group name -> (block, projections sharing one transformed input)
+GROUPS = {"qkv": ("attn", QKV), "o": ("attn", ("o_proj",)), "gate_up": ("mlp", GATE_UP),
+          "down": ("mlp", ("down_proj",))}
+
+
+CLIP_INIT = 6.0  # the clipping logits' start
+
+
+def clip_ratio(logit: jax.Array) -> jax.Array:
+    """A learnable clipping ratio: sigmoid(logit) / sigmoid(CLIP_INIT), at most 1.
+
+    Exactly 1 (no clipping) at the start, lowered as training lowers the logit. (A ratio
+    just below 1 is not harmless: under a power-of-two MX scale it drops the scale a binade
+    for every block whose max sits just above a power of two, clipping that max by 25%.)
+    """
+    return jnp.minimum(jax.nn.sigmoid(logit) / jax.nn.sigmoid(CLIP_INIT), 1.0)
+
+
+def weight_format(recipe: Recipe, index: int, block: str, proj: str):
+    """The recipe's weight format of layer `index`'s projection, or None."""
+    rule = recipe.rule_for(f"layers/{index}/{block}/{proj}")
+    return None if rule is None else rule.weight
+
+
+def learned_groups(layer, recipe: Recipe, index: int):
+    """(name, block, projections) of the layer's groups whose every projection has a weight
+    format (the groups a learned transform is trained for)."""
+    return [(name, block, projs) for name, (block, projs) in GROUPS.items()
+            if all(weight_format(recipe, index, block, p) is not None for p in projs)]
+
+# init(layer, recipe, index) -> learnable pytree ({} when nothing is learned in the layer);
+# transformed(layer, learn, recipe, index, fake) -> the layer's params, fake-quantized
+# (fake=True, differentiable in learn) or quantized to QArrays (fake=False).
+Init = Callable[[dict, Recipe, int], dict]
+Transformed = Callable[..., dict]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "transformed"))
+def _layer_loss(learn, layer, x, target, config: LMConfig, index: int, recipe: Recipe,
+                transformed: Transformed):
+    got = block_forward(transformed(layer, learn, recipe, index, fake=True), x, config=config,
+                        index=index, recipe=recipe)
+    return jnp.mean(jnp.square(got - target))
+
+
+_grad = jax.jit(jax.value_and_grad(_layer_loss),
+                static_argnames=("config", "index", "recipe", "transformed"))
+
+
+def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
+                    init: Init, transformed: Transformed, steps: int, batch_size: int,
+                    learning_rate: float, desc: str,
+                    progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
+    """Learns and quantizes every layer in turn.
+
+    Args:
+      params: float decoder parameters.
+      config: their config.
+      tokens: (n, t) calibration windows.
+      recipe: formats of the projections (and the activation / KV formats in the loss).
+      init: the learnable parameters of a layer (see the module's `Init`).
+      transformed: the layer under its learned parameters (see `Transformed`).
+      steps: Adam steps per layer.
+      batch_size: windows per step.
+      learning_rate: Adam's step size.
+      desc: the progress bar's label.
+      progress: show a progress bar.
+
+    Returns:
+      (params with every layer quantized, {layer: loss per step}).
+    """
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    tokens = jnp.asarray(np.asarray(tokens, np.int32))
+    x_fp = embed(params, tokens)
+    x_q = x_fp
+    out = dict(params)
+    out["layers"] = dict(params["layers"])
+    history = {}
+    n = tokens.shape[0]
+    for i in tqdm(sorted(params["layers"]), desc=desc, disable=not progress):
+        layer = params["layers"][i]
+        target = block_forward(layer, x_fp, config=config, index=i)
+        learn = init(layer, recipe, i)
+        losses = []
+        if learn:
+            opt = optax.adam(learning_rate)
+            state = opt.init(learn)
+            for s in range(steps):
+                sl = np.arange(s * batch_size, (s + 1) * batch_size) % n
+                loss, g = _grad(learn, layer, x_q[sl], target[sl], config, i, recipe,
+                                transformed)
+                with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts
+                    updates, state = opt.update(g, state, learn)
+                learn = optax.apply_updates(learn, updates)
+                losses.append(float(loss))
+        history[i] = losses
+        out["layers"][i] = transformed(layer, learn, recipe, i, fake=False)
+        x_fp = target
+        x_q = block_forward(out["layers"][i], x_q, config=config, index=i, recipe=recipe)
+    return out, history

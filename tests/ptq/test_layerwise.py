@@ -1,0 +1,26 @@
+"""The layer-wise trainers' shared pieces: the clipping ratio and the learned groups."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from effjax.ptq.layerwise import CLIP_INIT, clip_ratio, learned_groups, weight_format
+from effjax.quant import Recipe, Rule
+from tests.transforms.helpers import tiny
+
+
+def test_clip_ratio_starts_at_exactly_one_and_learns_below():
+    assert float(clip_ratio(jnp.float32(CLIP_INIT))) == 1.0
+    assert float(clip_ratio(jnp.float32(CLIP_INIT + 3))) == 1.0  # never above 1
+    low = clip_ratio(jnp.float32(1.0))
+    assert float(low) == np.float32(jax.nn.sigmoid(1.0) / jax.nn.sigmoid(CLIP_INIT))
+    assert float(jax.grad(clip_ratio)(jnp.float32(1.0))) > 0
+
+
+def test_learned_groups_need_every_projection_quantized():
+    _, params = tiny()
+    r = Recipe(rules=(Rule(pattern=r"q_proj|k_proj|o_proj|mlp/", weight="int4"),))
+    groups = learned_groups(params["layers"][0], r, 0)
+    assert [g[0] for g in groups] == ["o", "gate_up", "down"]  # v_proj is float: no "qkv"
+    assert weight_format(r, 0, "attn", "v_proj") is None
+    assert weight_format(r, 1, "mlp", "up_proj").name == "int4"
