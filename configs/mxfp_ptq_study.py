@@ -25,7 +25,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # paper trains 100 Cayley steps; FlatQuant's 15 epochs per layer).
     c.method_options = ml_collections.ConfigDict({
         "spinquant": {"steps": 20, "batch_size": 2, "learning_rate": 1.5},
-        "flatquant": {"steps": 10, "batch_size": 2},
+        "flatquant": {"steps": 10, "batch_size": 2, "learning_rate": 5e-3},
     })
     c.columns = (
         ("W8A8 MXFP8", "mxfp8_e4m3", "mxfp8_e4m3", None),
