@@ -1,6 +1,6 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees."""
 
-from effjax.ptq.batquant import batquant
+from effjax.ptq.batquant import batquant, batquant_parameter_count, gpk_split
 from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant, kron_split
 from effjax.ptq.gptq import gptq_quantize
@@ -17,6 +17,7 @@ __all__ = [
     "awq",
     "awq_scales",
     "batquant",
+    "batquant_parameter_count",
     "calibrate",
     "cayley_sgd",
     "calibrate_sequential",
@@ -24,6 +25,7 @@ __all__ = [
     "flatquant",
     "gptq",
     "gptq_quantize",
+    "gpk_split",
     "kron_split",
     "mr_gptq",
     "orthogonality_error",

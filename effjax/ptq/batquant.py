@@ -156,13 +156,25 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool, 
     return out
 
 
-def parameter_count(learn: dict) -> dict[str, int]:
-    """Learned parameters by kind ("transform", "clip") in one layer's `learn` pytree."""
+def batquant_parameter_count(params, recipe: Recipe, *, variant: str = "gpk", block: int = 32,
+                    clip: bool = True) -> dict[str, int]:
+    """How many parameters `batquant` learns for a model, by kind.
+
+    Args:
+      params: float decoder parameters.
+      recipe, variant, block, clip: as for `batquant`.
+
+    Returns:
+      {"transform": ..., "clip": ...}: learned transform parameters (the Cayley and scale
+      parameters of every factor) and clipping ratios, summed over the layers.
+    """
     count = {"transform": 0, "clip": 0}
-    for entry in learn.values():
-        count["transform"] += sum(x.size for x in jax.tree.leaves(entry["t"]))
-        count["clip"] += sum(x.size for k in ("wclip", "aclip") if k in entry
-                             for x in jax.tree.leaves(entry[k]))
+    for i in sorted(params["layers"]):
+        learn = _init(params["layers"][i], recipe, i, variant=variant, block=block, clip=clip)
+        for entry in learn.values():
+            count["transform"] += sum(x.size for x in jax.tree.leaves(entry["t"]))
+            count["clip"] += sum(x.size for k in ("wclip", "aclip") if k in entry
+                                 for x in jax.tree.leaves(entry[k]))
     return count
 
 

@@ -12,10 +12,10 @@ from effjax.ptq import batquant
 from effjax.ptq.batquant import (
     VARIANTS,
     _factor,
+    batquant_parameter_count,
     block_matrices,
     factor_matrices,
     gpk_split,
-    parameter_count,
 )
 from effjax.quant import recipe
 from effjax.transforms import add_block_transform
@@ -100,19 +100,18 @@ def test_training_lowers_the_layer_loss_from_a_start_that_beats_rtn():
 
 def test_variants_clip_options_and_parameter_counts():
     config, params = tiny(tied=False, bias=False, **DIMS)
-    layer = params["layers"][0]
     w4a16 = recipe("mxfp4", pattern=r"_proj$")
-    counts = {}
-    for variant in VARIANTS:
-        learn = batquant.__globals__["_init"](layer, w4a16, 0, variant=variant, block=32,
-                                               clip=True)
-        assert "aclip" not in learn["qkv"]  # no activation format, no activation clip
-        counts[variant] = parameter_count(learn)
-    # qkv, o: 2 blocks each; gate_up: 2; down: 4 -> 10 blocks in the layer
-    assert counts["gpk"]["transform"] == 4 * (2 * 16 + 4) + 10 * (2 * 64 + 8)
-    assert counts["full"]["transform"] == 10 * (2 * 1024 + 32)
-    assert counts["orthogonal"]["transform"] == 10 * 1024
-    assert counts["gpk"]["clip"] == 2 * (64 + 32 + 32) + 2 * 64 + 2 * (128 + 128) + 4 * 64
+    counts = {v: batquant_parameter_count(params, w4a16, variant=v) for v in VARIANTS}
+    # per layer: qkv, o: 2 blocks each; gate_up: 2; down: 4 -> 10 blocks; 2 layers
+    assert counts["gpk"]["transform"] == 2 * (4 * (2 * 16 + 4) + 10 * (2 * 64 + 8))
+    assert counts["full"]["transform"] == 2 * 10 * (2 * 1024 + 32)
+    assert counts["orthogonal"]["transform"] == 2 * 10 * 1024
+    wclip = 2 * (64 + 32 + 32) + 2 * 64 + 2 * (128 + 128) + 4 * 64  # (blocks, outputs)
+    assert counts["gpk"]["clip"] == 2 * wclip  # no activation format: no activation clip
+    w4a4 = recipe("mxfp4", "mxfp4", pattern=r"_proj$")
+    # + one activation ratio per input block
+    assert batquant_parameter_count(params, w4a4)["clip"] == 2 * (wclip + 10)
+    assert batquant_parameter_count(params, w4a4, clip=False)["clip"] == 0
     q, _ = batquant(params, config, TOKENS, recipe("mxfp4", "mxfp4", pattern=r"_proj$"),
                     variant="orthogonal", clip=False, steps=2, progress=False)
     t = q["layers"][1]["attn"]["o_proj"]["input_transform"]
