@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from effjax.formats import fake_quant_learnable_clip, group_amax, quantize
 from effjax.models.config import LMConfig
 from effjax.ptq.layerwise import (
     CLIP_INIT,
     GROUPS,
     clip_ratio,
+    clipped_kernel,
     learned_groups,
     train_layerwise,
     weight_format,
@@ -146,12 +146,7 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool, 
                 ratio = jnp.repeat(clip_ratio(entry["wclip"][p]), block, axis=0)
             else:
                 ratio = jnp.ones_like(w)
-            if fake:
-                w = fake_quant_learnable_clip(w, ratio, fmt, axis=0)
-            else:
-                c = ratio * group_amax(w, fmt, axis=0)
-                w = quantize(jnp.clip(w, -c, c), fmt, axis=0)
-            out[blk][p]["kernel"] = w
+            out[blk][p]["kernel"] = clipped_kernel(w, ratio, fmt, fake=fake)
             out[blk][p][online.INPUT] = stored
     return out
 

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-from effjax.formats import fake_quant_learnable_clip, group_amax, quantize
 from effjax.models.config import LMConfig
 from effjax.ptq.layerwise import (
     CLIP_INIT,
     GROUPS,
     clip_ratio,
+    clipped_kernel,
     learned_groups,
     train_layerwise,
     weight_format,
@@ -66,12 +66,7 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool):
             w = jnp.matmul(inv, out[block][p]["kernel"].astype(jnp.float32),
                            precision=jax.lax.Precision.HIGHEST)
             ratio = clip_ratio(t["clip"][p])[None, :]
-            if fake:
-                w = fake_quant_learnable_clip(w, ratio, fmt, axis=0)
-            else:
-                c = ratio * group_amax(w, fmt, axis=0)
-                w = quantize(jnp.clip(w, -c, c), fmt, axis=0)
-            out[block][p]["kernel"] = w
+            out[block][p]["kernel"] = clipped_kernel(w, ratio, fmt, fake=fake)
             out[block][p][online.INPUT] = {"left": t["left"], "right": t["right"]}
     return out
 

@@ -15,6 +15,7 @@ import optax
 from jaxtyping import Array, Int
 from tqdm.auto import tqdm
 
+from effjax.formats import fake_quant_learnable_clip, group_amax, quantize
 from effjax.models.config import LMConfig
 from effjax.models.decoder import block_forward, embed
 from effjax.quant.recipe import Recipe
@@ -36,6 +37,16 @@ def clip_ratio(logit: jax.Array) -> jax.Array:
     for every block whose max sits just above a power of two, clipping that max by 25%.)
     """
     return jnp.minimum(jax.nn.sigmoid(logit) / jax.nn.sigmoid(CLIP_INIT), 1.0)
+
+
+def clipped_kernel(w: jax.Array, ratio: jax.Array, fmt, *, fake: bool):
+    """A kernel (d_in, d_out) clipped at ratio times each quantization group's absolute max
+    along d_in, then fake-quantized (fake=True: the gradient reaches w and ratio) or
+    quantized to a QArray (fake=False)."""
+    if fake:
+        return fake_quant_learnable_clip(w, ratio, fmt, axis=0)
+    c = ratio * group_amax(w, fmt, axis=0)
+    return quantize(jnp.clip(w, -c, c), fmt, axis=0)
 
 
 def weight_format(recipe: Recipe, index: int, block: str, proj: str):

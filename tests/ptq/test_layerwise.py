@@ -4,7 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effjax.ptq.layerwise import CLIP_INIT, clip_ratio, learned_groups, weight_format
+import effjax.formats as F
+from effjax.ptq.layerwise import (
+    CLIP_INIT,
+    clip_ratio,
+    clipped_kernel,
+    learned_groups,
+    weight_format,
+)
 from effjax.quant import Recipe, Rule
 from tests.transforms.helpers import tiny
 
@@ -24,3 +31,15 @@ def test_learned_groups_need_every_projection_quantized():
     assert [g[0] for g in groups] == ["o", "gate_up", "down"]  # v_proj is float: no "qkv"
     assert weight_format(r, 0, "attn", "v_proj") is None
     assert weight_format(r, 1, "mlp", "up_proj").name == "int4"
+
+
+def test_clipped_kernel_fake_and_real_agree():
+    w = jax.random.normal(jax.random.PRNGKey(0), (64, 8))
+    ratio = jnp.full((64, 8), 0.8)
+    fake = clipped_kernel(w, ratio, "mxfp4", fake=True)
+    real = clipped_kernel(w, ratio, "mxfp4", fake=False)
+    assert isinstance(real, F.QArray) and real.axis == 0
+    np.testing.assert_array_equal(F.dequantize(real), fake)
+    assert float(jnp.max(jnp.abs(fake))) < float(jnp.max(jnp.abs(w)))  # clipped
+    g = jax.grad(lambda r: jnp.sum(clipped_kernel(w, r, "mxfp4", fake=True)))(ratio)
+    assert float(jnp.sum(jnp.abs(g))) > 0  # the ratio learns
