@@ -1,11 +1,14 @@
-"""Smoke test: the benchmark's real loop on the tiny config."""
+"""Smoke test (slow: it times PyTorch too): the benchmark's real loop on the tiny config."""
 
 import re
+
+import pytest
 
 from configs.bench_lm import get_config
 from experiments.bench_lm import run
 
 
+@pytest.mark.slow
 def test_bench_lm_tiny(smollm2, tmp_path):
     config = get_config("tiny")
     config.output = str(tmp_path / "bench.md")

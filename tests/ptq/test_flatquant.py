@@ -35,6 +35,7 @@ def test_every_group_gets_a_transform_and_quantized_kernels():
         flatquant(params, config, TOKENS, r, batch_size=0)
 
 
+@pytest.mark.slow
 def test_training_beats_rtn_with_an_outlier_channel():
     config, params = tiny(tied=False, bias=False)
     params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 3].mul(10.0)
