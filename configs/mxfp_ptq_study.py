@@ -67,7 +67,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.columns = tuple(col for col in c.columns if col[0] in (
             "W8A8 MXFP8 rceil", "W8A16 MXFP8"))
     elif variant == "formats":  # INT, NVFP4 and HiF4 beside MXFP4
-        c.methods = ("rtn", "gptq", "awq", "smoothquant", "quarot", "mr_gptq", "scale_opt")
+        c.methods = ("rtn", "gptq", "awq", "smoothquant", "mr_gptq", "scale_opt")
         c.columns = tuple(col for col in c.columns if col[0] in (
             "W4A16 INT4 g128", "W8A8 INT8", "W4A16 NVFP4", "W4A4 NVFP4", "W4A16 HiF4"))
     elif variant == "sequential":  # sequential calibration beside whole-model calibration
