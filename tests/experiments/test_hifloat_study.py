@@ -60,9 +60,12 @@ def test_report_states_each_claim(tmp_path):
     assert re.search(r"^\| gptq \| 25 \(0\.25\) \|$", report, flags=re.M)
     assert "split by kurtosis at its median 6: 2 narrow-range, 2 high-variance" in report
     assert re.search(r"^\| HiF8 \| 30 \| 45 \| 30 \| 30 \| 0 \| 45 \| 2 \|$", report, flags=re.M)
-    assert ("1. INT8 suits narrow-range tensors, floating-point formats high-variance ones: "
-            "confirmed by the 8-bit SNR wins: narrow-range HiF8 0, INT8 /channel 2; "
-            "high-variance HiF8 2, INT8 /channel 0.") in report
+    assert ("1. INT8 suits narrow-range tensors, floating-point formats high-variance ones "
+            "(the format with the most best-SNR tensors in each half): confirmed with tensors "
+            "split by kurtosis (narrow-range INT8 /channel 2; high-variance HiF8 2). Split by "
+            "the other statistics: dynamic_range: refuted (narrow-range HiF8 2, INT8 /channel "
+            "2; high-variance none); crest: confirmed (narrow-range INT8 /channel 2; "
+            "high-variance HiF8 2).") in report
     assert "(RTN perplexity below every INT4 group size, float 20): confirmed: W4A4 HiF4 30 vs " \
            "INT4 g32 90." in report
     assert ("3. HiFloat works inside PTQ methods (each method lowers RTN's perplexity in at "
