@@ -69,7 +69,8 @@ def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe |
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe"))
-def _block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None):
+def block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None):
+    """`block_forward`, jitted (one compile per layer index and recipe)."""
     return block_forward(layer_params, x, config=config, index=index, recipe=recipe)
 
 
@@ -103,7 +104,7 @@ def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
             batch = _block_stats(params["layers"][i], x, config, i, recipe, sample_size)
             stats = _accumulate(stats, batch, sample_size)
         params = quantize_layer(params, stats, i)
-        hidden = [_block_out(params["layers"][i], x, config, i, recipe) for x in hidden]
+        hidden = [block_out(params["layers"][i], x, config, i, recipe) for x in hidden]
     normed = [rms_norm(x, params["norm"]["weight"], config.rms_norm_eps) for x in hidden]
     stats = None
     for x in normed:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from effjax.formats import fake_quant_learnable_clip, group_amax, quantize
 from effjax.models.config import LMConfig
 from effjax.models.decoder import block_forward, embed
+from effjax.ptq.calibrate import block_out
 from effjax.quant.recipe import Recipe
 from effjax.transforms.fold import GATE_UP, QKV
 
@@ -80,6 +81,12 @@ _grad = jax.jit(jax.value_and_grad(_layer_loss),
                 static_argnames=("config", "index", "recipe", "transformed"))
 
 
+@functools.partial(jax.jit, static_argnames=("recipe", "index", "transformed"))
+def _quantized(layer, learn, recipe: Recipe, index: int, transformed: Transformed):
+    """The layer under its learned parameters, quantized (one compile, not one per op)."""
+    return transformed(layer, learn, recipe, index, fake=False)
+
+
 def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
                     init: Init, transformed: Transformed, steps: int, batch_size: int,
                     learning_rate: float, desc: str,
@@ -113,7 +120,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
     n = tokens.shape[0]
     for i in tqdm(sorted(params["layers"]), desc=desc, disable=not progress):
         layer = params["layers"][i]
-        target = block_forward(layer, x_fp, config=config, index=i)
+        target = block_out(layer, x_fp, config, i, None)
         learn = init(layer, recipe, i)
         losses = []
         if learn:
@@ -128,7 +135,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
                 learn = optax.apply_updates(learn, updates)
                 losses.append(float(loss))
         history[i] = losses
-        out["layers"][i] = transformed(layer, learn, recipe, i, fake=False)
+        out["layers"][i] = _quantized(layer, learn, recipe, i, transformed)
         x_fp = target
-        x_q = block_forward(out["layers"][i], x_q, config=config, index=i, recipe=recipe)
+        x_q = block_out(out["layers"][i], x_q, config, i, recipe)
     return out, history
