@@ -12,6 +12,7 @@ import ml_collections
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = "smollm2-135m"
+    c.layers = None  # all decoder layers (quick: the first few, real weights)
     # Perplexity and token KL vs float32, from one pass over the first eval_tokens tokens.
     c.eval_corpus, c.eval_split = "wikitext2", "test"
     c.eval_seq_len, c.eval_tokens = 512, 2048
@@ -35,7 +36,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.cache = "experiments/results/hifloat_study.json"
     c.output = "experiments/results/hifloat_study.md"
     c.plot = "experiments/results/hifloat_study.png"
-    if variant == "quick":  # the real loop in about a minute: a few cells, short text
+    if variant == "quick":  # the real loop in about a minute: 4 layers, a few cells
+        c.layers = 4
         c.eval_seq_len, c.eval_tokens = 128, 256
         c.num_windows, c.window = 2, 128
         c.stats_tokens = 64

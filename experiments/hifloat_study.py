@@ -12,6 +12,7 @@ QuaRot under HiF4 / HiF8 beside RTN. Cells are cached in a JSON file as they fin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -56,6 +57,17 @@ def setting_recipe(setting: str, spec: str) -> Recipe:
 
 def _key(*parts) -> str:
     return json.dumps(parts, sort_keys=True)
+
+
+def _first_layers(lm, n: int | None):
+    """The model cut to its first n decoder layers (None: all), for a fast smoke run."""
+    if n is None:
+        return lm
+    if not 1 <= n <= lm.config.num_layers:
+        raise ValueError(f"layers must be in [1, {lm.config.num_layers}], got {n}")
+    params = {**lm.params, "layers": {i: lm.params["layers"][i] for i in range(n)}}
+    return dataclasses.replace(lm, params=params,
+                               config=dataclasses.replace(lm.config, num_layers=n))
 
 
 def _evaluate(ref, lm, recipe, config, eval_texts) -> dict:
@@ -118,7 +130,7 @@ def bits_per_element(lm, spec: str) -> float:
 def run(config) -> str:
     """Runs the missing parts, then writes the tables, the plot and the claims."""
     start = time.perf_counter()
-    lm = effjax.load(config.model)
+    lm = _first_layers(effjax.load(config.model), config.layers)
     calib_texts = effjax.data.load_corpus(config.calib_corpus, split=config.calib_split).texts
     eval_texts = effjax.data.load_corpus(config.eval_corpus, split=config.eval_split).texts
     cache = load_cells(config.cache)
