@@ -147,21 +147,23 @@ def _clip_search(w: Float[Array, "i o"], xtx: Float[Array, "i i"], fmt: Format, 
     CLIP_RATIOS with the least error of that group's block of X^T X (cross-group terms are
     left out, as in AWQ)."""
     d_in, d_out = w.shape
-    nb = d_in // group
-    wb = w.reshape(nb, group, d_out)
+    nb = -(-d_in // group)  # a last, partial group is padded with zeros, as the formats do
+    pad = nb * group - d_in
+    wb = jnp.pad(w, ((0, pad), (0, 0))).reshape(nb, group, d_out)
+    xtx = jnp.pad(xtx, ((0, pad), (0, pad)))
     xb = jnp.stack([xtx[b * group:(b + 1) * group, b * group:(b + 1) * group]
                     for b in range(nb)])
     top = jnp.max(jnp.abs(wb), axis=1, keepdims=True)
     best_w, best_err = wb, jnp.full((nb, d_out), jnp.inf)
     for r in CLIP_RATIOS:
         wc = jnp.clip(wb, -r * top, r * top)
-        d = dequantize(quantize(wc.reshape(d_in, d_out), fmt, axis=0), jnp.float32).reshape(
+        d = dequantize(quantize(wc.reshape(-1, d_out), fmt, axis=0), jnp.float32).reshape(
             wb.shape) - wb
         err = jnp.einsum("bio,bij,bjo->bo", d, xb, d)
         take = err < best_err
         best_w = jnp.where(take[:, None, :], wc, best_w)
         best_err = jnp.minimum(err, best_err)
-    return best_w.reshape(d_in, d_out)
+    return best_w.reshape(-1, d_out)[:d_in]
 
 
 def awq(params, calib: dict[str, LayerStats], recipe: Recipe, *, grid: int = 20,

@@ -83,3 +83,12 @@ def test_awq_with_clipping_runs_and_keeps_shapes(tiny):
     k = q["layers"][0]["mlp"]["down_proj"]["kernel"]
     assert isinstance(k, F.QArray) and k.shape == (128, 64)
     assert np.isfinite(np.asarray(forward(q, tokens[:2], config=config)[0])).all()
+
+
+def test_awq_clip_search_with_a_partial_last_group(tiny):
+    config, params, tokens, calib = tiny
+    r = recipe(F.get_format("int4", group_size=128), pattern=r"_proj$")  # d_in 64: one
+    q = awq(params, calib, r, progress=False)                            # partial group
+    k = q["layers"][0]["attn"]["q_proj"]["kernel"]
+    assert isinstance(k, F.QArray) and k.shape == (64, 64)
+    assert np.isfinite(np.asarray(forward(q, tokens[:2], config=config)[0])).all()
