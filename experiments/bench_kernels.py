@@ -102,9 +102,14 @@ def _matmul_rows(config, deadline, skipped):
     return rows
 
 
+def _bytes(a) -> np.ndarray:
+    """The bytes of an array, 0-d ones (NVFP4's global scale) too."""
+    return np.atleast_1d(np.asarray(a)).view(np.uint8)
+
+
 def _quantize_case(kern, xla, arg, config) -> list:
     """[bit comparison, kernel ms, XLA ms, XLA/kernel] of one elementwise op."""
-    same = all(np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+    same = all(np.array_equal(_bytes(a), _bytes(b))
                for a, b in zip(jax.tree.leaves(kern(arg)), jax.tree.leaves(xla(arg)), strict=True))
     k_ms, x_ms = _time(kern, (arg,), config), _time(xla, (arg,), config)
     return ["identical" if same else "DIFFERENT", k_ms, x_ms, x_ms / k_ms]

@@ -101,9 +101,9 @@ def pow2_block(dim: int, multiple: int, preferred: int) -> int:
     return default_block(dim, multiple, preferred)
 
 
-def _gpu_rows(m: int) -> int:
-    """Rows per GPU tile: m's power of two, between 16 (tl.dot's least) and 64."""
-    return max(16, min(1 << (m - 1).bit_length(), 64))
+def _gpu_rows(m: int, most: int = 64) -> int:
+    """Rows per GPU tile: m's power of two, between 16 (tl.dot's least) and `most`."""
+    return max(16, min(1 << (m - 1).bit_length(), most))
 
 
 def tile_setup(m: int, k: int, group: int, block_m: int | None, block_k: int | None,
@@ -132,13 +132,14 @@ def matmul_setup(m: int, n: int, k: int, group: int, block_m: int | None,
                  backend: str | None) -> tuple[int, int, int, bool, str | None]:
     """The matmul kernels' static arguments: (block_m, block_n, block_k, interpret, backend).
 
-    Tiles as given, else per backend. GPU (Triton): tl.dot wants at least 16 rows and
-    register-sized tiles; TPU: MXU-sized tiles; interpret mode: few steps. Rows may leave a
-    ragged tile; block_n must divide n and block_k divide k.
+    Tiles as given, else per backend. GPU (Triton): tl.dot wants at least 16 rows; up to
+    128 x 64 x 128 (the best of `experiments/bench_kernels.py`'s sweep on an H200 at 16 and
+    2048 rows); TPU: MXU-sized tiles; interpret mode: few steps. Rows may leave a ragged
+    tile; block_n must divide n and block_k divide k.
     """
     backend = target_backend(backend)
     if backend == "gpu":
-        dm, dn, dk = _gpu_rows(m), 128, 128
+        dm, dn, dk = _gpu_rows(m, 128), 64, 128
         block_n = block_n or pow2_block(n, 1, dn)
         block_k = block_k or pow2_block(k, group, dk)
     elif backend == "tpu":

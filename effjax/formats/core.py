@@ -350,7 +350,7 @@ def decode_elements(codes: jax.Array, fmt: Format) -> jax.Array:
         return hif8_decode(codes)
     if kind == "hif4":
         mag = (codes & 7).astype(jnp.float32) / 4
-        return jnp.where((codes & 8) > 0, -mag, mag)
+        return el.signed(mag, (codes & 8) > 0)
     if kind == "int":
         if fmt.bits == 4 and fmt.symmetric:
             c = codes.astype(jnp.int32)

@@ -87,6 +87,12 @@ def _float(bits: Array) -> Float[Array, ...]:
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
+def signed(magnitude: Float[Array, ...], negative: Array) -> Float[Array, ...]:
+    """magnitude with its sign bit set where `negative`: -0 where a zero is negative. Set
+    on the bits because compilers may rewrite a select of -a (Triton turned -0 into +0)."""
+    return _float(_bits(magnitude) | (negative.astype(jnp.int32) << 31))
+
+
 def pow2(n: Array) -> Float[Array, ...]:
     """2^n as float32 for int32 n in [-126, 127], built from the bits (exact)."""
     return _float((n + 127) << 23)
@@ -162,7 +168,7 @@ def decode_element(codes: UInt8[Array, ...], elem: ElementFormat) -> Float[Array
         a = jnp.where(top_exp, jnp.where((mag & (2**elem.mbits - 1)) == 0, jnp.inf, jnp.nan), a)
     elif elem.specials == "fn":
         a = jnp.where(mag == 2 ** (elem.bits - 1) - 1, jnp.nan, a)
-    return jnp.where((c >> (elem.bits - 1)) == 1, -a, a)
+    return signed(a, (c >> (elem.bits - 1)) == 1)
 
 
 def encode_element(

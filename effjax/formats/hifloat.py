@@ -32,6 +32,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, UInt8, UInt32
 
+from effjax.formats.elements import signed
+
 __all__ = [
     "E6M2_BIAS",
     "E6M2_MAX",
@@ -467,4 +469,4 @@ def hif4_dequantize_units(
     l1b, l2b = hif4_unpack_levels(levels)
     lev = _element_levels(jnp.where(l1b, 2.0, 1.0), jnp.where(l2b, 2.0, 1.0))
     mag = (c & 7).astype(jnp.float32) * 0.25 * lev * s
-    return jnp.where((c & 8) != 0, -mag, mag)
+    return signed(mag, (c & 8) != 0)

@@ -16,6 +16,7 @@ def test_bench_kernels_tiny(tmp_path):
                                        "40x256x128 W:nvfp4 A:nvfp4"]
     assert all(float(err) < 1e-6 for _, err in matmuls)  # interpret mode: the same sums
     assert len(re.findall(r"^\| \w+ mxfp4 40x256 \| identical \|", report, flags=re.M)) == 3
+    assert len(re.findall(r"^\| \w+ nvfp4 40x256 \| identical \|", report, flags=re.M)) == 3
     num = r"[\d.e+-]+"
     sweep = re.search(rf"^\| 40x256x128 W:mxfp4 \| (\d+)x128x(\d+) \| {num} \| 40x128x256 \| "
                       rf"{num} \| {num} \| {num} \| {num} \| 4 \|$", report, flags=re.M)

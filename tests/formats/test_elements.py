@@ -30,6 +30,15 @@ def test_decode_every_code_matches_ml_dtypes(name):
     np.testing.assert_array_equal(np.signbit(ours[ok]), np.signbit(ref[ok]))
 
 
+def test_signed_sets_the_sign_bit_of_zeros_infs_and_nans():
+    mag = np.array([0.0, 1.5, np.inf, 2.0**-140, np.nan, 0.0], np.float32)
+    neg = np.array([True, True, True, True, True, False])
+    got = np.asarray(el.signed(jnp.asarray(mag), jnp.asarray(neg)))
+    np.testing.assert_array_equal(got.view(np.uint32),
+                                  np.copysign(mag, np.where(neg, -1.0, 1.0)).astype(
+                                      np.float32).view(np.uint32))
+
+
 def test_decode_e8m0_every_code():
     codes = np.arange(256, dtype=np.uint8)
     ref = codes.view(ml_dtypes.float8_e8m0fnu).astype(np.float32)

@@ -51,7 +51,9 @@ def test_pow2_block_and_tile_setup_per_backend():
 
 def test_matmul_setup_per_backend():
     assert common.matmul_setup(1, 4096, 4096, 32, None, None, None, None, "gpu") == (
-        16, 128, 128, False, "gpu")
+        16, 64, 128, False, "gpu")
+    assert common.matmul_setup(2048, 4096, 4096, 32, None, None, None, None, "gpu") == (
+        128, 64, 128, False, "gpu")
     assert common.matmul_setup(20, 4096, 8192, 32, None, None, None, None, "tpu") == (
         24, 256, 512, False, "tpu")
     # GPU tiles are powers of two even where the dims are not (Triton lowers no others)
