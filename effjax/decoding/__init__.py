@@ -1,5 +1,18 @@
-"""Decoding: autoregressive generation and sampling."""
+"""Decoding: autoregressive generation and sampling, speculative decoding and its rules."""
 
 from effjax.decoding.generate import SamplingConfig, generate, sample_logits
+from effjax.decoding.speculative import (
+                                         AcceptanceRule,
+                                         ExactSampling,
+                                         GreedyMatch,
+                                         KLJudge,
+                                         SpeculativeOutput,
+                                         TypicalAcceptance,
+                                         Verdict,
+                                         kl_divergence,
+                                         speculative_generate,
+)
 
-__all__ = ["SamplingConfig", "generate", "sample_logits"]
+__all__ = ["AcceptanceRule", "ExactSampling", "GreedyMatch", "KLJudge", "SamplingConfig",
+           "SpeculativeOutput", "TypicalAcceptance", "Verdict", "generate", "kl_divergence",
+           "sample_logits", "speculative_generate"]
