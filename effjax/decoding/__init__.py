@@ -2,17 +2,18 @@
 
 from effjax.decoding.generate import SamplingConfig, generate, sample_logits
 from effjax.decoding.speculative import (
-                                         AcceptanceRule,
-                                         ExactSampling,
-                                         GreedyMatch,
-                                         KLJudge,
-                                         SpeculativeOutput,
-                                         TypicalAcceptance,
-                                         Verdict,
-                                         kl_divergence,
-                                         speculative_generate,
+    AcceptanceRule,
+    ExactSampling,
+    GreedyMatch,
+    KLJudge,
+    SpeculativeOutput,
+    TypicalAcceptance,
+    Verdict,
+    early_exit_draft,
+    kl_divergence,
+    speculative_generate,
 )
 
 __all__ = ["AcceptanceRule", "ExactSampling", "GreedyMatch", "KLJudge", "SamplingConfig",
-           "SpeculativeOutput", "TypicalAcceptance", "Verdict", "generate", "kl_divergence",
-           "sample_logits", "speculative_generate"]
+           "SpeculativeOutput", "TypicalAcceptance", "Verdict", "early_exit_draft", "generate",
+           "kl_divergence", "sample_logits", "speculative_generate"]

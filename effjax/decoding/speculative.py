@@ -193,6 +193,27 @@ class KLJudge:
         return Verdict(accepted, correction)
 
 
+def early_exit_draft(params: Params, config: LMConfig,
+                     num_layers: int) -> tuple[Params, LMConfig]:
+    """A layer-skip self-draft: the target's first `num_layers` blocks, its final norm and
+    head (no training; costs num_layers / config.num_layers of a target forward).
+
+    Args:
+      params: the target's parameter pytree.
+      config: the target's config.
+      num_layers: blocks to keep, 1 <= num_layers <= config.num_layers.
+
+    Returns:
+      (draft params sharing the target's arrays, draft config).
+    """
+    if not isinstance(num_layers, int | np.integer) or not 1 <= num_layers <= config.num_layers:
+        raise ValueError(f"num_layers must be an integer in [1, {config.num_layers}], got "
+                         f"{num_layers!r}")
+    draft = dict(params)
+    draft["layers"] = {i: params["layers"][i] for i in range(num_layers)}
+    return draft, dataclasses.replace(config, num_layers=int(num_layers))
+
+
 class SpeculativeOutput(NamedTuple):
     """What `speculative_generate` returns.
 

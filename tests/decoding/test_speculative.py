@@ -17,6 +17,7 @@ from effjax.decoding import (
     SamplingConfig,
     TypicalAcceptance,
     Verdict,
+    early_exit_draft,
     generate,
     kl_divergence,
     speculative_generate,
@@ -136,6 +137,23 @@ def test_self_draft_keeps_every_token_and_quantized_self_draft_is_exact(pair):
     quant = speculative_generate(tp, tc, quantize_params(tp, r), tc, prompts, k=4,
                                  rule=GreedyMatch(), max_new_tokens=17, eos_id=-1, draft_recipe=r)
     assert quant.tokens == ref
+
+
+def test_early_exit_draft_is_the_first_blocks(pair):
+    tc, tp, _, _ = pair
+    tokens = jnp.array([[3, 1, 4, 1, 5]])
+    full, fc = early_exit_draft(tp, tc, tc.num_layers)
+    np.testing.assert_array_equal(forward(full, tokens, config=fc)[0],
+                                  forward(tp, tokens, config=tc)[0])
+    dp, dc = early_exit_draft(tp, tc, 1)
+    assert dc.num_layers == 1 and list(dp["layers"]) == [0] and dp["layers"][0] is tp["layers"][0]
+    one = forward(dp, tokens, config=dc)[0]
+    assert not np.allclose(one, forward(tp, tokens, config=tc)[0])
+    out = speculative_generate(tp, tc, dp, dc, [[5, 9, 14]], k=3, rule=GreedyMatch(),
+                               max_new_tokens=10, eos_id=-1)
+    assert out.tokens == generate(tp, tc, [[5, 9, 14]], max_new_tokens=10, eos_id=-1)
+    with pytest.raises(ValueError, match=r"num_layers must be an integer in \[1, 2\], got 3"):
+        early_exit_draft(tp, tc, 3)
 
 
 def test_eos_stops_each_row(pair):
