@@ -14,7 +14,8 @@ A rule is a hashable callable
 `accepted[:, j]` says whether draft token j may stand (only the leading run of True counts);
 `correction[:, n]` is the token emitted after a kept prefix of length n (the target's choice
 at the first rejection, or the bonus token when all k are kept). `rule.draft_sampling` says
-how the draft draws its proposals.
+how the draft draws its proposals. A rule with `needs_hidden = True` (`AutoJudge`) also gets
+`target_hidden` and `draft_hidden` (b, k, hidden): the states that predicted each draft token.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from typing import NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from effjax.decoding.generate import SamplingConfig, sample_logits
+from effjax.decoding.generate import SamplingConfig, generate, sample_logits
 from effjax.models.api import check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import KVCache, Params, forward, init_cache
@@ -193,6 +195,166 @@ class KLJudge:
         return Verdict(accepted, correction)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class AutoJudge:
+    """AutoJudge-style learned judge: a mismatched draft token stands when a logistic
+    regression on the target's and the draft's hidden states at that position (the states
+    that predicted it) puts its probability of being important below `threshold`.
+
+    Attributes:
+      weights: (2 * hidden,) the judge's weights over [target hidden, draft hidden]
+        (see `train_judge`).
+      bias: its intercept.
+      threshold: mismatches with P(important) below it stand.
+    """
+
+    weights: np.ndarray
+    bias: float
+    threshold: float = 0.5
+    draft_sampling: SamplingConfig = GREEDY
+    needs_hidden: bool = True
+
+    def __post_init__(self):
+        if np.ndim(self.weights) != 1:
+            raise ValueError(f"weights must be 1-D (2 * hidden,), got shape "
+                             f"{np.shape(self.weights)}")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    def importance(self, target_hidden: Float[Array, "b k h"],
+                   draft_hidden: Float[Array, "b k h"]) -> Float[Array, "b k"]:
+        """P(important) of each position's mismatch."""
+        features = jnp.concatenate([target_hidden, draft_hidden], axis=-1)
+        if features.shape[-1] != np.shape(self.weights)[0]:
+            raise ValueError(f"the judge has {np.shape(self.weights)[0]} weights but the "
+                             f"models give {features.shape[-1]} features (2 x hidden size)")
+        return jax.nn.sigmoid(features @ jnp.asarray(self.weights, jnp.float32) + self.bias)
+
+    def __call__(self, target_logits, draft_logits, draft_tokens, key, *, target_hidden,
+                 draft_hidden) -> Verdict:
+        correction = _argmax(target_logits)
+        unimportant = self.importance(target_hidden, draft_hidden) < self.threshold
+        return Verdict((draft_tokens == correction[:, :-1]) | unimportant, correction)
+
+
+class Mismatches(NamedTuple):
+    """Mined draft/target disagreements along the target's greedy outputs.
+
+    Attributes:
+      features: (n, 2 * hidden) [target hidden, draft hidden] at each mismatch.
+      important: (n,) whether putting the draft's token there changes the final answer.
+      prompt: (n,) the prompt each mismatch came from.
+      position: (n,) its index among that prompt's generated tokens.
+    """
+
+    features: np.ndarray
+    important: np.ndarray
+    prompt: np.ndarray
+    position: np.ndarray
+
+
+def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params: Params,
+                    draft_config: LMConfig, prompts: Sequence[Sequence[int]], answer_fn, *,
+                    max_new_tokens: int, draft_recipe: Recipe | None = None,
+                    eos_id: int | None = None, batch_size: int = 32) -> Mismatches:
+    """Labels for an AutoJudge: where the draft's greedy token differs from the target's
+    along the target's greedy output, is the mismatch important (AutoJudge's mining)?
+
+    Each mismatch is replayed: the draft's token replaces the target's at that position and
+    the target decodes greedily from there; it is important when `answer_fn` of the result
+    differs from `answer_fn` of the target's own output.
+
+    Args:
+      target_params, target_config, draft_params, draft_config: the two models.
+      prompts: token id lists.
+      answer_fn: generated token ids -> a comparable answer (e.g. the parsed number).
+      max_new_tokens: the target's output length per prompt.
+      draft_recipe: the draft's activation / KV formats.
+      eos_id: as in `generate`.
+      batch_size: prompts per replay batch.
+
+    Returns:
+      `Mismatches`.
+    """
+    outs = generate(target_params, target_config, prompts, max_new_tokens=max_new_tokens,
+                    eos_id=eos_id)
+    feats, meta, replays = [], [], []
+    for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        seq = jnp.asarray([list(prompt) + out], jnp.int32)
+        tl, _, th = forward(target_params, seq, config=target_config, return_hidden=True)
+        dl, _, dh = forward(draft_params, seq, config=draft_config, recipe=draft_recipe,
+                            return_hidden=True)
+        start = len(prompt) - 1  # state at start + j predicts generated token j
+        draft_tok = np.asarray(_argmax(dl[0, start:start + len(out)]))
+        for j in np.flatnonzero(draft_tok != np.asarray(out)):
+            feats.append(np.concatenate([np.asarray(th[0, start + j]),
+                                         np.asarray(dh[0, start + j])]))
+            meta.append((i, j))
+            replays.append(list(prompt) + out[:j] + [int(draft_tok[j])])
+    important = []
+    for b in range(0, len(replays), batch_size):
+        chunk = replays[b:b + batch_size]
+        cont = generate(target_params, target_config, chunk,
+                        max_new_tokens=max(max_new_tokens - min(
+                            meta[b + r][1] for r in range(len(chunk))) - 1, 1), eos_id=eos_id)
+        for r, c in enumerate(cont):
+            i, j = meta[b + r]
+            tail = [replays[b + r][-1], *c][:max_new_tokens - j]
+            important.append(answer_fn(outs[i][:j] + tail) != answer_fn(outs[i]))
+    h = 2 * target_config.hidden_size
+    return Mismatches(np.asarray(feats, np.float32).reshape(-1, h), np.asarray(important, bool),
+                      np.asarray([m[0] for m in meta], np.int32),
+                      np.asarray([m[1] for m in meta], np.int32))
+
+
+def train_judge(features: np.ndarray, important: np.ndarray, *, l2: float = 1e-3,
+                steps: int = 500, learning_rate: float = 0.05) -> tuple[np.ndarray, float]:
+    """Fits the AutoJudge logistic regression (classes weighted to balance, L2 penalty) with
+    optax on standardized features; returns weights and bias in the raw feature scale.
+
+    Args:
+      features: (n, d) mined features.
+      important: (n,) labels (both classes present).
+      l2: the penalty on the (standardized) weights.
+      steps, learning_rate: Adam steps and step size (full batch).
+
+    Returns:
+      (weights (d,), bias) for `AutoJudge`.
+    """
+    x, y = np.asarray(features, np.float32), np.asarray(important, np.float32)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"features must be (n, d) and important (n,), got {x.shape} and "
+                         f"{y.shape}")
+    if y.min() == y.max():
+        raise ValueError("important must hold both classes to train a judge, got only "
+                         f"{bool(y[0]) if len(y) else 'none'}")
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = jnp.asarray((x - mu) / sd)
+    weight = jnp.asarray(np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean())), jnp.float32)
+    yj = jnp.asarray(y)
+
+    def loss(p):
+        logit = z @ p["w"] + p["b"]
+        return (jnp.mean(weight * optax.sigmoid_binary_cross_entropy(logit, yj))
+                + l2 * jnp.sum(p["w"] ** 2))
+
+    opt = optax.adam(learning_rate)
+    params = {"w": jnp.zeros(x.shape[1]), "b": jnp.zeros(())}
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(loss)(params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts
+            updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
+    w = np.asarray(params["w"]) / sd
+    return w, float(params["b"]) - float(np.dot(w, mu))
+
+
 def early_exit_draft(params: Params, config: LMConfig,
                      num_layers: int) -> tuple[Params, LMConfig]:
     """A layer-skip self-draft: the target's first `num_layers` blocks, its final norm and
@@ -267,27 +429,34 @@ def _speculate(target_params, draft_params, tokens, mask, key, eos_id, *, target
     steps = jnp.arange(k + 1, dtype=jnp.int32)[None, :]  # (1, k + 1)
     ones = jnp.ones((b, 1), bool)
 
+    hidden = getattr(rule, "needs_hidden", False)
+
     def draft_step(carry, j):
         cache, tok, pos, dkey = carry
-        logits, cache = forward(draft_params, tok[:, None], config=draft_config,
-                                positions=(pos + j)[:, None], mask=ones, cache=cache,
-                                dtype=dtype, recipe=draft_recipe)
+        logits, cache, *h = forward(draft_params, tok[:, None], config=draft_config,
+                                    positions=(pos + j)[:, None], mask=ones, cache=cache,
+                                    dtype=dtype, recipe=draft_recipe, return_hidden=hidden)
         dkey, sub = jax.random.split(dkey)
         nxt = sample_logits(logits[:, -1], sub, rule.draft_sampling)
-        return (cache, nxt, pos, dkey), (logits[:, -1], nxt)
+        return (cache, nxt, pos, dkey), (logits[:, -1], nxt, h[0][:, -1] if h else None)
 
     def body(state):
         step, tcache, dcache, last, pos, out, count, done, calls, kept, key = state
         key, kd, kr = jax.random.split(key, 3)
         # k + 1 draft forwards: the last one only writes draft token k into the draft cache.
-        (dcache, _, _, _), (dlogits, dtoks) = jax.lax.scan(draft_step, (dcache, last, pos, kd),
-                                                          steps[0])
+        (dcache, _, _, _), (dlogits, dtoks, dhidden) = jax.lax.scan(
+            draft_step, (dcache, last, pos, kd), steps[0])
         dlogits, dtoks = jnp.swapaxes(dlogits[:k], 0, 1), jnp.swapaxes(dtoks[:k], 0, 1)
         seq = jnp.concatenate([last[:, None], dtoks], axis=1)
-        tlogits, tcache = forward(target_params, seq, config=target_config,
-                                  positions=pos[:, None] + steps, mask=jnp.ones_like(seq, bool),
-                                  cache=tcache, dtype=dtype, recipe=target_recipe)
-        verdict = rule(tlogits, dlogits, dtoks, kr)
+        tlogits, tcache, *th = forward(target_params, seq, config=target_config,
+                                       positions=pos[:, None] + steps,
+                                       mask=jnp.ones_like(seq, bool), cache=tcache, dtype=dtype,
+                                       recipe=target_recipe, return_hidden=hidden)
+        if hidden:  # the states that predicted each draft token, target's and draft's
+            verdict = rule(tlogits, dlogits, dtoks, kr, target_hidden=th[0][:, :k],
+                           draft_hidden=jnp.swapaxes(dhidden[:k], 0, 1))
+        else:
+            verdict = rule(tlogits, dlogits, dtoks, kr)
         n = _prefix_length(verdict.accepted)
         nxt = jnp.take_along_axis(verdict.correction, n[:, None], axis=1)[:, 0]
         keep = steps <= n[:, None]  # cache slot j holds seq[:, j]
@@ -343,7 +512,8 @@ def speculative_generate(
       prompts: token id lists, each non-empty.
       k: draft tokens proposed per round (>= 1).
       rule: the acceptance rule (`ExactSampling`, `GreedyMatch`, `TypicalAcceptance`,
-        `KLJudge`, or any callable with the same signature and a `draft_sampling`).
+        `KLJudge`, `AutoJudge`, or any callable with the same signature and a
+        `draft_sampling`).
       max_new_tokens: tokens to generate per prompt.
       key: PRNG key (default PRNGKey(0)).
       eos_id: stop a sequence after this token (default the target's eos; -1 = never).

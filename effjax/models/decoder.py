@@ -178,7 +178,8 @@ class DecoderLM(nnx.Module):
         cache: KVCache | None,
         dtype,
         recipe: Recipe | None = None,
-    ) -> tuple[Float[Array, "b t v"], KVCache | None]:
+        return_hidden: bool = False,
+    ):
         c = self.config
         x = jnp.take(self.embed.embedding.get_value(), tokens, axis=0).astype(dtype)
         inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
@@ -209,6 +210,8 @@ class DecoderLM(nnx.Module):
         new_cache = None
         if cache is not None:
             new_cache = KVCache(tuple(new_k), tuple(new_v), valid, cache.length + t)
+        if return_hidden:
+            return logits.astype(jnp.float32), new_cache, x.astype(jnp.float32)
         return logits.astype(jnp.float32), new_cache
 
 
@@ -289,6 +292,7 @@ def forward(
     cache: KVCache | None = None,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
+    return_hidden: bool = False,
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
@@ -304,9 +308,11 @@ def forward(
       dtype: compute dtype (float32 or bfloat16). Logits are always float32.
       recipe: optional `effjax.quant.Recipe`: activation formats per layer and the KV-cache
         format (weights are quantized in params by `effjax.quant.quantize_params`).
+      return_hidden: also return the final normalized hidden states (the head's input).
 
     Returns:
-      (logits (b, t, vocab) float32, the updated cache or None).
+      (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
+      third element, the hidden states (b, t, hidden) float32.
     """
     b, t = tokens.shape
     if mask is None:
@@ -320,4 +326,4 @@ def forward(
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
     with online.active(transforms):
-        return model(tokens, positions, mask, cache, dtype, recipe)
+        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden)

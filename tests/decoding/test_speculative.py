@@ -11,6 +11,7 @@ import pytest
 
 import effjax
 from effjax.decoding import (
+    AutoJudge,
     ExactSampling,
     GreedyMatch,
     KLJudge,
@@ -20,7 +21,9 @@ from effjax.decoding import (
     early_exit_draft,
     generate,
     kl_divergence,
+    mine_mismatches,
     speculative_generate,
+    train_judge,
 )
 from effjax.decoding.speculative import _speculate
 from effjax.models import forward
@@ -230,6 +233,51 @@ def test_exact_sampling_accepts_everything_when_draft_equals_target():
     assert bool(got.accepted.all())
 
 
+def test_autojudge_bias_sweeps_from_greedy_to_keep_everything(pair):
+    tc, tp, dc, dp = pair
+    prompts = [[5, 9, 14], [3, 1, 4, 1, 5]]
+    zeros = np.zeros(2 * tc.hidden_size, np.float32)
+    strict = speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=AutoJudge(zeros, 30.0),
+                                  max_new_tokens=12, eos_id=-1)
+    assert strict.tokens == generate(tp, tc, prompts, max_new_tokens=12, eos_id=-1)
+    loose = speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=AutoJudge(zeros, -30.0),
+                                 max_new_tokens=12, eos_id=-1)
+    np.testing.assert_array_equal(loose.accepted, 3 * loose.target_calls)  # every draft stands
+    with pytest.raises(ValueError, match="the judge has 5 weights but the models give 64"):
+        speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=AutoJudge(np.zeros(5), 0.0),
+                             max_new_tokens=4)
+
+
+def test_mined_labels_match_one_by_one_replays(pair):
+    tc, tp, dc, dp = pair
+    prompts, n = [[5, 9, 14], [3, 1, 4, 1, 5], [8]], 10
+    answer = lambda toks: toks[-1] % 2  # noqa: E731 (an "answer" that some changes keep)
+    mined = mine_mismatches(tp, tc, dp, dc, prompts, answer, max_new_tokens=n, eos_id=-1,
+                            batch_size=2)
+    outs = generate(tp, tc, prompts, max_new_tokens=n, eos_id=-1)
+    assert len(mined.important) > 3 and mined.features.shape == (len(mined.important), 64)
+    for _, imp, i, j in zip(*mined, strict=True):
+        seq = jnp.asarray([prompts[i] + outs[i]])
+        dtok = int(jnp.argmax(forward(dp, seq, config=dc)[0][0, len(prompts[i]) - 1 + j]))
+        assert dtok != outs[i][j]
+        rest = generate(tp, tc, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - j - 1,
+                        eos_id=-1)[0] if j < n - 1 else []
+        assert imp == (answer(outs[i][:j] + [dtok] + rest) != answer(outs[i]))
+    assert 0 < mined.important.sum() < len(mined.important)
+
+
+def test_train_judge_separates_a_linear_rule():
+    rng = np.random.RandomState(0)
+    x = rng.randn(400, 6).astype(np.float32) * [1, 5, 1, 1, 1, 1] + 3
+    y = x[:, 1] - 2 * x[:, 3] > 0
+    w, b = train_judge(x, y, steps=800)
+    assert np.mean((x @ w + b > 0) == y) > 0.95
+    with pytest.raises(ValueError, match="both classes"):
+        train_judge(x, np.zeros(400, bool))
+    with pytest.raises(ValueError, match=r"features must be \(n, d\)"):
+        train_judge(x[:, 0], y)
+
+
 def test_bad_input(pair):
     tc, tp, dc, dp = pair
     with pytest.raises(ValueError, match=r"k must be an integer >= 1.*got 0"):
@@ -243,6 +291,8 @@ def test_bad_input(pair):
         KLJudge(0.1, guard=1.5)
     with pytest.raises(ValueError, match="direction must be"):
         KLJudge(0.1, direction="both")
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got 2"):
+        AutoJudge(np.zeros(4), 0.0, threshold=2)
     with pytest.raises(ValueError, match="temperature must be > 0 for exact sampling"):
         ExactSampling(0.0)
     with pytest.raises(ValueError, match="rule must be an acceptance rule"):

@@ -120,3 +120,17 @@ def test_decoder_module_runs_eagerly():
     assert logits.shape == (1, 5, 30) and cache is None
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     np.testing.assert_allclose(forward(params, tokens, config=config)[0], logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_return_hidden_is_the_heads_input(tied):
+    config = effjax.models.LMConfig(vocab_size=30, hidden_size=16, intermediate_size=24,
+                                    num_layers=2, num_heads=2, num_kv_heads=1, head_dim=8,
+                                    tie_word_embeddings=tied)
+    params = init_params(config, jax.random.PRNGKey(1))
+    tokens = jnp.asarray(_tokens(config, (2, 7)))
+    logits, cache, hidden = forward(params, tokens, config=config, return_hidden=True)
+    assert hidden.shape == (2, 7, 16) and cache is None
+    head = params["embed"]["embedding"].T if tied else params["lm_head"]["kernel"]
+    np.testing.assert_allclose(hidden @ head, logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(forward(params, tokens, config=config)[0], logits)
