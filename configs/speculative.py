@@ -25,6 +25,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.prose_prompts, c.prompt_tokens = 8, 32
     c.arith_prompts, c.arith_seed = 16, 0
     c.max_new_tokens = 48
+    # AutoJudge: mismatches mined on other arithmetic questions, one row per threshold
+    c.judge_prompts, c.judge_seed = 48, 1
+    c.judge_thresholds = (0.3, 0.5, 0.7)
     c.repeats = 2  # timed runs per row (median), after one warm-up call
     c.cache = "experiments/results/speculative.json"
     c.output = "experiments/results/speculative.md"
@@ -34,6 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.rules = (("greedy match", "greedy", {}), ("KL judge tau=1.0", "kl", {"tau": 1.0}))
         c.prose_prompts, c.prompt_tokens, c.arith_prompts = 2, 16, 2
         c.max_new_tokens, c.repeats = 8, 1
+        c.judge_prompts, c.judge_thresholds = 4, (0.5,)
         c.cache = "/tmp/effjax_speculative_tiny.json"
         c.output = "/tmp/effjax_speculative_tiny.md"
         c.plot = "/tmp/effjax_speculative_tiny.png"

@@ -11,7 +11,7 @@ import pytest
 
 import effjax
 from configs.speculative import get_config
-from effjax.decoding import KLJudge
+from effjax.decoding import AutoJudge, KLJudge
 from effjax.formats import QArray
 from experiments.speculative import (
     _key,
@@ -21,6 +21,7 @@ from experiments.speculative import (
     make_draft,
     make_rule,
     prose_prompts,
+    rule_rows,
     run,
     target_nll,
 )
@@ -48,7 +49,11 @@ def test_arithmetic_tasks_and_answers():
 def test_make_rule_and_make_draft(tiny):
     assert make_rule("kl", {"tau": 0.5}) == KLJudge(0.5)
     with pytest.raises(ValueError, match="rule kind must be one of"):
-        make_rule("autojudge", {})
+        make_rule("medusa", {})
+    with pytest.raises(ValueError, match="an autojudge row needs a trained judge"):
+        make_rule("autojudge", {"threshold": 0.5})
+    judge = make_rule("autojudge", {"threshold": 0.3}, {"weights": [0.0] * 4, "bias": 1.0})
+    assert isinstance(judge, AutoJudge) and judge.threshold == 0.3 and judge.bias == 1.0
     params, config, r = make_draft(tiny, "first:2")
     assert config.num_layers == 2 and r is None and sorted(params["layers"]) == [0, 1]
     params, config, r = make_draft(tiny, "mxfp4")
@@ -79,25 +84,42 @@ def test_prose_prompts_skip_headings(smollm2):
 def test_report_rows_and_findings():
     config = get_config()
     cache = {}
+    for _, spec in config.drafts:
+        cache[_key(config, "judge", spec, config.judge_prompts, config.judge_seed)] = (
+            {"mismatches": 50, "important": 10, "weights": [0.0], "bias": 0.0,
+             "train_accuracy": 0.9} if spec == "mxfp4" else
+            {"mismatches": 5, "important": 0, "error": "only one class"})
     for name in ("prose", "arithmetic"):
+        metric = "accuracy" if name == "arithmetic" else "agreement"
         cache[_key(config, name, "target")] = {
             "greedy_seconds": 2.0, "sampling_seconds": 2.2, "nll": 1.5, "sampling_nll": 3.0,
             "accuracy": None if name == "prose" else 0.5}
         for _, spec in config.drafts:
-            for label, kind, options in config.rules:
-                tpc = 3.0 if "tau=2.0" in label else 2.0
-                cache[_key(config, name, spec, kind, dict(options))] = {
-                    "seconds": 1.0, "speedup": 2.0 * tpc / 2, "tokens_per_call": tpc,
-                    "calls_per_token": 1 / tpc, "agreement": 0.9, "nll": 1.6,
-                    "accuracy": None if name == "prose" else 0.25}
+            for label, kind, options in rule_rows(config):
+                if kind == "autojudge" and spec != "mxfp4":  # that draft's judge failed
+                    continue
+                tpc = {"KL judge tau=2.0": 3.0, "AutoJudge P(important)<0.7": 3.5}.get(label, 2.0)
+                score = 0.3 if label == "AutoJudge P(important)<0.3" else 0.25
+                cell = {"seconds": 1.0, "speedup": tpc, "tokens_per_call": tpc,
+                        "calls_per_token": 1 / tpc, "agreement": 0.9, "nll": 1.6,
+                        "accuracy": None if name == "prose" else 0.25}
+                cell[metric] = score
+                cache[_key(config, name, spec, kind, dict(options))] = cell
     del cache[_key(config, "prose", "mxfp4", "typical", {})]
     report = _report(config, cache, 10.0)
     assert re.search(r"^\| greedy match \| MXFP4 self-draft \| 2\.00 \| 0\.500 \| 2\.00x \| "
-                     r"0\.900 \| 1\.6 \| - \| 1\.00 \|$", report, flags=re.M)
+                     r"0\.250 \| 1\.6 \| - \| 1\.00 \|$", report, flags=re.M)
     assert "| typical acceptance | MXFP4 self-draft | not run |" in report
-    assert ("- mxfp4, arithmetic: greedy match keeps 2.00 tokens per call (2.00x); the loosest "
-            "KL judge (KL judge tau=2.0) keeps 3.00 (3.00x) at accuracy 0.250 vs 0.250") in report
-    assert "Not measured here: AutoJudge" in report
+    assert ("- MXFP4 self-draft, arithmetic: greedy match keeps 2.00 tokens per call (2.00x); "
+            "the loosest KL judge (KL judge tau=2.0) keeps 3.00 (3.00x) at accuracy 0.250 vs "
+            "0.250") in report
+    assert "AutoJudge mined 50 mismatches on 48 other arithmetic questions, 10 important" in report
+    assert "judge not trained: only one class" in report
+    # thresholds 0.3 (better accuracy than any KL row) and 0.7 (more tokens per call than any
+    # KL row) are not dominated; 0.5 is
+    assert ("- Claim: the KL judge matches or beats AutoJudge (arithmetic, every AutoJudge row "
+            "dominated or matched by a KL-judge row): refuted (1 of 3 rows)") in report
+    assert "evaluated on prose: domain shift" in report
 
 
 @pytest.mark.slow
