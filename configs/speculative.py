@@ -16,19 +16,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     kl = tuple((f"KL judge tau={t}", "kl", {"tau": t}) for t in (0.1, 0.5, 2.0))
     c.rules = (("greedy match", "greedy", {}),
                ("exact sampling T=1", "exact", {"temperature": 1.0}),
-               ("typical acceptance", "typical", {}), *kl,
-               ("KL judge tau=0.5 reverse", "kl", {"tau": 0.5, "direction": "reverse"}),
-               ("KL judge tau=2.0 guard=0.9", "kl", {"tau": 2.0, "guard": 0.9}))
+               ("typical acceptance", "typical", {}), *kl)
     # prose: WikiText-2 test paragraphs cut to prompt_tokens; arithmetic: "a + b" and "a * b"
     # questions with checkable answers
     c.prose_corpus, c.prose_split = "wikitext2", "test"
     c.prose_prompts, c.prompt_tokens = 8, 32
-    c.arith_prompts, c.arith_seed = 16, 0
-    c.max_new_tokens = 48
+    c.arith_prompts, c.arith_seed = 12, 0
+    c.max_new_tokens = 32
     # AutoJudge: mismatches mined on other arithmetic questions, one row per threshold
-    c.judge_prompts, c.judge_seed = 48, 1
-    c.judge_thresholds = (0.3, 0.5, 0.7)
-    c.repeats = 2  # timed runs per row (median), after one warm-up call
+    c.judge_prompts, c.judge_seed = 32, 1
+    c.judge_thresholds = (0.3, 0.6)
+    c.repeats = 1  # timed runs per row (median), after one warm-up call (each rule compiles)
     c.cache = "experiments/results/speculative.json"
     c.output = "experiments/results/speculative.md"
     c.plot = "experiments/results/speculative.png"

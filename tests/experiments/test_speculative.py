@@ -83,6 +83,7 @@ def test_prose_prompts_skip_headings(smollm2):
 
 def test_report_rows_and_findings():
     config = get_config()
+    config.judge_prompts, config.judge_thresholds = 48, (0.3, 0.5, 0.7)
     cache = {}
     for _, spec in config.drafts:
         cache[_key(config, "judge", spec, config.judge_prompts, config.judge_seed)] = (
