@@ -29,6 +29,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         ("BATQuant, no learnable clipping", "batquant", {**learned, "clip": False}),
     )
     c.overhead_tokens, c.overhead_repeats = 2048, 5
+    c.compute = True  # False: the report from the cached rows only (the others "not run")
     c.cache = "experiments/results/batquant.json"
     c.output = "experiments/results/batquant.md"
     if variant == "tiny":  # the real loop, a few windows, two rows

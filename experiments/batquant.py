@@ -104,7 +104,7 @@ def run(config) -> str:
         save_cells(config.cache, cache)
     for label, method, options in config.rows:
         key = _key(config, method, dict(options))
-        if key not in cache:
+        if key not in cache and config.compute:
             cache[key] = _row(lm, method, options, recipe, config, calib, evals)
             save_cells(config.cache, cache)
             print(label, cache[key], flush=True)

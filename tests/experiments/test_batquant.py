@@ -2,6 +2,7 @@
 tiny config (slow)."""
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -41,6 +42,20 @@ def test_overhead_rows_time_each_transform_against_the_matmul():
     rows = overhead(config, lm)
     assert [r[0] for r in rows] == ["q/k/v (64 x 64 -> 128)", "down_proj (64 x 128 -> 64)"]
     assert all(r[1] > 0 and all(float(v) > 0 for v in r[2:]) for r in rows)
+
+
+def test_compute_false_reports_the_cached_rows_only(smollm2, tmp_path):
+    config = get_config("tiny")
+    config.cache, config.output = str(tmp_path / "c.json"), str(tmp_path / "b.md")
+    config.compute = False
+    cache = {_key(config, "float"): {"ppl": 20.0, "kl": 0.0},
+             _key(config, "rtn", {}): {"ppl": 90.0, "kl": 1.0, "online_floats": 0,
+                                       "seconds": 1.0}}
+    (tmp_path / "c.json").write_text(json.dumps(cache))
+    report = run(config)
+    assert re.search(r"^\| RTN \| 90 \| 1 \| 22\.2% \| - \| 0 \| 1 \|$", report, flags=re.M)
+    assert "| BATQuant | not run |" in report
+    assert json.loads((tmp_path / "c.json").read_text()) == cache  # nothing computed
 
 
 @pytest.mark.slow
