@@ -305,7 +305,9 @@ def _claims(config, cache) -> str:
                 "important (the answer changed); " + (
                     f"judge not trained: {judge['error']}" if "error" in judge else
                     f"fit accuracy {judge['train_accuracy']:.3f} on them"))
-        for name, metric in (("arithmetic", "accuracy"), ("prose", "agreement")):
+        # quality: answer accuracy on arithmetic (higher is better), the target's NLL per
+        # generated token on prose (lower is better)
+        for name, metric, sign in (("arithmetic", "accuracy", 1), ("prose", "nll", -1)):
             greedy = cache.get(_key(config, name, spec, "greedy", {}))
             kls = [(label, c) for label, kind, o in config.rules if kind == "kl"
                    if (c := cache.get(_key(config, name, spec, kind, dict(o)))) is not None]
@@ -324,7 +326,7 @@ def _claims(config, cache) -> str:
                 near = min(kls, key=lambda lc: abs(lc[1]["tokens_per_call"]
                                                    - auto["tokens_per_call"]))
                 wins = any(c["tokens_per_call"] >= auto["tokens_per_call"]
-                           and c[metric] >= auto[metric] for _, c in kls)
+                           and sign * c[metric] >= sign * auto[metric] for _, c in kls)
                 verdicts.append((name, wins))
                 shift = ", evaluated on prose: domain shift" if name == "prose" else ""
                 lines.append(
@@ -332,8 +334,8 @@ def _claims(config, cache) -> str:
                     f"{auto['tokens_per_call']:.2f} tokens per call, {metric} "
                     f"{auto[metric]:.3f}; nearest KL judge ({near[0]}): "
                     f"{near[1]['tokens_per_call']:.2f}, {metric} {near[1][metric]:.3f}; a KL "
-                    f"judge with at least as many tokens per call and at least this {metric}: "
-                    f"{'yes' if wins else 'no'}.")
+                    f"judge with at least as many tokens per call and {metric} at least as "
+                    f"good: {'yes' if wins else 'no'}.")
     for name, what in (("arithmetic", "matches or beats AutoJudge"),
                        ("prose", "is more robust to the domain shift")):
         got = [w for n, w in verdicts if n == name]
@@ -344,6 +346,12 @@ def _claims(config, cache) -> str:
                          f"({sum(got)} of {len(got)} rows).")
     if not verdicts:
         lines.append("- KL judge vs AutoJudge: not measured (no AutoJudge rows).")
+    else:
+        lines.append(f"- Resolution: {config.arith_prompts} arithmetic questions (accuracy moves "
+                     f"in steps of {1 / config.arith_prompts:.3f}) and "
+                     f"{len([r for r in config.rules if r[1] == 'kl'])} KL thresholds: a "
+                     "verdict says whether one of those thresholds dominates each AutoJudge "
+                     "row, not what a finer sweep would find.")
     return "\n".join(lines)
 
 
@@ -354,7 +362,7 @@ def _plot(config, cache) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (name, metric) in zip(axes, (("prose", "agreement"), ("arithmetic", "accuracy")),
+    for ax, (name, metric) in zip(axes, (("prose", "nll"), ("arithmetic", "accuracy")),
                                   strict=True):
         for draft_label, spec in config.drafts:
             cells = [(label, cache.get(_key(config, name, spec, kind, dict(o))))
@@ -368,7 +376,8 @@ def _plot(config, cache) -> None:
             for xi, yi, lab in zip(x, y, labels, strict=True):
                 ax.annotate(lab.replace("KL judge ", "KL "), (xi, yi), fontsize=6)
         ax.set_xlabel("tokens per target call")
-        ax.set_ylabel(metric)
+        ax.set_ylabel({"nll": "target NLL / token (lower is better)",
+                       "accuracy": "answer accuracy"}[metric])
         ax.set_title(name)
         ax.legend(fontsize=7)
     fig.tight_layout()
