@@ -150,34 +150,59 @@ def generate(
     Returns:
       One list of new token ids per prompt, ending at (and including) eos when reached.
     """
+    tokens, mask, eos_id, key = prepare_prompts(prompts, config, max_new_tokens=max_new_tokens,
+                                                context=config.max_position_embeddings,
+                                                pad_to_multiple=pad_to_multiple, eos_id=eos_id,
+                                                key=key)
+    out, steps = _generate(params, tokens, mask, key, jnp.int32(eos_id), config=config,
+                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,
+                           recipe=recipe)
+    return cut_at_eos(np.asarray(out)[:, : int(steps)].tolist(), eos_id)
+
+
+def prepare_prompts(prompts: Sequence[Sequence[int]], config: LMConfig, *, max_new_tokens: int,
+                    context: int, pad_to_multiple: int, eos_id: int | None, key: jax.Array | None,
+                    reserve: int = 0):
+    """Checks and left-pads a batch of prompts for a jitted decoding loop.
+
+    Args:
+      prompts: token id lists, each non-empty.
+      config: the model's config (token range, default eos).
+      max_new_tokens: tokens to generate per prompt (> 0).
+      context: the context length the positions must stay within.
+      pad_to_multiple: prompt length bucket (dropped when it would pass the context).
+      eos_id: the stop token (None: config.eos_token_id, or -1 = never).
+      key: PRNG key (None: PRNGKey(0)).
+      reserve: positions needed past the new tokens (e.g. draft tokens per round).
+
+    Returns:
+      (tokens (b, width) int32, mask (b, width) bool, eos_id, key).
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of non-empty token lists, got "
                          f"lengths {[len(p) for p in prompts]}")
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
+    need = max_new_tokens + reserve
     width = -(-longest // pad_to_multiple) * pad_to_multiple
-    if width + max_new_tokens > config.max_position_embeddings:
+    if width + need > context:
         width = longest
-    if width + max_new_tokens > config.max_position_embeddings:
-        raise ValueError(f"prompt length {longest} + {max_new_tokens=} is past the context length "
-                         f"{config.max_position_embeddings=}")
+    if width + need > context:
+        raise ValueError(f"prompt length {longest} + {max_new_tokens=}"
+                         + (f" + {reserve} reserved" if reserve else "")
+                         + f" is past the context length {context}")
     tokens = np.zeros((len(prompts), width), np.int64)
     mask = np.zeros((len(prompts), width), bool)
     for i, p in enumerate(prompts):
         tokens[i, width - len(p):] = p
         mask[i, width - len(p):] = True
-    tokens = check_tokens(tokens, config)
     if eos_id is None:
         eos_id = -1 if config.eos_token_id is None else config.eos_token_id
     key = jax.random.PRNGKey(0) if key is None else key
-    out, steps = _generate(params, tokens, jnp.asarray(mask), key, jnp.int32(eos_id), config=config,
-                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,
-                           recipe=recipe)
-    out = np.asarray(out)[:, : int(steps)]
-    results = []
-    for row in out.tolist():
-        if eos_id in row:
-            row = row[: row.index(eos_id) + 1]
-        results.append(row)
-    return results
+    return check_tokens(tokens, config), jnp.asarray(mask), eos_id, key
+
+
+def cut_at_eos(rows: list[list[int]], eos_id: int) -> list[list[int]]:
+    """Each row up to and including its first eos (rows without one unchanged)."""
+    return [row[: row.index(eos_id) + 1] if eos_id in row else row for row in rows]

@@ -31,8 +31,13 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from effjax.decoding.generate import SamplingConfig, generate, sample_logits
-from effjax.models.api import check_tokens
+from effjax.decoding.generate import (
+    SamplingConfig,
+    cut_at_eos,
+    generate,
+    prepare_prompts,
+    sample_logits,
+)
 from effjax.models.config import LMConfig
 from effjax.models.decoder import KVCache, Params, forward, init_cache
 from effjax.quant.recipe import Recipe
@@ -294,9 +299,9 @@ def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params
     important = []
     for b in range(0, len(replays), batch_size):
         chunk = replays[b:b + batch_size]
+        # one length for every chunk (one compilation); each tail is cut to its own length
         cont = generate(target_params, target_config, chunk,
-                        max_new_tokens=max(max_new_tokens - min(
-                            meta[b + r][1] for r in range(len(chunk))) - 1, 1), eos_id=eos_id)
+                        max_new_tokens=max(max_new_tokens - 1, 1), eos_id=eos_id)
         for r, c in enumerate(cont):
             i, j = meta[b + r]
             tail = [replays[b + r][-1], *c][:max_new_tokens - j]
@@ -532,37 +537,15 @@ def speculative_generate(
     if not callable(rule) or not hasattr(rule, "draft_sampling"):
         raise ValueError(f"rule must be an acceptance rule (a callable with draft_sampling), "
                          f"got {type(rule).__name__}")
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError(f"prompts must be a non-empty list of non-empty token lists, got "
-                         f"lengths {[len(p) for p in prompts]}")
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    longest = max(len(p) for p in prompts)
-    width = -(-longest // pad_to_multiple) * pad_to_multiple
     context = min(target_config.max_position_embeddings, draft_config.max_position_embeddings)
-    if width + max_new_tokens + k > context:
-        width = longest
-    if width + max_new_tokens + k > context:
-        raise ValueError(f"prompt length {longest} + {max_new_tokens=} + {k=} is past the "
-                         f"context length {context}")
-    tokens = np.zeros((len(prompts), width), np.int64)
-    mask = np.zeros((len(prompts), width), bool)
-    for i, p in enumerate(prompts):
-        tokens[i, width - len(p):] = p
-        mask[i, width - len(p):] = True
-    tokens = check_tokens(tokens, target_config)
-    if eos_id is None:
-        eos_id = -1 if target_config.eos_token_id is None else target_config.eos_token_id
-    key = jax.random.PRNGKey(0) if key is None else key
+    tokens, mask, eos_id, key = prepare_prompts(
+        prompts, target_config, max_new_tokens=max_new_tokens, context=context,
+        pad_to_multiple=pad_to_multiple, eos_id=eos_id, key=key, reserve=int(k))
     out, count, calls, kept = _speculate(
-        target_params, draft_params, tokens, jnp.asarray(mask), key, jnp.int32(eos_id),
+        target_params, draft_params, tokens, mask, key, jnp.int32(eos_id),
         target_config=target_config, draft_config=draft_config, k=int(k), rule=rule,
         max_new_tokens=max_new_tokens, dtype=dtype, target_recipe=target_recipe,
         draft_recipe=draft_recipe)
-    results = []
-    for row, n in zip(np.asarray(out).tolist(), np.asarray(count).tolist(), strict=True):
-        row = row[:min(n, max_new_tokens)]
-        if eos_id in row:
-            row = row[: row.index(eos_id) + 1]
-        results.append(row)
-    return SpeculativeOutput(results, np.asarray(calls), np.asarray(kept))
+    rows = [row[:min(n, max_new_tokens)] for row, n in
+            zip(np.asarray(out).tolist(), np.asarray(count).tolist(), strict=True)]
+    return SpeculativeOutput(cut_at_eos(rows, eos_id), np.asarray(calls), np.asarray(kept))

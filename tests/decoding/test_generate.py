@@ -92,3 +92,20 @@ def test_generate_bad_input(lm):
         generate(lm.params, lm.config, [[1] * 100], max_new_tokens=40)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 97\)"):
         generate(lm.params, lm.config, [[1, 500]], max_new_tokens=2)
+
+
+def test_prepare_prompts_and_cut_at_eos(lm):
+    from effjax.decoding.generate import cut_at_eos, prepare_prompts
+
+    tokens, mask, eos, key = prepare_prompts([[5, 6, 7], [9]], lm.config, max_new_tokens=4,
+                                             context=128, pad_to_multiple=4, eos_id=None,
+                                             key=None)
+    np.testing.assert_array_equal(tokens, [[0, 5, 6, 7], [0, 0, 0, 9]])
+    np.testing.assert_array_equal(mask, [[False, True, True, True], [False, False, False, True]])
+    assert eos == (lm.config.eos_token_id if lm.config.eos_token_id is not None else -1)
+    np.testing.assert_array_equal(key, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"prompt length 100 \+ max_new_tokens=20 \+ 9 reserved "
+                                         r"is past the context length 128"):
+        prepare_prompts([[1] * 100], lm.config, max_new_tokens=20, context=128,
+                        pad_to_multiple=16, eos_id=-1, key=None, reserve=9)
+    assert cut_at_eos([[1, 2, 3, 2, 5], [4, 4]], 2) == [[1, 2], [4, 4]]

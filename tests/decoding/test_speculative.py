@@ -250,18 +250,18 @@ def test_autojudge_bias_sweeps_from_greedy_to_keep_everything(pair):
 
 def test_mined_labels_match_one_by_one_replays(pair):
     tc, tp, dc, dp = pair
-    prompts, n = [[5, 9, 14], [3, 1, 4, 1, 5], [8]], 10
+    prompts, n = [[5, 9, 14], [8]], 8
     answer = lambda toks: toks[-1] % 2  # noqa: E731 (an "answer" that some changes keep)
     mined = mine_mismatches(tp, tc, dp, dc, prompts, answer, max_new_tokens=n, eos_id=-1,
                             batch_size=2)
     outs = generate(tp, tc, prompts, max_new_tokens=n, eos_id=-1)
-    assert len(mined.important) > 3 and mined.features.shape == (len(mined.important), 64)
+    assert len(mined.important) > 2 and mined.features.shape == (len(mined.important), 64)
     for _, imp, i, j in zip(*mined, strict=True):
         seq = jnp.asarray([prompts[i] + outs[i]])
         dtok = int(jnp.argmax(forward(dp, seq, config=dc)[0][0, len(prompts[i]) - 1 + j]))
         assert dtok != outs[i][j]
-        rest = generate(tp, tc, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - j - 1,
-                        eos_id=-1)[0] if j < n - 1 else []
+        rest = generate(tp, tc, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - 1,
+                        eos_id=-1)[0][:n - j - 1]  # one length: one compilation
         assert imp == (answer(outs[i][:j] + [dtok] + rest) != answer(outs[i]))
     assert 0 < mined.important.sum() < len(mined.important)
 

@@ -20,7 +20,8 @@ def test_every_method_end_to_end(method):
     r = Recipe(rules=(Rule(pattern=r"_proj$", weight="nvfp4", activation="int8"),),
                kv_cache="int8")
     # (training: flatquant here, batquant in test_batquant.py)
-    options = {"flatquant": {"steps": 2}, "batquant": {"steps": 0, "block": 16}}  # d = 48
+    options = {"flatquant": {"steps": 1}, "batquant": {"steps": 0, "block": 16},  # d = 48
+               "awq": {"grid": 4}}  # a short search: the fast tier's time
     res = run(lm, method, r, TEXT, num_windows=4, window=64, progress=False,
               transform_options={"steps": 2} if method.startswith("spinquant") else None,
               **options.get(method, {}))
