@@ -1,6 +1,17 @@
 """effjax: efficient large models in JAX/Flax."""
 
-from effjax import checkpoint, data, decoding, eval, formats, models, ptq, quant, transforms
+from effjax import (
+    checkpoint,
+    data,
+    decoding,
+    eval,
+    formats,
+    memory,
+    models,
+    ptq,
+    quant,
+    transforms,
+)
 from effjax.decoding import generate
 from effjax.eval import perplexity
 from effjax.models import load
@@ -15,6 +26,7 @@ __all__ = [
     "formats",
     "generate",
     "load",
+    "memory",
     "models",
     "perplexity",
     "ptq",

@@ -5,8 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
-           "effjax.checkpoint", "effjax.formats", "effjax.quant", "effjax.ptq", "effjax.transforms",
-           "pallas_kernels"]
+           "effjax.checkpoint", "effjax.formats", "effjax.memory", "effjax.quant", "effjax.ptq",
+           "effjax.transforms", "pallas_kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

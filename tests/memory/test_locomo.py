@@ -1,0 +1,26 @@
+"""LoCoMo records load into turns and evidence-scored questions."""
+
+import pytest
+
+from effjax.memory import load_locomo
+
+
+def test_load_locomo(locomo_dir):
+    convs = load_locomo(locomo_dir)
+    assert len(convs) == len(list(locomo_dir.glob("*.json")))
+    c = convs[0]
+    assert c.turns[0].dia_id == "D1:1" and c.turns[0].session == "session_1"
+    times = [t.timestamp for t in c.turns]
+    assert times == sorted(times)
+    ids = {t.dia_id for t in c.turns}
+    answerable = [q for q in c.questions if q.category in (1, 2, 3, 4)]
+    assert answerable and {q.category for q in c.questions} <= {1, 2, 3, 4, 5}
+    found = sum(e in ids for q in answerable for e in q.evidence)
+    total = sum(len(q.evidence) for q in answerable)
+    assert found / total > 0.95  # a few evidence ids in the records are malformed
+    assert any("[shares" in t.text for conv in convs for t in conv.turns)
+
+
+def test_load_locomo_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no LoCoMo records"):
+        load_locomo(tmp_path)
