@@ -1,6 +1,7 @@
 """effjax: efficient large models in JAX/Flax."""
 
 from effjax import (
+    agents,
     checkpoint,
     data,
     decoding,
@@ -19,6 +20,7 @@ from effjax.models import load
 __version__ = "0.1.0"
 
 __all__ = [
+    "agents",
     "checkpoint",
     "data",
     "decoding",

@@ -9,7 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import zlib  # noqa: E402
+
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
@@ -36,3 +39,31 @@ def locomo_dir():
     if root is None or not (root / "locomo").is_dir():
         pytest.skip("LoCoMo records not found in ../shared/data/locomo (see its README)")
     return root / "locomo"
+
+
+class BagOfWordsEncoder:
+    """Unit-norm sums of fixed random word vectors: texts sharing words are similar."""
+
+    dim = 64
+
+    def __init__(self):
+        self.calls = 0
+
+    def vector(self, word):
+        return np.random.default_rng(zlib.crc32(word.encode())).standard_normal(self.dim)
+
+    def encode(self, texts):
+        from effjax.memory import words
+
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            v = sum((self.vector(w) for w in words(t)), np.zeros(self.dim))
+            out[i] = v / max(np.linalg.norm(v), 1e-9)
+        return out
+
+
+@pytest.fixture
+def bow():
+    """A fast deterministic stand-in text encoder (the MiniLM encoder has its own tests)."""
+    return BagOfWordsEncoder()

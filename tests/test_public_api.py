@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
            "effjax.checkpoint", "effjax.formats", "effjax.memory", "effjax.quant", "effjax.ptq",
-           "effjax.transforms", "pallas_kernels"]
+           "effjax.transforms", "effjax.agents", "effjax.serve", "pallas_kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -717,8 +717,9 @@ class MemoryStore:
             fallback = f"no episode carries the tags {tags}; searched without them"
         if self._dag is None:
             rows = restrict if restrict is not None else np.zeros(0, np.int64)
-            slices = [] if restrict is not None else [(0, self._n)]
-            return rows, slices, "exhaustive(no clusters yet)", fallback, used
+            if restrict is not None:
+                return rows, [], "temporal-only", fallback, used
+            return rows, [(0, self._n)], "exhaustive(no clusters yet)", fallback, used
         if restrict is not None and len(restrict) <= max(min_candidates, k):
             return restrict, [], "temporal-only", fallback, used
         fines = self._dag.route(q, beam, nprobe)
