@@ -404,3 +404,55 @@ def build_variants(params, tiers: Mapping[str, str] | None = None) -> dict[str, 
         out[tier] = Variant(jax.tree.map(bf16, quantized, is_leaf=lambda x: isinstance(
             x, QArray)), dtype=jnp.bfloat16)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Sensitivity:
+    """Quality of each task at each tier and the cheapest tier within tolerance.
+
+    Attributes:
+      quality: task -> tier -> mean quality (higher is better).
+      tiers: task -> the cheapest tier whose quality is within `tolerance` of the most
+        precise tier's (the policy map).
+      tolerance: the allowed quality drop.
+    """
+
+    quality: Mapping[str, Mapping[str, float]]
+    tiers: Mapping[str, str]
+    tolerance: float
+
+    def policy(self, **options) -> Policy:
+        """A `Policy` with this task -> tier map."""
+        return Policy(tiers=dict(self.tiers), **options)
+
+
+def profile_sensitivity(router: PrecisionRouter,
+                        tasks: Mapping[str, Sequence[tuple[str, Callable[[str], float]]]], *,
+                        tolerance: float = 0.01, max_new_tokens: int = 32,
+                        stop: Sequence[str] = ()) -> Sensitivity:
+    """Runs every task's requests at every tier and picks each task's cheapest safe tier.
+
+    Args:
+      router: the router whose variants are profiled (its policy's order: cheap to precise).
+      tasks: task -> [(prompt, score(text) -> quality)].
+      tolerance: the quality drop allowed against the most precise tier.
+      max_new_tokens: tokens generated per request.
+      stop: stop strings for the generations.
+
+    Returns:
+      A `Sensitivity` (`.policy()` gives the routing policy).
+    """
+    if not tasks or any(not reqs for reqs in tasks.values()):
+        raise ValueError("expected at least one request for every task")
+    if tolerance < 0:
+        raise ValueError(f"expected tolerance >= 0, got {tolerance}")
+    order = router.policy.order
+    quality = {}
+    for task, reqs in tasks.items():
+        quality[task] = {tier: float(np.mean([
+            score(router.generate(prompt, max_new_tokens=max_new_tokens, task=task,
+                                  tier=tier, stop=stop).text) for prompt, score in reqs]))
+            for tier in order}
+    tiers = {task: next(t for t in order if q[t] >= q[order[-1]] - tolerance)
+             for task, q in quality.items()}
+    return Sensitivity(quality, tiers, tolerance)

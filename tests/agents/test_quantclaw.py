@@ -17,6 +17,7 @@ from effjax.agents import (
     build_variants,
     has_number,
     parse_tool_call,
+    profile_sensitivity,
     weight_bytes,
 )
 from effjax.decoding import generate
@@ -138,3 +139,20 @@ def test_router_bad_input(tiny_router_parts, tiny_router):
         PrecisionRouter({"4bit": variants["4bit"], "16bit": variants["16bit"]}, config,
                         tokenizer, policy=Policy())
     assert isinstance(Variant(np.zeros(3, np.float32)).bytes, int)
+
+
+def test_profile_sensitivity(tiny_router):
+    # quality = whether the text equals what the 16-bit tier writes for that prompt
+    prompts = ["Continue: the cat", "Continue: a dog"]
+    want = {p: tiny_router.generate(p, max_new_tokens=4, tier="16bit").text for p in prompts}
+    tasks = {"continuation": [(p, lambda text, p=p: float(text == want[p])) for p in prompts],
+             "lookup": [(prompts[0], lambda text: 1.0)]}  # any tier is perfect
+    prof = profile_sensitivity(tiny_router, tasks, tolerance=0.0, max_new_tokens=4)
+    assert prof.quality["continuation"]["16bit"] == 1.0
+    assert prof.tiers["lookup"] == "4bit"
+    q = prof.quality["continuation"]
+    expected = next(t for t in ("4bit", "8bit", "16bit") if q[t] >= 1.0)
+    assert prof.tiers["continuation"] == expected
+    assert prof.policy().tiers == prof.tiers
+    with pytest.raises(ValueError, match="at least one request"):
+        profile_sensitivity(tiny_router, {"lookup": []})
