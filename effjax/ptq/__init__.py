@@ -1,6 +1,6 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees."""
 
-from effjax.ptq.batquant import batquant, batquant_parameter_count, gpk_split
+from effjax.ptq.batquant import batquant, batquant_parameter_count, cayley, gpk_split
 from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant, kron_split
 from effjax.ptq.gptq import gptq_quantize
@@ -19,6 +19,7 @@ __all__ = [
     "batquant",
     "batquant_parameter_count",
     "calibrate",
+    "cayley",
     "cayley_sgd",
     "calibrate_sequential",
     "calibration_windows",

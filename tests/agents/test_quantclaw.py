@@ -102,15 +102,15 @@ def test_weight_bytes_and_variants(tiny_router_parts):
 def test_router_generates_what_the_variant_generates(tiny_router_parts, tiny_router):
     config, _, tokenizer, variants = tiny_router_parts
     prompt = "Continue the story: once upon a time"
-    out = tiny_router.generate(prompt, max_new_tokens=6)
+    out = tiny_router.generate(prompt, max_new_tokens=4)
     assert out.detection.task == "continuation" and out.tier == "4bit"
     ids = tokenizer(prompt)["input_ids"]
     v = variants["4bit"]
-    assert out.tokens == generate(v.params, config, [ids], max_new_tokens=6, dtype=v.dtype,
+    assert out.tokens == generate(v.params, config, [ids], max_new_tokens=4, dtype=v.dtype,
                                   recipe=v.recipe)[0]
-    assert out.bytes_moved == v.bytes * 6 and out.prompt_tokens == len(ids)
+    assert out.bytes_moved == v.bytes * 4 and out.prompt_tokens == len(ids)
     assert out.tiers_tried == ("4bit",) and out.valid and 0 <= out.routing_s < out.latency_s
-    forced = tiny_router.generate(prompt, max_new_tokens=2, tier="16bit")
+    forced = tiny_router.generate(prompt, max_new_tokens=4, tier="16bit")
     assert forced.tier == "16bit"
 
 
@@ -118,13 +118,13 @@ def test_router_escalates_on_failed_validation(tiny_router_parts):
     config, _, tokenizer, variants = tiny_router_parts
     router = PrecisionRouter(variants, config, tokenizer, max_escalations=2,
                              validators={"continuation": lambda text: False})
-    out = router.generate("Continue: the", max_new_tokens=3)
+    out = router.generate("Continue: the", max_new_tokens=4)
     assert out.tiers_tried == ("4bit", "8bit", "16bit") and out.tier == "16bit"
     assert not out.valid
-    assert out.bytes_moved == 3 * sum(variants[t].bytes for t in out.tiers_tried)
+    assert out.bytes_moved == 4 * sum(variants[t].bytes for t in out.tiers_tried)
     once = PrecisionRouter(variants, config, tokenizer, max_escalations=1,
                            validators={"continuation": lambda text: False})
-    assert once.generate("Continue: the", max_new_tokens=3).tiers_tried == ("4bit", "8bit")
+    assert once.generate("Continue: the", max_new_tokens=4).tiers_tried == ("4bit", "8bit")
 
 
 def test_router_bad_input(tiny_router_parts, tiny_router):

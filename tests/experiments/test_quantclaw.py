@@ -6,6 +6,7 @@ import pytest
 from configs.quantclaw import get_config
 from experiments.quantclaw import TASKS, _f1, _report, route_rows, run, workload
 
+
 def _word(i, j):  # distinct alphabetic words: paragraph i, position j
     return "w" + "abcd"[i] + "".join("abcdefghijklmnopqrstuvwxyz"[d] for d in divmod(j, 26))
 

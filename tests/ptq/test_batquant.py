@@ -3,6 +3,7 @@ function-preserving in float for every variant, block-wise clipping, and layer-w
 that lowers W4A4 MXFP4 error below RTN's."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from effjax.ptq.batquant import (
     _factor,
     batquant_parameter_count,
     block_matrices,
+    cayley,
     factor_matrices,
     gpk_split,
 )
@@ -37,6 +39,19 @@ def _random(tree, key, scale=0.3):
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(treedef, [scale * jax.random.normal(k, x.shape)
                                         for k, x in zip(keys, leaves, strict=True)])
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 30.0])
+def test_cayley_matches_the_solve_and_is_orthogonal(scale):
+    a = scale * jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32))
+    q = np.asarray(cayley(a), np.float64)
+    a64 = np.asarray(a, np.float64)
+    k = a64 - np.swapaxes(a64, -1, -2)
+    ref = np.linalg.solve(np.eye(32) - k, np.eye(32) + k)
+    np.testing.assert_allclose(q, ref, atol=1e-4)
+    assert np.abs(np.einsum("kab,kcb->kac", q, q) - np.eye(32)).max() < 1e-4
+    g = jax.grad(lambda a: jnp.sum(cayley(a)[..., 0, :] ** 3))(a)  # differentiable, finite
+    assert np.isfinite(np.asarray(g)).all()
 
 
 @pytest.mark.parametrize("scaled", [True, False])
