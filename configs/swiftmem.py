@@ -28,7 +28,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         ("SwiftMem nprobe=16", {"nprobe": 16, "beam": 8, "min_candidates": 0}),
         ("SwiftMem nprobe=64", {"nprobe": 64, "beam": 16, "min_candidates": 0}),
     )
-    c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search = 16, 40, 64  # builds 10^6 on 2 cores
+    c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search = 16, 40, 256  # builds 10^6 on 2 cores
     c.latency_queries = 200  # queries timed per method (recall uses every question)
     c.cache_dir = ".cache/swiftmem"  # synthetic embeddings and LoCoMo stores
     c.cache = "experiments/results/swiftmem.json"

@@ -216,7 +216,7 @@ def scale_cell(config, n, planted, synth, synth_emb, questions, qemb, evidence_r
         routes = []
 
         def search(q, i, options=options, routes=routes):
-            r = store.search("q", k, query_embedding=q, **options)
+            r = store.search(questions[i].question, k, query_embedding=q, **options)
             routes.append(r.tags)
             return r.ids  # ids = rows of `emb`: episodes were added in that order
 
@@ -294,7 +294,7 @@ def run(config) -> str:
         keyed = [dataclasses.replace(q, evidence=tuple((c.sample_id, e) for e in q.evidence))
                  for c in convs for q in _questions(c)]  # dia_ids repeat across conversations
         qemb = encoder.encode([q.question for q in questions])
-        n_max = max(config.sizes) - len(turns)
+        n_max = max(config.sizes)  # a few more than needed: the cache is keyed by the sizes
         synth = synthetic_episodes(n_max, seed=config.synthetic_seed)
         synth_emb = synthetic_embeddings(n_max, seed=config.synthetic_seed,
                                          chunk=config.encode_chunk,

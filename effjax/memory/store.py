@@ -158,16 +158,20 @@ class MemoryStore:
         store (and at first once it holds 4 clusters' worth).
       nprobe, beam, min_candidates: search defaults (fine topics probed, broad topics
         descended, fewest episodes scored before widening).
+      max_tag_episodes: a keyphrase the query names adds its episodes to the candidates
+        when it tags at most this many (specific tags only).
     """
 
     def __init__(self, path, *, encoder=None, tagger: Tagger | None = None, readonly=False,
                  cluster_size: int = 128, auto_consolidate: bool = True, nprobe: int = 16,
-                 beam: int = 8, min_candidates: int = 512):
+                 beam: int = 8, min_candidates: int = 512, max_tag_episodes: int = 1024):
         for name, v in (("cluster_size", cluster_size), ("nprobe", nprobe), ("beam", beam)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"expected {name} to be an int >= 1, got {v!r}")
-        if not isinstance(min_candidates, int) or min_candidates < 0:
-            raise ValueError(f"expected min_candidates to be an int >= 0, got {min_candidates!r}")
+        for name, v in (("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes)):
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"expected {name} to be an int >= 0, got {v!r}")
+        self.max_tag_episodes = max_tag_episodes
         self.path = None if path is None else pathlib.Path(path)
         self._encoder = encoder
         self.tagger = tagger if tagger is not None else KeyphraseTagger()
@@ -731,7 +735,7 @@ class MemoryStore:
             fines = np.concatenate([fines, extra[:int(np.searchsorted(cum, min_candidates)) + 1]])
         # Keyphrase tags the query names add their (few) episodes beside the topics.
         named = sorted(t for t in set(candidates(query)) & self._kw.keys()
-                       if len(self._kw[t]) <= max(min_candidates, k))
+                       if len(self._kw[t]) <= self.max_tag_episodes)
         extra = self._tag_rows(named) if named else np.zeros(0, np.int64)
         extra = extra[(extra >= self._ncons) | ~np.isin(self._row_fine[extra], fines)]
         used = tuple(f"fine:{f}" for f in fines) + tuple(named)

@@ -69,6 +69,23 @@ def test_consolidated_swift_search(bow):
         new]
 
 
+def test_query_keyphrases_add_their_episodes(bow):
+    text = "went hiking at the lake with my sister, quokka"  # a hiking topic + a rare word
+    for limit in (5, 0):
+        store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False,
+                                 max_tag_episodes=limit)
+        _fill(store, 800)
+        rare = store.add("The quokka parade was amazing", speaker="Z", timestamp=5e9)
+        store.consolidate()
+        r = store.search(text, 1000, min_candidates=0, nprobe=1, beam=1)  # every candidate
+        if limit:
+            assert "quokka" in r.tags and rare in r.ids
+        else:
+            assert "quokka" not in r.tags
+    with pytest.raises(ValueError, match="max_tag_episodes"):
+        MemoryStore.open(None, max_tag_episodes=-1)
+
+
 def test_time_speaker_and_tag_restrictions(bow):
     store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False)
     _, s = _fill(store, 800)
