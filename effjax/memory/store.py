@@ -634,17 +634,17 @@ class MemoryStore:
         nprobe = self.nprobe if nprobe is None else nprobe
         beam = self.beam if beam is None else beam
         min_candidates = self.min_candidates if min_candidates is None else min_candidates
-        span, hint = self._time_range(query, time_range, reference, query_embedding)
+        span = self._time_range(query, time_range, reference)
         q = (self._embeddings([query], None)[0] if query_embedding is None
              else np.asarray(query_embedding, np.float32).reshape(-1))
         with self._lock:
             emb, row_id, n = self._emb, self._row_id, self._n
             restrict, notes = self._restriction(span, speaker, session)
             fallback, used_tags = None, ()
-            if mode == "flat" or n == 0:
-                rows = np.arange(n) if restrict is None else restrict
+            if mode == "flat" or n == 0:  # every row as one slice: no gathered copy
+                rows = np.zeros(0, np.int64) if restrict is None else restrict
+                slices = [(0, n)] if restrict is None else []
                 path = "+".join(notes + ["flat"])
-                slices = []
             else:
                 rows, slices, route, fallback, used_tags = self._route(
                     query, q, k, tags, restrict, nprobe, beam, min_candidates)
@@ -660,10 +660,10 @@ class MemoryStore:
         return SearchResult(hits, path, int(np.isfinite(scores).sum()), fallback, span,
                             used_tags)
 
-    def _time_range(self, query, time_range, reference, query_embedding):
+    def _time_range(self, query, time_range, reference):
         """The (start, end) a search is restricted to, or None."""
         if time_range is None:
-            return None, None
+            return None
         hint = time_range
         if isinstance(time_range, str):
             if time_range != "auto":
@@ -673,15 +673,15 @@ class MemoryStore:
                 reference = max((e.timestamp for e in self._episodes.values()), default=0.0)
             hint = parse_time_hint(query, reference)
             if hint is None:
-                return None, None
+                return None
         if isinstance(hint, TimeHint):
             if hint.anchor is None:
-                return (hint.start, hint.end), hint
+                return hint.start, hint.end
             found = self.search(hint.anchor, 1, mode="flat")
             if not found.hits:
-                return None, hint
+                return None
             t = found.hits[0].episode.timestamp
-            return ((None, t) if hint.relation == "before" else (t, None)), hint
+            return (None, t) if hint.relation == "before" else (t, None)
         if not isinstance(time_range, tuple | list) or len(time_range) != 2:
             raise ValueError(f"expected time_range to be None, 'auto', a TimeHint or a "
                              f"(start, end) pair, got {time_range!r}")
@@ -690,7 +690,7 @@ class MemoryStore:
         if start is not None and end is not None and start > end:
             raise ValueError(f"expected time_range start <= end, got start={time_range[0]!r} "
                              f"end={time_range[1]!r}")
-        return (start, end), None
+        return start, end
 
     def _restriction(self, span, speaker, session):
         """Rows allowed by a time range and speaker / session (None = all), and path notes."""
