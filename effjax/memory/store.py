@@ -40,6 +40,7 @@ from effjax.memory.tags import (
     build_dag,
     candidates,
     spherical_kmeans,
+    words,
 )
 from effjax.memory.temporal import TemporalIndex
 from effjax.memory.timeparse import TimeHint, parse_time_hint, parse_timestamp
@@ -160,18 +161,22 @@ class MemoryStore:
         descended, fewest episodes scored before widening).
       max_tag_episodes: a keyphrase the query names adds its episodes to the candidates
         when it tags at most this many (specific tags only).
+      max_entity_episodes: a speaker the query names (entity tag) adds their episodes when
+        they said at most this many.
     """
 
     def __init__(self, path, *, encoder=None, tagger: Tagger | None = None, readonly=False,
                  cluster_size: int = 128, auto_consolidate: bool = True, nprobe: int = 16,
-                 beam: int = 8, min_candidates: int = 512, max_tag_episodes: int = 1024):
+                 beam: int = 8, min_candidates: int = 512, max_tag_episodes: int = 1024,
+                 max_entity_episodes: int = 4096):
         for name, v in (("cluster_size", cluster_size), ("nprobe", nprobe), ("beam", beam)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"expected {name} to be an int >= 1, got {v!r}")
-        for name, v in (("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes)):
+        for name, v in (("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes),
+                        ("max_entity_episodes", max_entity_episodes)):
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"expected {name} to be an int >= 0, got {v!r}")
-        self.max_tag_episodes = max_tag_episodes
+        self.max_tag_episodes, self.max_entity_episodes = max_tag_episodes, max_entity_episodes
         self.path = None if path is None else pathlib.Path(path)
         self._encoder = encoder
         self.tagger = tagger if tagger is not None else KeyphraseTagger()
@@ -191,6 +196,7 @@ class MemoryStore:
         self._offsets = np.zeros(1, np.int64)
         self._dag: TagDAG | None = None
         self._kw: dict[str, set[int]] = {}
+        self._speaker_words: dict[str, set[str]] = {}
         self._temporal = TemporalIndex()
         self._next_id = 0
         self._seq = 0
@@ -433,10 +439,17 @@ class MemoryStore:
                      r["metadata"], tuple(r["tags"]))
         self._episodes[ep.id] = ep
         self._next_id = max(self._next_id, ep.id + 1)
+        self._index(ep)
+        self._append_row(ep.id, emb)
+
+    def _index(self, ep: Episode) -> None:
+        """Puts an episode on its timelines, its keyphrase tags and its speaker's name."""
         self._temporal.add(ep.timestamp, ep.id, self._keys(ep))
         for t in ep.tags:
             self._kw.setdefault(t, set()).add(ep.id)
-        self._append_row(ep.id, emb)
+        for w in words(ep.speaker):
+            if len(w) >= 3:
+                self._speaker_words.setdefault(w, set()).add(ep.speaker)
 
     @staticmethod
     def _keys(ep: Episode) -> tuple:
@@ -587,9 +600,7 @@ class MemoryStore:
         for e in episodes:
             ep = Episode(**{**e, "tags": tuple(e["tags"])})
             self._episodes[ep.id] = ep
-            self._temporal.add(ep.timestamp, ep.id, self._keys(ep))
-            for t in ep.tags:
-                self._kw.setdefault(t, set()).add(ep.id)
+            self._index(ep)
         if meta["tagger"] is not None and isinstance(self.tagger, KeyphraseTagger):
             self.tagger.max_tags = meta["tagger"]["max_tags"]
             self.tagger.df.update(meta["tagger"]["df"])
@@ -733,13 +744,20 @@ class MemoryStore:
             extra = order[~np.isin(order, fines)]
             cum = sizes.sum() + np.cumsum(self._offsets[extra + 1] - self._offsets[extra])
             fines = np.concatenate([fines, extra[:int(np.searchsorted(cum, min_candidates)) + 1]])
-        # Keyphrase tags the query names add their (few) episodes beside the topics.
+        # Keyphrase tags and speakers (entity tags) the query names add their episodes.
         named = sorted(t for t in set(candidates(query)) & self._kw.keys()
                        if len(self._kw[t]) <= self.max_tag_episodes)
-        extra = self._tag_rows(named) if named else np.zeros(0, np.int64)
+        people = self._named_speakers(query)
+        extra = [self._tag_rows(named) if named else np.zeros(0, np.int64)]
+        for who in people:
+            rows = self._id_row[self._temporal.range(None, None, ("speaker", who))]
+            extra.append(rows[rows >= 0])
+        extra = np.unique(np.concatenate(extra))
         extra = extra[(extra >= self._ncons) | ~np.isin(self._row_fine[extra], fines)]
-        used = tuple(f"fine:{f}" for f in fines) + tuple(named)
-        route = f"dag(coarse={beam},fine={len(fines)},keyphrases={len(named)})"
+        used = (tuple(f"fine:{f}" for f in fines) + tuple(named)
+                + tuple(f"speaker:{p}" for p in people))
+        route = (f"dag(coarse={beam},fine={len(fines)},keyphrases={len(named)},"
+                 f"speakers={len(people)})")
         if restrict is None:
             tail = np.arange(self._ncons, self._n)
             tail = tail[np.isin(self._row_fine[tail], fines)]
@@ -751,6 +769,15 @@ class MemoryStore:
             return restrict, [], route, (f"fewer than k={k} episodes of the time range in the "
                                          "routed topics; searched the whole range"), used
         return rows, [], route, fallback, used
+
+    def _named_speakers(self, query: str) -> list[str]:
+        """Speakers the query names (a word of the name, 3+ letters, case-insensitive) whose
+        timelines hold at most `max_entity_episodes` episodes."""
+        found = set()
+        for w in words(query):
+            found |= self._speaker_words.get(w, set())
+        return sorted(p for p in found if len(self._temporal.range(None, None, ("speaker", p)))
+                      <= self.max_entity_episodes)
 
     def _tag_known(self, tag: str) -> bool:
         if tag.startswith(("fine:", "coarse:")):

@@ -86,6 +86,19 @@ def test_query_keyphrases_add_their_episodes(bow):
         MemoryStore.open(None, max_tag_episodes=-1)
 
 
+def test_query_naming_a_speaker_adds_their_episodes(bow):
+    store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False)
+    _fill(store, 800)
+    said = store.add("The quokka parade was amazing", speaker="Zelda Quill", timestamp=5e9)
+    store.consolidate()
+    r = store.search("what did zelda say about hiking at the lake", 1000, min_candidates=0,
+                     nprobe=1, beam=1)
+    assert "speaker:Zelda Quill" in r.tags and said in r.ids
+    small = MemoryStore.open(None, encoder=bow, max_entity_episodes=0)
+    small.add("hello", speaker="Zelda", timestamp=1)
+    assert small._named_speakers("zelda?") == []
+
+
 def test_time_speaker_and_tag_restrictions(bow):
     store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False)
     _, s = _fill(store, 800)
