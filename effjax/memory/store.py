@@ -749,8 +749,8 @@ class MemoryStore:
                        if len(self._kw[t]) <= self.max_tag_episodes)
         people = self._named_speakers(query)
         extra = [self._tag_rows(named) if named else np.zeros(0, np.int64)]
-        for who in people:
-            rows = self._id_row[self._temporal.range(None, None, ("speaker", who))]
+        for ids in people.values():
+            rows = self._id_row[ids]
             extra.append(rows[rows >= 0])
         extra = np.unique(np.concatenate(extra))
         extra = extra[(extra >= self._ncons) | ~np.isin(self._row_fine[extra], fines)]
@@ -770,14 +770,14 @@ class MemoryStore:
                                          "routed topics; searched the whole range"), used
         return rows, [], route, fallback, used
 
-    def _named_speakers(self, query: str) -> list[str]:
-        """Speakers the query names (a word of the name, 3+ letters, case-insensitive) whose
-        timelines hold at most `max_entity_episodes` episodes."""
+    def _named_speakers(self, query: str) -> dict[str, np.ndarray]:
+        """Episode ids of each speaker the query names (a word of the name, 3+ letters,
+        case-insensitive) whose timeline holds at most `max_entity_episodes` episodes."""
         found = set()
         for w in words(query):
             found |= self._speaker_words.get(w, set())
-        return sorted(p for p in found if len(self._temporal.range(None, None, ("speaker", p)))
-                      <= self.max_entity_episodes)
+        timelines = {p: self._temporal.range(None, None, ("speaker", p)) for p in sorted(found)}
+        return {p: ids for p, ids in timelines.items() if len(ids) <= self.max_entity_episodes}
 
     def _tag_known(self, tag: str) -> bool:
         if tag.startswith(("fine:", "coarse:")):

@@ -96,7 +96,7 @@ def test_query_naming_a_speaker_adds_their_episodes(bow):
     assert "speaker:Zelda Quill" in r.tags and said in r.ids
     small = MemoryStore.open(None, encoder=bow, max_entity_episodes=0)
     small.add("hello", speaker="Zelda", timestamp=1)
-    assert small._named_speakers("zelda?") == []
+    assert small._named_speakers("zelda?") == {}
 
 
 def test_time_speaker_and_tag_restrictions(bow):
