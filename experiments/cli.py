@@ -47,12 +47,13 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 def format_spec(spec: str | None) -> Format | None:
     """A format from a config string: "int4:128" is INT4 per group of 128, "fp8_e4m3:channel"
     FP8 with one scale per channel (":tensor" one per tensor), "mxfp4@rceil" MXFP4 with the
-    rceil scale mode; other names as they are; None stays None."""
+    rceil scale mode, "int2:32@asym" INT2 per group of 32 with a zero point; other names as
+    they are; None stays None."""
     if spec is None:
         return None
     spec, _, mode = spec.partition("@")
     name, _, group = spec.partition(":")
-    options = {"scale_mode": mode} if mode else {}
+    options = {"symmetric": False} if mode == "asym" else {"scale_mode": mode} if mode else {}
     if group in ("tensor", "channel"):
         options.update(granularity=group)
     elif group.isdigit():

@@ -13,6 +13,7 @@ from experiments.cli import format_spec
     ("fp8_e4m3:channel", get_format("fp8_e4m3", granularity="channel")),
     ("fp8_e5m2:tensor", get_format("fp8_e5m2", granularity="tensor")),
     ("mxfp8_e4m3@rceil", get_format("mxfp8_e4m3", scale_mode="rceil")),
+    ("int2:32@asym", get_format("int2", granularity="group", group_size=32, symmetric=False)),
 ])
 def test_format_spec(spec, expected):
     assert format_spec(spec) == expected

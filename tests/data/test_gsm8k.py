@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from effjax.data import arithmetic as ar
+from effjax.data import gsm8k
+from effjax.data.corpora import data_dir
+
+
+@pytest.fixture(scope="module")
+def train():
+    root = data_dir()
+    if root is None or not (root / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip("GSM8K not found in ../shared/data/gsm8k (see its README)")
+    return gsm8k.load_gsm8k("train")
+
+
+def test_load(train):
+    assert len(train) > 7000
+    p = train[0]  # Natalia's clips: 48 + 24
+    assert p.answer == 72 and p.prompt.startswith("Question: Natalia") and p.prompt.endswith(
+        "\nAnswer:")
+    assert "<<" not in p.solution and p.solution.endswith("#### 72\n") and p.level == 2
+    assert ar.parse_answer(p.solution) == 72
+    assert len(gsm8k.load_gsm8k("test", limit=5)) == 5
+    with pytest.raises(ValueError, match="split"):
+        gsm8k.load_gsm8k("dev")
+    with pytest.raises(ValueError, match="not found"):
+        gsm8k.load_gsm8k("test", root="/nonexistent")
+
+
+def test_encode_and_batches(train):
+    tok = ar.CharTokenizer()
+    rows = gsm8k.encode_problems(train[:3], tok, 512)
+    for i, p in enumerate(train[:3]):
+        n = len(p.prompt) + len(p.solution)
+        assert tok.decode(rows["tokens"][i, :n]) == p.prompt + p.solution
+        assert tok.decode(rows["tokens"][i][rows["loss_mask"][i]]) == p.solution
+    width = len(train[0].prompt) + 10
+    cut = gsm8k.encode_problems(train[:1], tok, width)
+    assert cut["loss_mask"][0].sum() == 10
+    a = gsm8k.batch_at(train, tok, 0, 5, 4, 256)
+    np.testing.assert_array_equal(a["tokens"], gsm8k.batch_at(train, tok, 0, 5, 4, 256)["tokens"])
+    assert not np.array_equal(a["tokens"], gsm8k.batch_at(train, tok, 0, 6, 4, 256)["tokens"])
+
+
+def test_hf_tokenizer(smollm2):
+    tok = gsm8k.HFTokenizer(smollm2.tokenizer)
+    ids = tok.encode("Question: 2+2?")
+    assert ids and tok.decode(ids) == "Question: 2+2?"
+    assert ar.parse_answer("so 1,000 + 5 = 1,005\n#### 1,005") == 1005
