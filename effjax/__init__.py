@@ -10,6 +10,7 @@ from effjax import (
     memory,
     models,
     ptq,
+    qat,
     quant,
     transforms,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "models",
     "perplexity",
     "ptq",
+    "qat",
     "quant",
     "transforms",
 ]

@@ -1,0 +1,174 @@
+"""The in-house reasoning teacher: a small decoder trained on the arithmetic task, cached.
+
+`load_teacher()` reads the weights shipped in `effjax/data/zoo/arith_teacher/` (trained here
+by `train_teacher`, so nothing is downloaded); `accuracy` scores any parameter pytree of the
+teacher's architecture (float, fake-quantized or with QArray kernels) by greedy generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
+
+from effjax.data import arithmetic
+from effjax.decoding.generate import generate
+from effjax.models.config import LMConfig
+from effjax.models.decoder import Params, init_params
+from effjax.quant.recipe import Recipe
+
+TEACHER_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "zoo" / "arith_teacher"
+TEACHER_CONFIG = LMConfig(
+    family="llama", vocab_size=arithmetic.VOCAB_SIZE, hidden_size=128, intermediate_size=384,
+    num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, max_position_embeddings=128,
+    rope_theta=10000.0, eos_token_id=arithmetic.EOS_ID, pad_token_id=arithmetic.PAD_ID)
+SEQ_LEN = 64  # every level-1..4 problem fits
+
+
+def accuracy(params: Params, config: LMConfig, items: Sequence[arithmetic.Problem], *,
+             recipe: Recipe | None = None, batch_size: int = 256, max_new_tokens: int = 48,
+             tokenizer=None, eos_id: int = arithmetic.EOS_ID) -> float:
+    """Exact-match accuracy of greedy solutions.
+
+    Args:
+      params: parameters of a model in `config`'s architecture.
+      config: its config.
+      items: problems (arithmetic or GSM8K).
+      recipe: activation / KV-cache formats to run with (for quantized params).
+      batch_size: problems per generation call (the last batch is padded to this size, so
+        one compilation serves every batch).
+      max_new_tokens: generation budget (a level-4 arithmetic solution takes at most 47).
+      tokenizer: `encode` / `decode` of the model's tokens (default: the char tokenizer).
+      eos_id: the token that ends a solution.
+
+    Returns:
+      The fraction answered exactly.
+    """
+    outputs = generate_solutions(params, config, [p.prompt for p in items], recipe=recipe,
+                                 batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 tokenizer=tokenizer, eos_id=eos_id)
+    return arithmetic.exact_match(outputs, items)
+
+
+def generate_solutions(params: Params, config: LMConfig, prompts: Sequence[str], *,
+                       recipe: Recipe | None = None, batch_size: int = 256,
+                       max_new_tokens: int = 48, tokenizer=None,
+                       eos_id: int = arithmetic.EOS_ID, key: jax.Array | None = None
+                       ) -> list[str]:
+    """Greedy solution texts (up to eos) for prompts, in fixed-size batches."""
+    tok = arithmetic.CharTokenizer() if tokenizer is None else tokenizer
+    encoded = [tok.encode(p) for p in prompts]
+    out = []
+    key = jax.random.PRNGKey(0) if key is None else key
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        rows = generate(params, config, padded, max_new_tokens=max_new_tokens, eos_id=eos_id,
+                        recipe=recipe, key=key)
+        out += [tok.decode(r) for r in rows[:len(chunk)]]
+    return out
+
+
+def train_teacher(*, steps: int = 3000, batch_size: int = 64, learning_rate: float = 1e-3,
+                  seed: int = 0, eval_every: int = 500, target: float = 0.97,
+                  path: str | os.PathLike | None = TEACHER_DIR, progress: bool = True
+                  ) -> tuple[Params, dict]:
+    """Trains the teacher from scratch on the arithmetic stream (CE on solution tokens).
+
+    Stops early once test accuracy (256 test problems, levels 1-3) reaches `target`.
+
+    Args:
+      steps: the most optimizer steps.
+      batch_size: problems per step.
+      learning_rate: AdamW peak (warm-up 5% of steps, cosine decay).
+      seed: initialization and data seed.
+      eval_every: steps between accuracy checks.
+      target: stop at this accuracy.
+      path: where to write the weights (None: do not write).
+      progress: progress bar.
+
+    Returns:
+      (params, info) with info = {"steps", "accuracy", "seconds", ...}.
+    """
+    from effjax.qat.train import QATConfig, init_state, make_train_step
+
+    config = TEACHER_CONFIG
+    qat = QATConfig(loss="ce", learning_rate=learning_rate, warmup_steps=max(1, steps // 20),
+                    total_steps=steps, weight_decay=0.01)
+    state = init_state(init_params(config, jax.random.PRNGKey(seed)), qat,
+                       jax.random.PRNGKey(seed), config=config)
+    step_fn = make_train_step(config, qat)
+    held_out = arithmetic.problems(seed + 1, 256, split="test")
+    t0, acc, curve = time.perf_counter(), 0.0, []
+    bar = tqdm(range(steps), desc="teacher", disable=not progress)
+    for i in bar:
+        state, metrics = step_fn(state, arithmetic.training_batch(seed, i, batch_size, SEQ_LEN),
+                                 None)
+        if (i + 1) % eval_every == 0 or i + 1 == steps:
+            acc = accuracy(state.params, config, held_out)
+            curve.append((i + 1, float(metrics["loss"]), acc))
+            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{acc:.3f}")
+            if acc >= target:
+                break
+    info = {"steps": i + 1, "accuracy_256": acc, "seconds": time.perf_counter() - t0,
+            "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+            "curve": curve}
+    if path is not None:
+        save_teacher(state.params, info, path)
+    return state.params, info
+
+
+def _flatten(params: Params, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in params.items():
+        name = f"{prefix}{k}"
+        out.update(_flatten(v, name + "/") if isinstance(v, dict) else {name: np.asarray(v)})
+    return out
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> Params:
+    out: dict = {}
+    for name, value in flat.items():
+        node = out
+        *parents, leaf = [int(p) if p.isdigit() else p for p in name.split("/")]
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = jnp.asarray(value)
+    return out
+
+
+def save_teacher(params: Params, info: dict, path: str | os.PathLike = TEACHER_DIR) -> None:
+    """Writes weights (safetensors) and info (JSON) into `path`, each atomically."""
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, write in (("model.safetensors", lambda f: save_file(_flatten(params), f)),
+                        ("info.json", lambda f: pathlib.Path(f).write_text(
+                            json.dumps(info, indent=1)))):
+        fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path / name)
+
+
+def load_teacher(path: str | os.PathLike = TEACHER_DIR) -> tuple[Params, LMConfig, dict]:
+    """The cached teacher: (params, config, info).
+
+    Raises:
+      ValueError: when `path` holds no trained teacher (run `train_teacher()` to make one).
+    """
+    path = pathlib.Path(path)
+    if not (path / "model.safetensors").is_file():
+        raise ValueError(f"no trained teacher in {str(path)!r}; train one with "
+                         "effjax.qat.train_teacher() (about 15 minutes on 2 CPU cores)")
+    info = json.loads((path / "info.json").read_text())
+    return _unflatten(load_file(str(path / "model.safetensors"))), TEACHER_CONFIG, info

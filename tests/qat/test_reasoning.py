@@ -1,0 +1,43 @@
+import jax
+import numpy as np
+import pytest
+
+from effjax import qat
+from effjax.data import arithmetic as ar
+from effjax.models import init_params
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    try:
+        return qat.load_teacher()
+    except ValueError as e:
+        pytest.skip(f"no shipped teacher: {e}")
+
+
+def test_shipped_teacher_solves_the_task(teacher):
+    params, config, info = teacher
+    items = ar.problems(123, 64, split="test")
+    acc = qat.accuracy(params, config, items, batch_size=64)
+    assert acc >= 0.85, acc  # experiments/results/reasoning_qat.md states the 500-problem figure
+    assert info["accuracy_256"] >= 0.9
+    outs = qat.generate_solutions(params, config, [items[0].prompt], batch_size=8)
+    assert outs[0].endswith("\n") and "=" in outs[0]
+
+
+def test_untrained_model_scores_zero():
+    params = init_params(qat.TEACHER_CONFIG, jax.random.PRNGKey(0))
+    assert qat.accuracy(params, qat.TEACHER_CONFIG, ar.problems(0, 8), batch_size=8) == 0.0
+
+
+def test_train_save_load(tmp_path):
+    params, info = qat.train_teacher(steps=2, batch_size=4, eval_every=2, path=tmp_path,
+                                     progress=False)
+    assert info["steps"] == 2 and 0.0 <= info["accuracy_256"] <= 1.0
+    back, config, info2 = qat.load_teacher(tmp_path)
+    assert config == qat.TEACHER_CONFIG and info2["steps"] == 2
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    with pytest.raises(ValueError, match="no trained teacher"):
+        qat.load_teacher(tmp_path / "none")
