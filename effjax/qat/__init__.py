@@ -12,7 +12,7 @@ from effjax.qat.grpo import (
     sequences,
     token_logprobs,
 )
-from effjax.qat.init import PTQ_INIT_METHODS, ptq_init
+from effjax.qat.init import PTQ_INIT_METHODS, dequantize_params, ptq_init, ptq_quantize
 from effjax.qat.loop import fit
 from effjax.qat.losses import (
     LOSSES,
@@ -61,6 +61,7 @@ __all__ = [
     "accuracy",
     "check_recipe",
     "cross_entropy",
+    "dequantize_params",
     "fake_quant_params",
     "fit",
     "forward_kl",
@@ -79,6 +80,7 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "ptq_init",
+    "ptq_quantize",
     "reverse_kl",
     "rollout",
     "save_teacher",

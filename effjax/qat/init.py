@@ -19,13 +19,10 @@ PTQ_INIT_METHODS = {"rtn": rtn, "gptq": gptq, "scale_opt": scale_opt, "awq": awq
                     "smoothquant": smoothquant}
 
 
-def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
-             calib_tokens: Int[Array, "n t"] | None = None, *, progress: bool = False,
-             **options) -> Params:
-    """The student's starting weights: `method`'s quantized weights, dequantized to float32.
-
-    Fake quantization of the result with the same recipe gives back the method's grid
-    (each group's largest weight sits on the top code), so QAT starts at the PTQ model.
+def ptq_quantize(params: Params, config: LMConfig, method: str, recipe: Recipe,
+                 calib_tokens: Int[Array, "n t"] | None = None, *, progress: bool = False,
+                 **options) -> Params:
+    """`method`'s quantized model: params with QArray kernels.
 
     Args:
       params: the float (teacher) parameters.
@@ -37,7 +34,7 @@ def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
       **options: passed to the method (e.g. damp, act_order for GPTQ).
 
     Returns:
-      Float32 params of the same structure (norms may be rescaled by AWQ / SmoothQuant).
+      The quantized params (norms may be rescaled by AWQ / SmoothQuant).
     """
     if method not in PTQ_INIT_METHODS:
         raise ValueError(f"method must be one of {sorted(PTQ_INIT_METHODS)}, got {method!r}")
@@ -50,7 +47,32 @@ def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
     kwargs = dict(options)
     if method in ("gptq", "scale_opt", "awq"):
         kwargs["progress"] = progress
-    quantized = PTQ_INIT_METHODS[method](params, calib, recipe, **kwargs)
+    return PTQ_INIT_METHODS[method](params, calib, recipe, **kwargs)
+
+
+def dequantize_params(params: Params) -> Params:
+    """Every QArray leaf dequantized, every array as float32."""
     return jax.tree.map(lambda a: dequantize(a, jnp.float32) if isinstance(a, QArray)
-                        else jnp.asarray(a, jnp.float32), quantized,
+                        else jnp.asarray(a, jnp.float32), params,
                         is_leaf=lambda x: isinstance(x, QArray))
+
+
+def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
+             calib_tokens: Int[Array, "n t"] | None = None, *, progress: bool = False,
+             **options) -> Params:
+    """The student's starting weights: `ptq_quantize`'s weights, dequantized to float32.
+
+    The straight-through quantizer recomputes each group's scale from these weights: for
+    RTN that is the RTN model again; for GPTQ mostly (its error compensation can leave a
+    group's extreme weights off the end codes: 95% of weights keep their value at INT2 g32
+    with zero points, in the test), so QAT starts next to the PTQ model.
+
+    Args:
+      params, config, method, recipe, calib_tokens, progress, **options: as in
+        `ptq_quantize`.
+
+    Returns:
+      Float32 params of the same structure.
+    """
+    return dequantize_params(ptq_quantize(params, config, method, recipe, calib_tokens,
+                                          progress=progress, **options))

@@ -15,8 +15,9 @@ def windows():
     return ar.text_windows(ar.problem_text(0, 8 * 64), num_windows=8, window=64)
 
 
-@pytest.mark.parametrize("fmt", [get_format("int2", granularity="group", group_size=32),
-                                 get_format("mxfp4")])
+@pytest.mark.parametrize("fmt", [
+    get_format("int2", granularity="group", group_size=32, symmetric=False),
+    pytest.param(get_format("mxfp4"), marks=pytest.mark.slow)])  # 17 s of MXFP4 GPTQ compiles
 def test_gptq_init_is_the_gptq_grid(tiny, windows, fmt):
     config, params = tiny
     r = recipe(fmt, pattern="_proj$")
@@ -28,11 +29,16 @@ def test_gptq_init_is_the_gptq_grid(tiny, windows, fmt):
     for k in name:
         got, want = got[k], want[k]
     np.testing.assert_array_equal(got, dequantize(want, jnp.float32))
-    # fake quantization of the init gives the same weights back: QAT starts at GPTQ's model
+    q = qat.ptq_quantize(params, config, "gptq", r, windows)
+    for k in name:
+        q = q[k]
+    np.testing.assert_array_equal(dequantize(q, jnp.float32), got)
+    # fake quantization of the init recomputes the group scales: most weights keep GPTQ's
+    # value (error compensation can leave a group's extremes off the end codes)
     fq = qat.fake_quant_params(init, r)
     for k in name:
         fq = fq[k]
-    np.testing.assert_allclose(fq, got, rtol=0, atol=1e-6)
+    assert np.mean(np.abs(np.asarray(fq) - np.asarray(got)) < 1e-6) > 0.9
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(init))
 
 
@@ -44,6 +50,9 @@ def test_rtn_init_and_bad_input(tiny, windows):
     np.testing.assert_array_equal(init["layers"][0]["attn"]["v_proj"]["kernel"],
                                   dequantize(k, jnp.float32))
     np.testing.assert_array_equal(init["embed"]["embedding"], params["embed"]["embedding"])
+    # RTN's grid comes back exactly through the straight-through quantizer
+    np.testing.assert_array_equal(qat.fake_quant_params(init, r)["layers"][0]["attn"][
+        "v_proj"]["kernel"], init["layers"][0]["attn"]["v_proj"]["kernel"])
     with pytest.raises(ValueError, match="method must be one of"):
         qat.ptq_init(params, config, "quarot", r, windows)
     with pytest.raises(ValueError, match="needs calib_tokens"):
