@@ -11,7 +11,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.seq_len, c.max_new_tokens = 384, 256  # GSM8K only (arithmetic: 64 and 48)
     # weight formats of every attention / MLP projection (embedding and head stay float):
     # INT with a zero point per group (symmetric INT2 would have three levels), and MXFP4
-    c.formats = ("int4:32@asym", "int3:32@asym", "int2:32@asym", "int2:64@asym", "mxfp4")
+    c.formats = ("int4:32@asym", "int3:32@asym", "int2:32@asym", "int2:64@asym",
+                 "int2:128@asym", "mxfp4")
     c.test_problems = 500  # final exact match (levels 1-3, test split)
     c.curve_problems = 128  # learning-curve points (other test problems)
     c.calib_windows, c.calib_window = 64, 64  # GPTQ calibration: 4,096 characters
@@ -24,7 +25,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.grpo_iterations, c.grpo_prompts, c.grpo_group = 30, 16, 8
     c.grpo_learning_rate, c.grpo_kl, c.grpo_temperature = 5e-5, 0.02, 1.0
     # (format, learning rate, steps): longer QAT-KD runs from the aligned GPTQ init
-    c.long_runs = (("int2:64@asym", 2e-3, 600), ("int2:32@asym", 2e-3, 600))
+    c.long_runs = (("int2:64@asym", 2e-3, 600), ("int2:32@asym", 2e-3, 600),
+                   ("int2:128@asym", 2e-3, 600))
     c.timing_steps = 20  # QAT vs float step time, medians over this many steps
     c.cache = "experiments/results/reasoning_qat.json"
     c.checkpoints = ".cache/reasoning_qat"
