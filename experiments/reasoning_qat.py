@@ -218,6 +218,7 @@ def run(config) -> None:
                     levels=(4,)))
             save_cells(config.cache, cells)
         calib = {d: calibration(config, task, d) for d in DOMAINS}
+        aligned_inits = {}  # format -> the aligned GPTQ start, reused by the longer runs
         for fmt in config.formats:
             r = recipe(format_spec(fmt), pattern="_proj$")
             ptq = {"rtn": qat.ptq_quantize(task.params, task.config, "rtn", r)}
@@ -230,6 +231,7 @@ def run(config) -> None:
                     cells[key] = {"accuracy": _accuracy(params, task, r, task.test)}
                     save_cells(config.cache, cells)
             inits = {k: qat.dequantize_params(v) for k, v in ptq.items()}  # QAT starts
+            aligned_inits[fmt] = inits["gptq/aligned"]
             for name, (_, init) in QAT_RUNS.items():
                 key = f"{fmt}|{name}"
                 if key not in cells:
@@ -247,7 +249,8 @@ def run(config) -> None:
             key = f"{fmt}|kd/gptq-aligned|lr={lr:g},steps={steps}"
             if key not in cells:
                 r = recipe(format_spec(fmt), pattern="_proj$")
-                init = qat.ptq_init(task.params, task.config, "gptq", r, calib["aligned"])
+                init = aligned_inits.get(fmt) or qat.ptq_init(task.params, task.config,
+                                                               "gptq", r, calib["aligned"])
                 longer = config.copy_and_resolve_references()
                 with longer.unlocked():
                     longer.learning_rate, longer.steps = lr, steps
