@@ -24,6 +24,8 @@ from effjax.qat.losses import (
     topk_kl,
 )
 from effjax.qat.reasoning import (
+    DRAFT_CONFIG,
+    DRAFT_DIR,
     TEACHER_CONFIG,
     accuracy,
     generate_solutions,
@@ -56,6 +58,8 @@ __all__ = [
     "PTQ_INIT_METHODS",
     "QATConfig",
     "StepShardings",
+    "DRAFT_CONFIG",
+    "DRAFT_DIR",
     "TEACHER_CONFIG",
     "TrainState",
     "accuracy",

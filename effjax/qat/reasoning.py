@@ -1,12 +1,15 @@
-"""The in-house reasoning teacher: a small decoder trained on the arithmetic task, cached.
+"""The in-house reasoning teacher and its draft: small decoders trained on the arithmetic task.
 
 `load_teacher()` reads the weights shipped in `effjax/data/zoo/arith_teacher/` (trained here
-by `train_teacher`, so nothing is downloaded); `accuracy` scores any parameter pytree of the
-teacher's architecture (float, fake-quantized or with QArray kernels) by greedy generation.
+by `train_teacher`, so nothing is downloaded); `load_teacher(DRAFT_DIR, DRAFT_CONFIG)` the
+one-block draft in `effjax/data/zoo/arith_draft/` (the speculative-decoding pair's proposer,
+trained the same way). `accuracy` scores any parameter pytree of either architecture (float,
+fake-quantized or with QArray kernels) by greedy generation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,6 +34,8 @@ TEACHER_CONFIG = LMConfig(
     family="llama", vocab_size=arithmetic.VOCAB_SIZE, hidden_size=128, intermediate_size=384,
     num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, max_position_embeddings=128,
     rope_theta=10000.0, eos_token_id=arithmetic.EOS_ID, pad_token_id=arithmetic.PAD_ID)
+DRAFT_DIR = TEACHER_DIR.parent / "arith_draft"
+DRAFT_CONFIG = dataclasses.replace(TEACHER_CONFIG, num_layers=1)
 SEQ_LEN = 64  # every level-1..4 problem fits
 
 
@@ -78,15 +83,18 @@ def generate_solutions(params: Params, config: LMConfig, prompts: Sequence[str],
     return out
 
 
-def train_teacher(*, steps: int = 3000, batch_size: int = 64, learning_rate: float = 1e-3,
-                  seed: int = 0, eval_every: int = 500, target: float = 0.97,
+def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
+                  batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
+                  eval_every: int = 500, target: float = 0.97,
                   path: str | os.PathLike | None = TEACHER_DIR, progress: bool = True
                   ) -> tuple[Params, dict]:
-    """Trains the teacher from scratch on the arithmetic stream (CE on solution tokens).
+    """Trains a model from scratch on the arithmetic stream (CE on solution tokens).
 
     Stops early once test accuracy (256 test problems, levels 1-3) reaches `target`.
 
     Args:
+      config: the architecture (`TEACHER_CONFIG`, `DRAFT_CONFIG` or any with the char
+        vocabulary).
       steps: the most optimizer steps.
       batch_size: problems per step.
       learning_rate: AdamW peak (warm-up 5% of steps, cosine decay).
@@ -101,7 +109,9 @@ def train_teacher(*, steps: int = 3000, batch_size: int = 64, learning_rate: flo
     """
     from effjax.qat.train import QATConfig, init_state, make_train_step
 
-    config = TEACHER_CONFIG
+    if config.vocab_size != arithmetic.VOCAB_SIZE:
+        raise ValueError(f"config.vocab_size must be the char vocabulary's "
+                         f"{arithmetic.VOCAB_SIZE}, got {config.vocab_size}")
     qat = QATConfig(loss="ce", learning_rate=learning_rate, warmup_steps=max(1, steps // 20),
                     total_steps=steps, weight_decay=0.01)
     state = init_state(init_params(config, jax.random.PRNGKey(seed)), qat,
@@ -109,7 +119,7 @@ def train_teacher(*, steps: int = 3000, batch_size: int = 64, learning_rate: flo
     step_fn = make_train_step(config, qat)
     held_out = arithmetic.problems(seed + 1, 256, split="test")
     t0, acc, curve = time.perf_counter(), 0.0, []
-    bar = tqdm(range(steps), desc="teacher", disable=not progress)
+    bar = tqdm(range(steps), desc=f"{config.num_layers}-block model", disable=not progress)
     for i in bar:
         state, metrics = step_fn(state, arithmetic.training_batch(seed, i, batch_size, SEQ_LEN),
                                  None)
@@ -127,11 +137,11 @@ def train_teacher(*, steps: int = 3000, batch_size: int = 64, learning_rate: flo
     return state.params, info
 
 
-def _flatten(params: Params, prefix: str = "") -> dict[str, np.ndarray]:
+def _flatten(params: Params, prefix: str = "") -> dict:
     out = {}
     for k, v in params.items():
         name = f"{prefix}{k}"
-        out.update(_flatten(v, name + "/") if isinstance(v, dict) else {name: np.asarray(v)})
+        out.update(_flatten(v, name + "/") if isinstance(v, dict) else {name: v})
     return out
 
 
@@ -150,7 +160,8 @@ def save_teacher(params: Params, info: dict, path: str | os.PathLike = TEACHER_D
     """Writes weights (safetensors) and info (JSON) into `path`, each atomically."""
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for name, write in (("model.safetensors", lambda f: save_file(_flatten(params), f)),
+    for name, write in (("model.safetensors", lambda f: save_file(
+        {k: np.asarray(v) for k, v in _flatten(params).items()}, f)),
                         ("info.json", lambda f: pathlib.Path(f).write_text(
                             json.dumps(info, indent=1)))):
         fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
@@ -160,15 +171,29 @@ def save_teacher(params: Params, info: dict, path: str | os.PathLike = TEACHER_D
         os.replace(tmp, path / name)
 
 
-def load_teacher(path: str | os.PathLike = TEACHER_DIR) -> tuple[Params, LMConfig, dict]:
-    """The cached teacher: (params, config, info).
+def load_teacher(path: str | os.PathLike = TEACHER_DIR, config: LMConfig = TEACHER_CONFIG
+                 ) -> tuple[Params, LMConfig, dict]:
+    """A cached model written by `train_teacher`: (params, config, info).
+
+    Args:
+      path: its directory (`TEACHER_DIR`, `DRAFT_DIR`).
+      config: its architecture (`TEACHER_CONFIG`, `DRAFT_CONFIG`).
 
     Raises:
-      ValueError: when `path` holds no trained teacher (run `train_teacher()` to make one).
+      ValueError: when `path` holds no trained model (run `train_teacher()` to make one), or
+        its weights do not have `config`'s shapes.
     """
     path = pathlib.Path(path)
     if not (path / "model.safetensors").is_file():
         raise ValueError(f"no trained teacher in {str(path)!r}; train one with "
                          "effjax.qat.train_teacher() (about 15 minutes on 2 CPU cores)")
     info = json.loads((path / "info.json").read_text())
-    return _unflatten(load_file(str(path / "model.safetensors"))), TEACHER_CONFIG, info
+    flat = load_file(str(path / "model.safetensors"))
+    want = {k: v.shape for k, v in _flatten(jax.eval_shape(
+        lambda: init_params(config, jax.random.PRNGKey(0)))).items()}
+    got = {k: v.shape for k, v in flat.items()}
+    if got != want:
+        raise ValueError(f"the weights in {str(path)!r} do not match config "
+                         f"({config.num_layers} blocks, hidden {config.hidden_size}): "
+                         f"{sorted(set(got.items()) ^ set(want.items()))[:4]} differ")
+    return _unflatten(flat), config, info

@@ -1,10 +1,13 @@
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from effjax import qat
 from effjax.data import arithmetic as ar
-from effjax.models import init_params
+from effjax.models import forward, init_params
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +34,33 @@ def test_untrained_model_scores_zero():
 
 
 def test_train_save_load(tmp_path):
-    params, info = qat.train_teacher(steps=2, batch_size=4, eval_every=2, path=tmp_path,
-                                     progress=False)
+    params, info = qat.train_teacher(config=qat.DRAFT_CONFIG, steps=2, batch_size=4,
+                                     eval_every=2, path=tmp_path, progress=False)
     assert info["steps"] == 2 and 0.0 <= info["accuracy_256"] <= 1.0
-    back, config, info2 = qat.load_teacher(tmp_path)
-    assert config == qat.TEACHER_CONFIG and info2["steps"] == 2
+    back, config, info2 = qat.load_teacher(tmp_path, qat.DRAFT_CONFIG)
+    assert config == qat.DRAFT_CONFIG and info2["steps"] == 2
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
     assert jax.tree.structure(back) == jax.tree.structure(params)
     with pytest.raises(ValueError, match="no trained teacher"):
         qat.load_teacher(tmp_path / "none")
+    with pytest.raises(ValueError, match=r"do not match config \(4 blocks, hidden 128\)"):
+        qat.load_teacher(tmp_path)  # one block's weights read as the 4-block teacher
+    with pytest.raises(ValueError, match="config.vocab_size must be the char vocabulary's 128"):
+        qat.train_teacher(config=dataclasses.replace(qat.DRAFT_CONFIG, vocab_size=64), steps=1,
+                          path=None)
+
+
+def test_shipped_draft_agrees_with_the_teacher(teacher):
+    """The one-block draft predicts most of the teacher's solution tokens (teacher-forced)."""
+    tparams, tconfig, _ = teacher
+    dparams, dconfig, _ = qat.load_teacher(qat.DRAFT_DIR, qat.DRAFT_CONFIG)
+    assert dconfig.num_layers == 1
+    items = ar.problems(5, 32, split="test")
+    batch = ar.encode_examples(items, 64)
+    tokens = jnp.asarray(batch["tokens"])
+    t = jnp.argmax(forward(tparams, tokens, config=tconfig)[0], -1)
+    d = jnp.argmax(forward(dparams, tokens, config=dconfig)[0], -1)
+    scored = np.asarray(batch["loss_mask"], bool)
+    agree = float(np.mean(np.asarray(t == d)[:, :-1][scored[:, 1:]]))  # j - 1 predicts j
+    assert 0.7 < agree < 1.0, agree  # a useful draft, not a copy
