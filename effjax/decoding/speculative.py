@@ -276,7 +276,7 @@ def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params
       max_new_tokens: the target's output length per prompt.
       draft_recipe: the draft's activation / KV formats.
       eos_id: as in `generate`.
-      batch_size: prompts per replay batch.
+      batch_size: sequences per forward and per replay batch.
 
     Returns:
       `Mismatches`.
@@ -284,18 +284,29 @@ def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params
     outs = generate(target_params, target_config, prompts, max_new_tokens=max_new_tokens,
                     eos_id=eos_id)
     feats, meta, replays = [], [], []
-    for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
-        seq = jnp.asarray([list(prompt) + out], jnp.int32)
-        tl, _, th = forward(target_params, seq, config=target_config, return_hidden=True)
-        dl, _, dh = forward(draft_params, seq, config=draft_config, recipe=draft_recipe,
-                            return_hidden=True)
-        start = len(prompt) - 1  # state at start + j predicts generated token j
-        draft_tok = np.asarray(_argmax(dl[0, start:start + len(out)]))
-        for j in np.flatnonzero(draft_tok != np.asarray(out)):
-            feats.append(np.concatenate([np.asarray(th[0, start + j]),
-                                         np.asarray(dh[0, start + j])]))
-            meta.append((i, j))
-            replays.append(list(prompt) + out[:j] + [int(draft_tok[j])])
+    seqs = [list(p) + o for p, o in zip(prompts, outs, strict=True)]
+    # right-padded batches in width buckets: causal attention keeps the padding out of every
+    # real position, and one compilation serves each (batch, bucket)
+    width = -(-max(map(len, seqs)) // 16) * 16
+    for b in range(0, len(seqs), batch_size):
+        chunk = seqs[b:b + batch_size]
+        tokens = np.zeros((batch_size, width), np.int32)
+        for r, seq in enumerate(chunk):
+            tokens[r, :len(seq)] = seq
+        _, _, th = forward(target_params, jnp.asarray(tokens), config=target_config,
+                           return_hidden=True)
+        dl, _, dh = forward(draft_params, jnp.asarray(tokens), config=draft_config,
+                            recipe=draft_recipe, return_hidden=True)
+        draft_all, th, dh = np.asarray(_argmax(dl)), np.asarray(th), np.asarray(dh)
+        for r in range(len(chunk)):
+            i = b + r
+            prompt, out = prompts[i], outs[i]
+            start = len(prompt) - 1  # state at start + j predicts generated token j
+            draft_tok = draft_all[r, start:start + len(out)]
+            for j in np.flatnonzero(draft_tok != np.asarray(out, np.int32)):
+                feats.append(np.concatenate([th[r, start + j], dh[r, start + j]]))
+                meta.append((i, j))
+                replays.append(list(prompt) + out[:j] + [int(draft_tok[j])])
     important = []
     for b in range(0, len(replays), batch_size):
         chunk = replays[b:b + batch_size]

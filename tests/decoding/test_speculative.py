@@ -256,10 +256,14 @@ def test_mined_labels_match_one_by_one_replays(pair):
                             batch_size=2)
     outs = generate(tp, tc, prompts, max_new_tokens=n, eos_id=-1)
     assert len(mined.important) > 2 and mined.features.shape == (len(mined.important), 64)
-    for _, imp, i, j in zip(*mined, strict=True):
-        seq = jnp.asarray([prompts[i] + outs[i]])
-        dtok = int(jnp.argmax(forward(dp, seq, config=dc)[0][0, len(prompts[i]) - 1 + j]))
+    for feat, imp, i, j in zip(*mined, strict=True):
+        seq = jnp.asarray([prompts[i] + outs[i]])  # unpadded, one sequence
+        at = len(prompts[i]) - 1 + j
+        dl, _, dh = forward(dp, seq, config=dc, return_hidden=True)
+        th = forward(tp, seq, config=tc, return_hidden=True)[2]
+        dtok = int(jnp.argmax(dl[0, at]))
         assert dtok != outs[i][j]
+        np.testing.assert_allclose(feat, np.concatenate([th[0, at], dh[0, at]]), atol=1e-5)
         rest = generate(tp, tc, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - 1,
                         eos_id=-1)[0][:n - j - 1]  # one length: one compilation
         assert imp == (answer(outs[i][:j] + [dtok] + rest) != answer(outs[i]))
