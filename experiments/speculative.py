@@ -1,26 +1,34 @@
-"""Speculative decoding on SmolLM2-135M: acceptance rules side by side, quantized self-drafts.
+"""Speculative decoding: acceptance rules side by side on two draft/target pairs.
 
     python -m experiments.speculative [--config=configs/speculative.py[:tiny]]
 
-Per (domain, draft, rule): mean tokens per target call, target calls per generated token,
-wall-clock speedup over target-only decoding timed in the same run (greedy decoding for the
-greedy-family rules, temperature sampling for exact sampling), agreement with the target's
-own greedy output, the target's negative log-likelihood per generated token, and on
-arithmetic the exact-match accuracy of the answer. Rows are cached in a JSON file as they
-finish; the report and a plot are written at the end.
+Pairs: SmolLM2-135M with quantized (or truncated) copies of itself as drafts, on prose and
+two-operand arithmetic questions; and the in-house arithmetic pair, the reasoning teacher
+verifying a one-block draft trained on the same task, on the task's test problems and on
+longer chains than the judge was mined on (the domain shift). Per (pair, domain, draft,
+rule): mean tokens per target call, target calls per generated token, wall-clock speedup
+over target-only decoding timed in the same run (greedy decoding for the greedy-family
+rules, temperature sampling for exact sampling), agreement with the target's own greedy
+output, the target's negative log-likelihood per generated token and, where answers can be
+checked, exact-match accuracy. Rows are cached in a JSON file as they finish; the report
+and a plot are written at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
+import types
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import effjax
+from effjax.data import arithmetic
 from effjax.decoding import (
     AutoJudge,
     ExactSampling,
@@ -37,17 +45,62 @@ from effjax.decoding import (
 from effjax.eval import markdown_table, write_atomic
 from effjax.models import forward
 from effjax.quant import quantize_params, recipe
-from experiments.cli import (
-    format_spec,
-    load_cells,
-    main_with_config,
-    median_seconds,
-    save_cells,
-    save_figure,
-)
+from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
 
 RULES = {"greedy": GreedyMatch, "exact": ExactSampling, "typical": TypicalAcceptance,
          "kl": KLJudge, "autojudge": AutoJudge}
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Prompts a pair is measured on.
+
+    Attributes:
+      prompts: token ids per prompt.
+      accuracy: generated token ids per prompt -> exact-match accuracy (None: no answers).
+      shifted: whether the AutoJudge was mined on another domain.
+      what: one line for the report.
+    """
+
+    prompts: list[list[int]]
+    accuracy: Callable[[list[list[int]]], float] | None
+    shifted: bool
+    what: str
+
+    @property
+    def metric(self) -> str:
+        """The quality the findings compare: accuracy where answers exist, else NLL."""
+        return "nll" if self.accuracy is None else "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A target, its drafts, its domains and how its AutoJudges are mined.
+
+    Attributes:
+      name: the report section's title.
+      params, config: the target.
+      drafts: (label, spec, (params, config, recipe)) per draft.
+      domains: name -> `Domain`.
+      judge_prompts: token ids of the prompts mismatches are mined on.
+      answer: generated token ids -> a comparable answer (the mining labels).
+      eos_id: generation stops after it (-1: never).
+      settings: the pair's part of the experiment config.
+      fields: what makes the pair's cache keys distinct.
+      judge_fields: what makes its judges' keys distinct.
+    """
+
+    name: str
+    params: dict
+    config: effjax.models.LMConfig
+    drafts: list
+    domains: dict
+    judge_prompts: list[list[int]]
+    answer: Callable
+    eos_id: int
+    settings: object
+    fields: tuple
+    judge_fields: tuple
 
 
 def make_rule(kind: str, options: dict, judge: dict | None = None):
@@ -61,10 +114,10 @@ def make_rule(kind: str, options: dict, judge: dict | None = None):
     return RULES[kind](**options)
 
 
-def rule_rows(config) -> list[tuple[str, str, dict]]:
-    """The config's rules, then one AutoJudge row per threshold."""
-    return [*config.rules, *((f"AutoJudge P(important)<{t}", "autojudge", {"threshold": t})
-                             for t in config.judge_thresholds)]
+def rule_rows(pc) -> list[tuple[str, str, dict]]:
+    """A pair config's rules, then one AutoJudge row per threshold."""
+    return [*pc.rules, *((f"AutoJudge P(important)<{t}", "autojudge", {"threshold": t})
+                         for t in pc.judge_thresholds)]
 
 
 def arithmetic_tasks(n: int, seed: int) -> list[tuple[str, int]]:
@@ -99,7 +152,7 @@ def prose_prompts(lm, texts: list[str], n: int, length: int) -> list[list[int]]:
     raise ValueError(f"only {len(prompts)} paragraphs have {length} tokens; asked for {n}")
 
 
-def target_nll(lm, prompts: list[list[int]], outs: list[list[int]]) -> float:
+def target_nll(params, config, prompts: list[list[int]], outs: list[list[int]]) -> float:
     """The target's mean negative log-likelihood per generated token (one padded forward)."""
     width = max(len(p) + len(o) for p, o in zip(prompts, outs, strict=True))
     tokens = np.zeros((len(prompts), width), np.int32)
@@ -111,7 +164,7 @@ def target_nll(lm, prompts: list[list[int]], outs: list[list[int]]) -> float:
         mask[i, width - len(seq):] = True
         scored[i, width - len(o):] = True
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int32)
-    logits, _ = forward(lm.params, jnp.asarray(tokens), config=lm.config,
+    logits, _ = forward(params, jnp.asarray(tokens), config=config,
                         positions=jnp.asarray(positions), mask=jnp.asarray(mask))
     logp = np.asarray(jax.nn.log_softmax(logits[:, :-1], axis=-1))
     picked = np.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
@@ -127,39 +180,84 @@ def _agreement(outs: list[list[int]], ref: list[list[int]]) -> float:
     return same / max(total, 1)
 
 
-def _accuracy(lm, outs, answers) -> float:
-    got = [first_integer(lm.tokenizer.decode(o)) for o in outs]
-    return float(np.mean([g == a for g, a in zip(got, answers, strict=True)]))
-
-
-def make_draft(lm, spec: str):
-    """(params, config, recipe) of a draft: "first:N" is the target's first N blocks
-    (`early_exit_draft`), any other spec a weight-quantized copy of the target."""
+def make_draft(target, spec: str):
+    """(params, config, recipe) of a draft of `target` (anything with `params` and
+    `config`): "first:N" is its first N blocks (`early_exit_draft`), "draft" the shipped
+    one-block arithmetic draft, any other spec a weight-quantized copy of the target."""
     if spec.startswith("first:"):
-        params, config = early_exit_draft(lm.params, lm.config, int(spec.split(":")[1]))
+        params, config = early_exit_draft(target.params, target.config, int(spec.split(":")[1]))
+        return params, config, None
+    if spec == "draft":
+        params, config, _ = effjax.qat.load_teacher(effjax.qat.DRAFT_DIR, effjax.qat.DRAFT_CONFIG)
         return params, config, None
     r = recipe(format_spec(spec))
-    return quantize_params(lm.params, r), lm.config, r
+    return quantize_params(target.params, r), target.config, r
 
 
-def _domains(lm, config) -> dict:
-    corpus = effjax.data.load_corpus(config.prose_corpus, split=config.prose_split)
-    tasks = arithmetic_tasks(config.arith_prompts, config.arith_seed)
-    return {"prose": (prose_prompts(lm, corpus.texts, config.prose_prompts,
-                                    config.prompt_tokens), None),
-            "arithmetic": ([lm.tokenizer(q)["input_ids"] for q, _ in tasks],
-                           [a for _, a in tasks])}
+def smollm2_pair(pc) -> Pair:
+    """SmolLM2 on prose (WikiText-2 test paragraphs) and two-operand arithmetic questions;
+    AutoJudge mined on other arithmetic questions."""
+    lm = effjax.load(pc.model)
+    corpus = effjax.data.load_corpus(pc.prose_corpus, split=pc.prose_split)
+    tasks = arithmetic_tasks(pc.arith_prompts, pc.arith_seed)
+    answers = [a for _, a in tasks]
+    first = lambda toks: first_integer(lm.tokenizer.decode(toks))  # noqa: E731
+    domains = {
+        "prose": Domain(prose_prompts(lm, corpus.texts, pc.prose_prompts, pc.prompt_tokens),
+                        None, True, f"{pc.prose_prompts} WikiText-2 {pc.prose_split} "
+                        f"paragraphs cut to {pc.prompt_tokens} tokens"),
+        "arithmetic": Domain(
+            [lm.tokenizer(q)["input_ids"] for q, _ in tasks],
+            lambda outs: float(np.mean([first(o) == a for o, a in zip(outs, answers,
+                                                                      strict=True)])),
+            False, f"{pc.arith_prompts} questions (sums of two-digit numbers, products of a "
+            "two-digit and a one-digit number); the answer's first integer must equal the "
+            "result")}
+    judge = [lm.tokenizer(q)["input_ids"] for q, _ in arithmetic_tasks(pc.judge_prompts,
+                                                                     pc.judge_seed)]
+    return Pair(f"SmolLM2-135M ({pc.model}, float32)", lm.params, lm.config,
+                [(label, spec, make_draft(lm, spec)) for label, spec in pc.drafts], domains,
+                judge, first, -1, pc,
+                (pc.model, pc.k, pc.prose_prompts, pc.prompt_tokens, pc.arith_prompts,
+                 pc.arith_seed, pc.max_new_tokens), (pc.judge_prompts, pc.judge_seed))
 
 
-def train_draft_judge(lm, config, draft, draft_config, draft_recipe) -> dict:
-    """AutoJudge for one draft: mismatches mined on arithmetic questions other than the
-    evaluated ones (the answer: the first integer), then the judge fitted to them."""
-    tasks = arithmetic_tasks(config.judge_prompts, config.judge_seed)
-    prompts = [lm.tokenizer(q)["input_ids"] for q, _ in tasks]
-    mined = mine_mismatches(lm.params, lm.config, draft, draft_config, prompts,
-                            lambda toks: first_integer(lm.tokenizer.decode(toks)),
-                            max_new_tokens=config.max_new_tokens, draft_recipe=draft_recipe,
-                            eos_id=-1)
+def arith_pair(pc) -> Pair:
+    """The reasoning teacher and its drafts on arithmetic test problems at `levels` and at
+    `shift_levels`; AutoJudge mined on training problems at `levels`."""
+    params, config, _ = effjax.qat.load_teacher()
+    target = types.SimpleNamespace(params=params, config=config)
+    tok = arithmetic.CharTokenizer()
+
+    def domain(levels, shifted):
+        items = arithmetic.problems(pc.seed, pc.problems, split="test", levels=levels)
+        return Domain([tok.encode(p.prompt) for p in items],
+                      lambda outs: arithmetic.exact_match([tok.decode(o) for o in outs], items),
+                      shifted, f"{pc.problems} test problems at level "
+                      f"{'/'.join(map(str, levels))} (exact match of the answer after '#')")
+
+    judge = arithmetic.problems(pc.judge_seed, pc.judge_problems, split="train",
+                                levels=pc.levels)
+    lv = lambda levels: "level " + "/".join(map(str, levels))  # noqa: E731
+    return Pair("the arithmetic teacher (4 blocks, hidden 128, char vocabulary)", params,
+                config, [(label, spec, make_draft(target, spec)) for label, spec in pc.drafts],
+                {f"arithmetic, {lv(pc.levels)}": domain(pc.levels, False),
+                 f"arithmetic, {lv(pc.shift_levels)}": domain(pc.shift_levels, True)},
+                [tok.encode(p.prompt) for p in judge],
+                lambda toks: arithmetic.parse_answer(tok.decode(toks)), arithmetic.EOS_ID, pc,
+                ("arith", pc.k, pc.problems, tuple(pc.levels), tuple(pc.shift_levels), pc.seed,
+                 pc.max_new_tokens), (pc.judge_problems, pc.judge_seed, tuple(pc.levels)))
+
+
+PAIRS = {"smollm2": smollm2_pair, "arith": arith_pair}
+
+
+def train_draft_judge(pair: Pair, draft, draft_config, draft_recipe) -> dict:
+    """AutoJudge for one draft: mismatches mined on the pair's judge prompts (other than the
+    evaluated ones), then the judge fitted to them."""
+    mined = mine_mismatches(pair.params, pair.config, draft, draft_config, pair.judge_prompts,
+                            pair.answer, max_new_tokens=pair.settings.max_new_tokens,
+                            draft_recipe=draft_recipe, eos_id=pair.eos_id)
     out = {"mismatches": len(mined.important), "important": int(mined.important.sum())}
     try:
         w, b = train_judge(mined.features, mined.important)
@@ -170,60 +268,65 @@ def train_draft_judge(lm, config, draft, draft_config, draft_recipe) -> dict:
 
 
 def _timed(fn, repeats: int):
-    out = fn()  # warm-up: compiles
-    return out, median_seconds(fn, repeats)
+    """fn's result (from an untimed first call, which compiles) and its median wall time."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return out, float(np.median(times))
 
 
-def _key(config, *parts) -> str:
-    return json.dumps([*parts, config.model, config.k, config.prose_prompts, config.prompt_tokens,
-                       config.arith_prompts, config.arith_seed, config.max_new_tokens],
-                      sort_keys=True)
+def _key(pair_or_fields, *parts) -> str:
+    fields = pair_or_fields.fields if isinstance(pair_or_fields, Pair) else pair_or_fields
+    return json.dumps([*parts, *fields], sort_keys=True)
 
 
-def run(config) -> str:
-    """Runs the missing rows, then writes the report and the plot."""
-    start = time.perf_counter()
-    lm = effjax.load(config.model)
-    cache = load_cells(config.cache)
-    n = config.max_new_tokens
-    domains = _domains(lm, config)
+def _judge_key(pair: Pair, spec: str) -> str:
+    return _key(pair, "judge", spec, *pair.judge_fields)
+
+
+def run_pair(pair: Pair, cache: dict, config) -> None:
+    """Runs a pair's missing rows into `cache` (saved after each)."""
+    pc, n = pair.settings, pair.settings.max_new_tokens
     sampling = SamplingConfig(temperature=1.0)
     refs, timings = {}, {}
-    for name, (prompts, answers) in domains.items():
-        greedy, g_sec = _timed(lambda p=prompts: generate(lm.params, lm.config, p,
-                                                          max_new_tokens=n, eos_id=-1),
-                               config.repeats)
-        sampled, s_sec = _timed(lambda p=prompts: generate(
-            lm.params, lm.config, p, max_new_tokens=n, eos_id=-1, sampling=sampling,
-            key=jax.random.PRNGKey(1)), config.repeats)
-        refs[name] = greedy
-        timings[name] = {"greedy": g_sec, "sampling": s_sec}
-        key = _key(config, name, "target")
+    for name, dom in pair.domains.items():
+        greedy, g_sec = _timed(lambda p=dom.prompts: generate(
+            pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id), config.repeats)
+        sampled, s_sec = _timed(lambda p=dom.prompts: generate(
+            pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id,
+            sampling=sampling, key=jax.random.PRNGKey(1)), config.repeats)
+        refs[name], timings[name] = greedy, {"greedy": g_sec, "sampling": s_sec}
+        key = _key(pair, name, "target")
         if key not in cache:
             cache[key] = {"greedy_seconds": g_sec, "sampling_seconds": s_sec,
-                          "nll": target_nll(lm, prompts, greedy),
-                          "sampling_nll": target_nll(lm, prompts, sampled),
-                          "accuracy": None if answers is None else _accuracy(lm, greedy, answers)}
+                          "nll": target_nll(pair.params, pair.config, dom.prompts, greedy),
+                          "sampling_nll": target_nll(pair.params, pair.config, dom.prompts,
+                                                     sampled),
+                          "accuracy": None if dom.accuracy is None else dom.accuracy(greedy),
+                          "sampling_accuracy": None if dom.accuracy is None
+                          else dom.accuracy(sampled)}
             save_cells(config.cache, cache)
-    for draft_label, spec in config.drafts:
-        draft, draft_config, r = make_draft(lm, spec)
-        judge_key = _key(config, "judge", spec, config.judge_prompts, config.judge_seed)
-        if config.judge_thresholds and judge_key not in cache:
-            cache[judge_key] = train_draft_judge(lm, config, draft, draft_config, r)
+    for draft_label, spec, (draft, draft_config, r) in pair.drafts:
+        if pc.judge_thresholds and _judge_key(pair, spec) not in cache:
+            cache[_judge_key(pair, spec)] = train_draft_judge(pair, draft, draft_config, r)
             save_cells(config.cache, cache)
-        judge = cache.get(judge_key)
-        for label, kind, options in rule_rows(config):
+        judge = cache.get(_judge_key(pair, spec))
+        for label, kind, options in rule_rows(pc):
             if kind == "autojudge" and "weights" not in judge:
                 continue
             rule = make_rule(kind, dict(options), judge)
-            for name, (prompts, answers) in domains.items():
-                key = _key(config, name, spec, kind, dict(options))
+            for name, dom in pair.domains.items():
+                key = _key(pair, name, spec, kind, dict(options))
                 if key in cache:
                     continue
-                out, sec = _timed(lambda p=prompts, rule=rule, draft=draft, dc=draft_config, r=r: (
-                    speculative_generate(lm.params, lm.config, draft, dc, p, k=config.k,
-                                         rule=rule, max_new_tokens=n, eos_id=-1,
-                                         draft_recipe=r, key=jax.random.PRNGKey(1))),
+                out, sec = _timed(lambda p=dom.prompts, rule=rule, draft=draft,
+                                  dc=draft_config, r=r: speculative_generate(
+                                      pair.params, pair.config, draft, dc, p, k=pc.k,
+                                      rule=rule, max_new_tokens=n, eos_id=pair.eos_id,
+                                      draft_recipe=r, key=jax.random.PRNGKey(1)),
                                   config.repeats)
                 baseline = timings[name]["sampling" if kind == "exact" else "greedy"]
                 generated = sum(len(t) for t in out.tokens)
@@ -234,13 +337,22 @@ def run(config) -> str:
                     "tokens_per_call": out.tokens_per_call,
                     "calls_per_token": float(out.target_calls.sum()) / generated,
                     "agreement": _agreement(out.tokens, refs[name]),
-                    "nll": target_nll(lm, prompts, out.tokens),
-                    "accuracy": None if answers is None else _accuracy(lm, out.tokens, answers)}
+                    "nll": target_nll(pair.params, pair.config, dom.prompts, out.tokens),
+                    "accuracy": None if dom.accuracy is None else dom.accuracy(out.tokens)}
                 save_cells(config.cache, cache)
                 print(name, draft_label, label, cache[key], flush=True)
-    report = _report(config, cache, time.perf_counter() - start)
+
+
+def run(config) -> str:
+    """Runs the missing rows of every pair, then writes the report and the plot."""
+    start = time.perf_counter()
+    cache = load_cells(config.cache)
+    pairs = [PAIRS[name](config[name]) for name in config.pairs]
+    for pair in pairs:
+        run_pair(pair, cache, config)
+    report = _report(config, pairs, cache, time.perf_counter() - start)
     write_atomic(config.output, report)
-    _plot(config, cache)
+    _plot(pairs, cache, config.plot)
     print(report, flush=True)
     return report
 
@@ -249,139 +361,169 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
-def _report(config, cache, seconds) -> str:
+def _report(config, pairs: list[Pair], cache: dict, seconds: float) -> str:
     parts = [
-        "# Speculative decoding on SmolLM2-135M",
+        "# Speculative decoding: acceptance rules on two draft/target pairs",
         "",
         f"Command: `python -m experiments.speculative` (config `configs/speculative.py`); jax "
-        f"{jax.__version__}, {jax.devices()[0].device_kind}. Target: {config.model} in float32. "
-        "Drafts: weight-quantized copies of the target, or its first N blocks with its final "
-        f"norm and head (`early_exit_draft`, untrained), k = {config.k} draft tokens "
-        f"per round, {config.max_new_tokens} new tokens per prompt, batch = all prompts of a "
-        f"domain. Prose: {config.prose_prompts} WikiText-2 {config.prose_split} paragraphs cut "
-        f"to {config.prompt_tokens} tokens; arithmetic: {config.arith_prompts} questions (sums "
-        "of two-digit numbers, products of a two-digit and a one-digit number), the answer's "
-        "first integer must equal the result. Speedup: target-only decoding time over "
-        "speculative time, both medians of timed runs after a warm-up in the same process "
-        "(greedy decoding for the greedy-family rules, temperature-1 sampling for exact "
-        "sampling; the target-only rows show the first run's times). "
-        "Agreement: fraction of generated positions equal to the target's greedy output. NLL: "
-        f"the target's negative log-likelihood per generated token. This run: {seconds:.0f} s.",
+        f"{jax.__version__}, {jax.devices()[0].device_kind}. Per pair, k draft tokens per "
+        "round, batch = all prompts of a domain. Speedup: target-only decoding time over "
+        f"speculative time, both medians of {config.repeats} timed run(s) after an untimed "
+        "one in the same process (greedy decoding for the greedy-family rules, temperature-1 "
+        "sampling for exact sampling). Agreement: fraction of generated positions equal to "
+        "the target's greedy output. NLL: the target's negative log-likelihood per generated "
+        "token. AutoJudge is mined and trained per draft (on prompts other than the evaluated "
+        f"ones). This run: {seconds:.0f} s.",
         ""]
-    for name in ("prose", "arithmetic"):
-        base = cache.get(_key(config, name, "target"))
-        if base is None:
-            continue
-        rows = [["target only, greedy", "-", "1", "1", "1x", "1", _fmt(base["nll"]),
-                 _fmt(base["accuracy"]), f"{base['greedy_seconds']:.2f}"],
-                ["target only, sampling T=1", "-", "1", "1", "1x", "-",
-                 _fmt(base["sampling_nll"]), "-", f"{base['sampling_seconds']:.2f}"]]
-        for draft_label, spec in config.drafts:
-            for label, kind, options in rule_rows(config):
-                cell = cache.get(_key(config, name, spec, kind, dict(options)))
-                rows.append([label, draft_label, *["not run"] * 7] if cell is None else [
-                    label, draft_label, f"{cell['tokens_per_call']:.2f}",
-                    f"{cell['calls_per_token']:.3f}", f"{cell['speedup']:.2f}x",
-                    f"{cell['agreement']:.3f}", _fmt(cell["nll"]), _fmt(cell["accuracy"]),
-                    f"{cell['seconds']:.2f}"])
-        parts += [f"## {name}", "",
-                  markdown_table(["rule", "draft", "tokens / target call",
-                                  "target calls / token", "speedup", "agreement with greedy",
-                                  "target NLL / token", "accuracy", "seconds"], rows),
-                  ""]
-    parts += [_claims(config, cache)]
+    header = ["rule", "draft", "tokens / target call", "target calls / token", "speedup",
+              "agreement with greedy", "target NLL / token", "accuracy", "seconds"]
+    for pair in pairs:
+        pc = pair.settings
+        parts += [f"## {pair.name}", "", f"k = {pc.k}, at most {pc.max_new_tokens} new tokens. "
+                  "Drafts: " + ", ".join(label for label, _, _ in pair.drafts) + ".", ""]
+        for name, dom in pair.domains.items():
+            base = cache.get(_key(pair, name, "target"))
+            if base is None:
+                continue
+            rows = [["target only, greedy", "-", "1", "1", "1x", "1", _fmt(base["nll"]),
+                     _fmt(base["accuracy"]), f"{base['greedy_seconds']:.2f}"],
+                    ["target only, sampling T=1", "-", "1", "1", "1x", "-",
+                     _fmt(base["sampling_nll"]), _fmt(base.get("sampling_accuracy")),
+                     f"{base['sampling_seconds']:.2f}"]]
+            for draft_label, spec, _ in pair.drafts:
+                for label, kind, options in rule_rows(pc):
+                    cell = cache.get(_key(pair, name, spec, kind, dict(options)))
+                    rows.append([label, draft_label, *["not run"] * 7] if cell is None else [
+                        label, draft_label, f"{cell['tokens_per_call']:.2f}",
+                        f"{cell['calls_per_token']:.3f}", f"{cell['speedup']:.2f}x",
+                        f"{cell['agreement']:.3f}", _fmt(cell["nll"]), _fmt(cell["accuracy"]),
+                        f"{cell['seconds']:.2f}"])
+            parts += [f"### {name}", "", f"{dom.what}.", "", markdown_table(header, rows), ""]
+        parts += [_claims(pair, cache), ""]
     return "\n".join(parts)
 
 
-def _claims(config, cache) -> str:
-    lines = ["## Findings", ""]
-    verdicts = []
-    for draft_label, spec in config.drafts:
-        judge = cache.get(_key(config, "judge", spec, config.judge_prompts, config.judge_seed))
+def kl_curve(pair: Pair, cache: dict, name: str, spec: str) -> list[dict]:
+    """The forward-KL judge cells of a (domain, draft), by tokens per call."""
+    cells = [c for _, kind, o in pair.settings.rules
+             if kind == "kl" and o.get("direction", "forward") == "forward"
+             if (c := cache.get(_key(pair, name, spec, kind, dict(o)))) is not None]
+    return sorted(cells, key=lambda c: c["tokens_per_call"])
+
+
+def compare_at_matched_speed(curve: list[dict], auto: dict, metric: str, n: int
+                             ) -> tuple[str, float | None]:
+    """The KL judge against one AutoJudge row at AutoJudge's tokens per call.
+
+    The KL curve's quality is interpolated linearly in tokens per call. Accuracy ties are
+    differences within two standard errors of the difference (n prompts); NLL has no noise
+    band. Outside the sweep's range the nearest end is compared only where one dominates.
+
+    Returns:
+      (verdict, interpolated KL quality or None): verdict "KL better", "tie",
+      "AutoJudge better", or "not comparable" (outside the range, neither dominates).
+    """
+    xs = np.asarray([c["tokens_per_call"] for c in curve])
+    ys = np.asarray([c[metric] for c in curve])
+    x, y = auto["tokens_per_call"], auto[metric]
+    sign = 1 if metric == "accuracy" else -1  # higher accuracy, lower NLL is better
+    if x > xs[-1] or x < xs[0]:
+        end = -1 if x > xs[-1] else 0
+        kl_more = sign * ys[end] >= sign * y  # the end is at least as good ...
+        if (end == 0) == bool(kl_more):  # ... and faster (x below), or worse and slower
+            return ("KL better" if end == 0 else "AutoJudge better"), None
+        return "not comparable", None
+    kl = float(np.interp(x, xs, ys))
+    band = 0.0
+    if metric == "accuracy":
+        band = 2 * np.sqrt((kl * (1 - kl) + y * (1 - y)) / n)
+    diff = sign * (kl - y)
+    return ("tie" if abs(diff) <= band else "KL better" if diff > 0 else "AutoJudge better"), kl
+
+
+def _claims(pair: Pair, cache: dict) -> str:
+    pc = pair.settings
+    lines = ["### Findings", ""]
+    verdicts = {False: [], True: []}  # shifted -> verdicts
+    for draft_label, spec, _ in pair.drafts:
+        judge = cache.get(_judge_key(pair, spec))
         if judge is not None:
             lines.append(
                 f"- {draft_label}: AutoJudge mined {judge['mismatches']} mismatches on "
-                f"{config.judge_prompts} other arithmetic questions, {judge['important']} "
-                "important (the answer changed); " + (
+                f"{len(pair.judge_prompts)} other prompts, {judge['important']} important "
+                "(the answer changed); " + (
                     f"judge not trained: {judge['error']}" if "error" in judge else
                     f"fit accuracy {judge['train_accuracy']:.3f} on them"))
-        # quality: answer accuracy on arithmetic (higher is better), the target's NLL per
-        # generated token on prose (lower is better)
-        for name, metric, sign in (("arithmetic", "accuracy", 1), ("prose", "nll", -1)):
-            greedy = cache.get(_key(config, name, spec, "greedy", {}))
-            kls = [(label, c) for label, kind, o in config.rules if kind == "kl"
-                   if (c := cache.get(_key(config, name, spec, kind, dict(o)))) is not None]
-            if greedy is None or not kls:
+        for name, dom in pair.domains.items():
+            metric = dom.metric
+            greedy = cache.get(_key(pair, name, spec, "greedy", {}))
+            curve = kl_curve(pair, cache, name, spec)
+            if greedy is None or not curve:
                 continue
-            best = max(kls, key=lambda lc: lc[1]["tokens_per_call"])
             lines.append(
                 f"- {draft_label}, {name}: greedy match keeps {greedy['tokens_per_call']:.2f} "
-                f"tokens per call ({greedy['speedup']:.2f}x); the loosest KL judge ({best[0]}) "
-                f"keeps {best[1]['tokens_per_call']:.2f} ({best[1]['speedup']:.2f}x) at "
-                f"{metric} {best[1][metric]:.3f} vs {greedy[metric]:.3f} for greedy match.")
-            for label, kind, o in rule_rows(config):
-                auto = cache.get(_key(config, name, spec, kind, dict(o)))
+                f"tokens per call ({greedy['speedup']:.2f}x), {metric} {greedy[metric]:.3f}; "
+                "the KL sweep spans " + ", ".join(
+                    f"{c['tokens_per_call']:.2f} ({c['speedup']:.2f}x, {c[metric]:.3f})"
+                    for c in curve) + " tokens per call (speedup, " + metric + ").")
+            for label, kind, o in rule_rows(pc):
+                auto = cache.get(_key(pair, name, spec, kind, dict(o)))
                 if kind != "autojudge" or auto is None:
                     continue
-                near = min(kls, key=lambda lc: abs(lc[1]["tokens_per_call"]
-                                                   - auto["tokens_per_call"]))
-                wins = any(c["tokens_per_call"] >= auto["tokens_per_call"]
-                           and sign * c[metric] >= sign * auto[metric] for _, c in kls)
-                verdicts.append((name, wins))
-                shift = ", evaluated on prose: domain shift" if name == "prose" else ""
+                verdict, kl = compare_at_matched_speed(curve, auto, metric, len(dom.prompts))
+                verdicts[dom.shifted].append(verdict)
+                where = "domain shift: mined elsewhere" if dom.shifted else "in domain"
                 lines.append(
-                    f"  - {label} (trained on arithmetic{shift}): "
-                    f"{auto['tokens_per_call']:.2f} tokens per call, {metric} "
-                    f"{auto[metric]:.3f}; nearest KL judge ({near[0]}): "
-                    f"{near[1]['tokens_per_call']:.2f}, {metric} {near[1][metric]:.3f}; a KL "
-                    f"judge with at least as many tokens per call and {metric} at least as "
-                    f"good: {'yes' if wins else 'no'}.")
-    for name, what in (("arithmetic", "matches or beats AutoJudge"),
-                       ("prose", "is more robust to the domain shift")):
-        got = [w for n, w in verdicts if n == name]
-        if got:
-            lines.append(f"- Claim: the KL judge {what} ({name}, every AutoJudge row "
-                         f"dominated or matched by a KL-judge row): "
-                         f"{'confirmed' if all(got) else 'refuted'} "
-                         f"({sum(got)} of {len(got)} rows).")
-    if not verdicts:
-        lines.append("- KL judge vs AutoJudge: not measured (no AutoJudge rows).")
-    else:
-        lines.append(f"- Resolution: {config.arith_prompts} arithmetic questions (accuracy moves "
-                     f"in steps of {1 / config.arith_prompts:.3f}) and "
-                     f"{len([r for r in config.rules if r[1] == 'kl'])} KL thresholds: a "
-                     "verdict says whether one of those thresholds dominates each AutoJudge "
-                     "row, not what a finer sweep would find.")
+                    f"  - {label} ({where}): {auto['tokens_per_call']:.2f} tokens per call, "
+                    f"{metric} {auto[metric]:.3f}; KL judge at that speed: "
+                    + ("outside the sweep" if kl is None else f"{kl:.3f}") + f": {verdict}.")
+    for shifted, what in ((False, "matches or beats AutoJudge"),
+                          (True, "is at least as good as AutoJudge under the domain shift")):
+        got = [v for v in verdicts[shifted] if v != "not comparable"]
+        if not verdicts[shifted]:
+            continue
+        ok = sum(v in ("KL better", "tie") for v in got)
+        lines.append(
+            f"- Claim: the KL judge {what} at matched tokens per call: "
+            + ("not decided (no comparable row)" if not got else
+               f"{'confirmed' if ok == len(got) else 'refuted'} ({ok} of {len(got)} "
+               f"comparable rows tie or favour the KL judge; "
+               f"{sum(v == 'KL better' for v in got)} favour it, "
+               f"{len(verdicts[shifted]) - len(got)} not comparable)") + ".")
     return "\n".join(lines)
 
 
-def _plot(config, cache) -> None:
+def _plot(pairs: list[Pair], cache: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (name, metric) in zip(axes, (("prose", "nll"), ("arithmetic", "accuracy")),
-                                  strict=True):
-        for draft_label, spec in config.drafts:
-            cells = [(label, cache.get(_key(config, name, spec, kind, dict(o))))
-                     for label, kind, o in rule_rows(config)]
-            points = [(c["tokens_per_call"], c[metric], label) for label, c in cells
-                      if c is not None and c[metric] is not None]
-            if not points:
-                continue
-            x, y, labels = zip(*points, strict=True)
-            ax.scatter(x, y, label=draft_label)
-            for xi, yi, lab in zip(x, y, labels, strict=True):
-                ax.annotate(lab.replace("KL judge ", "KL "), (xi, yi), fontsize=6)
+    panels = [(pair, name, dom) for pair in pairs for name, dom in pair.domains.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (pair, name, dom) in zip(axes[0], panels, strict=True):
+        metric = dom.metric
+        for draft_label, spec, _ in pair.drafts:
+            curve = kl_curve(pair, cache, name, spec)
+            line = ax.plot([c["tokens_per_call"] for c in curve], [c[metric] for c in curve],
+                           "-o", ms=3, label=f"{draft_label}: KL judge (tau sweep)")[0]
+            for label, kind, o in rule_rows(pair.settings):
+                c = cache.get(_key(pair, name, spec, kind, dict(o)))
+                if c is None or (kind == "kl" and o.get("direction", "forward") == "forward"):
+                    continue
+                marker = {"autojudge": "*", "greedy": "s", "exact": "^"}.get(kind, "D")
+                ax.scatter(c["tokens_per_call"], c[metric], marker=marker,
+                           color=line.get_color(), s=40 if kind == "autojudge" else 20)
+                ax.annotate(label.replace("AutoJudge P(important)", "AJ").replace(
+                    " acceptance", "").replace(" judge", ""), (c["tokens_per_call"], c[metric]),
+                    fontsize=5)
         ax.set_xlabel("tokens per target call")
         ax.set_ylabel({"nll": "target NLL / token (lower is better)",
-                       "accuracy": "answer accuracy"}[metric])
-        ax.set_title(name)
-        ax.legend(fontsize=7)
+                       "accuracy": "exact-match accuracy"}[metric])
+        ax.set_title(f"{pair.name.split(' (')[0]}\n{name}", fontsize=8)
+        ax.legend(fontsize=5)
     fig.tight_layout()
-    save_figure(fig, config.plot)
+    save_figure(fig, path)
     plt.close(fig)
 
 
