@@ -33,15 +33,21 @@ def main_with_config(run: Callable, name: str) -> None:
     app.run(main)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn()` over `repeats` runs after one warm-up (which compiles)."""
-    fn()
+def timed_call(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
+    """`fn()`'s result from one warm-up call (which compiles) and the median wall time of
+    `repeats` further calls."""
+    out = fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return out, statistics.median(times)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` runs after one warm-up (which compiles)."""
+    return timed_call(fn, repeats)[1]
 
 
 def format_spec(spec: str | None) -> Format | None:

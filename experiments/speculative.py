@@ -45,7 +45,14 @@ from effjax.decoding import (
 from effjax.eval import markdown_table, write_atomic
 from effjax.models import forward
 from effjax.quant import quantize_params, recipe
-from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
+from experiments.cli import (
+    format_spec,
+    load_cells,
+    main_with_config,
+    save_cells,
+    save_figure,
+    timed_call,
+)
 
 RULES = {"greedy": GreedyMatch, "exact": ExactSampling, "typical": TypicalAcceptance,
          "kl": KLJudge, "autojudge": AutoJudge}
@@ -228,17 +235,17 @@ def arith_pair(pc) -> Pair:
     params, config, _ = effjax.qat.load_teacher()
     target = types.SimpleNamespace(params=params, config=config)
     tok = arithmetic.CharTokenizer()
+    lv = lambda levels: "level " + "/".join(map(str, levels))  # noqa: E731
 
     def domain(levels, shifted):
         items = arithmetic.problems(pc.seed, pc.problems, split="test", levels=levels)
         return Domain([tok.encode(p.prompt) for p in items],
                       lambda outs: arithmetic.exact_match([tok.decode(o) for o in outs], items),
-                      shifted, f"{pc.problems} test problems at level "
-                      f"{'/'.join(map(str, levels))} (exact match of the answer after '#')")
+                      shifted, f"{pc.problems} test problems at {lv(levels)} (exact match of "
+                      "the answer after '#')")
 
     judge = arithmetic.problems(pc.judge_seed, pc.judge_problems, split="train",
                                 levels=pc.levels)
-    lv = lambda levels: "level " + "/".join(map(str, levels))  # noqa: E731
     return Pair("the arithmetic teacher (4 blocks, hidden 128, char vocabulary)", params,
                 config, [(label, spec, make_draft(target, spec)) for label, spec in pc.drafts],
                 {f"arithmetic, {lv(pc.levels)}": domain(pc.levels, False),
@@ -267,17 +274,6 @@ def train_draft_judge(pair: Pair, draft, draft_config, draft_recipe) -> dict:
     return {**out, "weights": w.tolist(), "bias": b, "train_accuracy": float(fit)}
 
 
-def _timed(fn, repeats: int):
-    """fn's result (from an untimed first call, which compiles) and its median wall time."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return out, float(np.median(times))
-
-
 def _key(pair_or_fields, *parts) -> str:
     fields = pair_or_fields.fields if isinstance(pair_or_fields, Pair) else pair_or_fields
     return json.dumps([*parts, *fields], sort_keys=True)
@@ -293,9 +289,9 @@ def run_pair(pair: Pair, cache: dict, config) -> None:
     sampling = SamplingConfig(temperature=1.0)
     refs, timings = {}, {}
     for name, dom in pair.domains.items():
-        greedy, g_sec = _timed(lambda p=dom.prompts: generate(
+        greedy, g_sec = timed_call(lambda p=dom.prompts: generate(
             pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id), config.repeats)
-        sampled, s_sec = _timed(lambda p=dom.prompts: generate(
+        sampled, s_sec = timed_call(lambda p=dom.prompts: generate(
             pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id,
             sampling=sampling, key=jax.random.PRNGKey(1)), config.repeats)
         refs[name], timings[name] = greedy, {"greedy": g_sec, "sampling": s_sec}
@@ -322,7 +318,7 @@ def run_pair(pair: Pair, cache: dict, config) -> None:
                 key = _key(pair, name, spec, kind, dict(options))
                 if key in cache:
                     continue
-                out, sec = _timed(lambda p=dom.prompts, rule=rule, draft=draft,
+                out, sec = timed_call(lambda p=dom.prompts, rule=rule, draft=draft,
                                   dc=draft_config, r=r: speculative_generate(
                                       pair.params, pair.config, draft, dc, p, k=pc.k,
                                       rule=rule, max_new_tokens=n, eos_id=pair.eos_id,
@@ -403,10 +399,14 @@ def _report(config, pairs: list[Pair], cache: dict, seconds: float) -> str:
     return "\n".join(parts)
 
 
+def _on_kl_curve(kind: str, options: dict) -> bool:
+    """Whether a rule row is a point of the forward-KL judge's tau sweep."""
+    return kind == "kl" and options.get("direction", "forward") == "forward"
+
+
 def kl_curve(pair: Pair, cache: dict, name: str, spec: str) -> list[dict]:
     """The forward-KL judge cells of a (domain, draft), by tokens per call."""
-    cells = [c for _, kind, o in pair.settings.rules
-             if kind == "kl" and o.get("direction", "forward") == "forward"
+    cells = [c for _, kind, o in pair.settings.rules if _on_kl_curve(kind, o)
              if (c := cache.get(_key(pair, name, spec, kind, dict(o)))) is not None]
     return sorted(cells, key=lambda c: c["tokens_per_call"])
 
@@ -509,7 +509,7 @@ def _plot(pairs: list[Pair], cache: dict, path: str) -> None:
                            "-o", ms=3, label=f"{draft_label}: KL judge (tau sweep)")[0]
             for label, kind, o in rule_rows(pair.settings):
                 c = cache.get(_key(pair, name, spec, kind, dict(o)))
-                if c is None or (kind == "kl" and o.get("direction", "forward") == "forward"):
+                if c is None or _on_kl_curve(kind, o):  # drawn as the curve
                     continue
                 marker = {"autojudge": "*", "greedy": "s", "exact": "^"}.get(kind, "D")
                 ax.scatter(c["tokens_per_call"], c[metric], marker=marker,

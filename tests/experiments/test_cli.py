@@ -1,9 +1,11 @@
-"""The experiments' shared format strings."""
+"""The experiments' shared helpers: format strings and timing."""
+
+import time
 
 import pytest
 
 from effjax.formats import get_format
-from experiments.cli import format_spec
+from experiments.cli import format_spec, median_seconds, timed_call
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -24,3 +26,16 @@ def test_format_spec_rejects_what_the_format_refuses():
         format_spec("int4:48")
     with pytest.raises(ValueError, match=r"spec 'int4:rows': after ':' expected a group size"):
         format_spec("int4:rows")
+
+
+def test_timed_call_returns_the_warm_up_result_and_times_the_repeats():
+    calls = []
+
+    def fn():
+        calls.append(len(calls))
+        time.sleep(0.5 if len(calls) == 1 else 0.0)  # the slow first call is not timed
+        return len(calls)
+
+    out, seconds = timed_call(fn, 3)
+    assert out == 1 and len(calls) == 4 and seconds < 0.25
+    assert median_seconds(fn, 2) < 0.25 and len(calls) == 7
