@@ -179,13 +179,15 @@ class DecoderLM(nnx.Module):
         dtype,
         recipe: Recipe | None = None,
         return_hidden: bool = False,
+        attn_mask: Bool[Array, "b t s"] | None = None,
     ):
         c = self.config
         x = jnp.take(self.embed.embedding.get_value(), tokens, axis=0).astype(dtype)
         inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
         t = tokens.shape[1]
         if cache is None:
-            allowed = jnp.tril(jnp.ones((t, t), bool))[None] & mask[:, None, :]
+            structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
+            allowed = structure & mask[:, None, :]
             start = None
         else:
             start = cache.length
@@ -193,7 +195,9 @@ class DecoderLM(nnx.Module):
             valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
             slots = jnp.arange(valid.shape[1])
             query_slots = start + jnp.arange(t)
-            allowed = (slots[None, :] <= query_slots[:, None])[None] & valid[:, None, :]
+            structure = ((slots[None, :] <= query_slots[:, None])[None] if attn_mask is None
+                         else attn_mask)
+            allowed = structure & valid[:, None, :]
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
@@ -293,6 +297,7 @@ def forward(
     dtype=jnp.float32,
     recipe: Recipe | None = None,
     return_hidden: bool = False,
+    attn_mask: Bool[Array, "b t s"] | None = None,
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
@@ -309,6 +314,9 @@ def forward(
       recipe: optional `effjax.quant.Recipe`: activation formats per layer and the KV-cache
         format (weights are quantized in params by `effjax.quant.quantize_params`).
       return_hidden: also return the final normalized hidden states (the head's input).
+      attn_mask: which keys each query may attend to, in place of the causal structure
+        ((b, t, t) without a cache, (b, t, cache slots) with one); padding and unwritten
+        cache slots stay excluded. All True gives bidirectional attention (masked diffusion).
 
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
@@ -326,4 +334,4 @@ def forward(
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
     with online.active(transforms):
-        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden)
+        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden, attn_mask)

@@ -108,6 +108,34 @@ def check_params(params: Params, config: LMConfig, source: str) -> None:
                              f"{tuple(given[k].shape)}, expected {shape}")
 
 
+def read_weights(path: pathlib.Path, name_to_path, config: LMConfig, dtype=np.float32) -> Params:
+    """Reads a checkpoint's safetensors into an effjax pytree through a tensor-name map.
+
+    Args:
+      path: the checkpoint directory.
+      name_to_path: tensor name -> effjax path (None for tensors to skip); ".weight" of a
+        projection maps to a "kernel" path and is transposed to (in, out).
+      config: the config the weights must match (shapes checked; a tied head dropped).
+      dtype: dtype of the returned arrays.
+
+    Returns:
+      The checked parameter pytree.
+    """
+    params: Params = {}
+    for file in _weight_files(path):
+        with safe_open(str(file), framework="flax") as f:
+            for name in f.keys():
+                target = name_to_path(name)
+                if target is None:
+                    continue
+                value = np.asarray(f.get_tensor(name), dtype=dtype)
+                set_path(params, target, value.T if target[-1] == "kernel" else value)
+    if config.tie_word_embeddings:
+        params.pop("lm_head", None)
+    check_params(params, config, source=str(path))
+    return jax.tree.map(jax.numpy.asarray, params)
+
+
 def load_hf_params(path: str | pathlib.Path, config: LMConfig, dtype=np.float32) -> Params:
     """Loads safetensors weights (single file or sharded index) into an effjax pytree.
 
@@ -119,19 +147,4 @@ def load_hf_params(path: str | pathlib.Path, config: LMConfig, dtype=np.float32)
     Returns:
       The parameter pytree with (in, out) kernels.
     """
-    path = pathlib.Path(path)
-    params: Params = {}
-    for file in _weight_files(path):
-        with safe_open(str(file), framework="flax") as f:
-            for name in f.keys():
-                target = hf_name_to_path(name)
-                if target is None:
-                    continue
-                value = np.asarray(f.get_tensor(name), dtype=dtype)
-                if target[-1] == "kernel":
-                    value = value.T
-                set_path(params, target, value)
-    if config.tie_word_embeddings:
-        params.pop("lm_head", None)
-    check_params(params, config, source=str(path))
-    return jax.tree.map(jax.numpy.asarray, params)
+    return read_weights(pathlib.Path(path), hf_name_to_path, config, dtype)
