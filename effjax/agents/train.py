@@ -54,7 +54,7 @@ class AgentTraining:
     paradigm: str = "diffusion"
     aligned: bool = True
     call_focus: float = 0.25
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 16
     learning_rate: float = 2e-3
     seed: int = 0
