@@ -199,10 +199,10 @@ def _claims(config, cells) -> list[str]:
             f"{100 * ar['success']:.1f}% ({'within' if comp else 'not within'} two standard "
             "errors).")
         if not math.isnan(fast["rounds_if_success"]) and not math.isnan(ar["rounds_if_success"]):
-            fewer = (fast["rounds_if_success"] < ar["rounds_if_success"]
-                     and fast["calls_if_success"] < ar["calls_if_success"])
+            fewer = (fast["rounds_if_success"] < 0.95 * ar["rounds_if_success"]
+                     and fast["calls_if_success"] < 0.95 * ar["calls_if_success"])
             out.append(
-                f"Fewer rounds and tool calls when successful: **"
+                f"Fewer rounds and tool calls when successful (by at least 5%): **"
                 f"{'confirmed' if fewer else 'refuted'}** — rounds {fast['rounds_if_success']:.2f}"
                 f" vs {ar['rounds_if_success']:.2f}, calls {fast['calls_if_success']:.2f} vs "
                 f"{ar['calls_if_success']:.2f} (the reference solutions' depth bounds both).")
@@ -210,7 +210,9 @@ def _claims(config, cells) -> list[str]:
         out.append(f"Diffusion policies more prone to malformed calls: **"
                    f"{'confirmed' if more else 'refuted'}** — "
                    f"{fast['malformed_per_100_actions']:.1f} vs "
-                   f"{ar['malformed_per_100_actions']:.1f} malformed per 100 actions.")
+                   f"{ar['malformed_per_100_actions']:.1f} malformed per 100 actions "
+                   f"({fast['malformed']} of {fast['actions']} vs {ar['malformed']} of "
+                   f"{ar['actions']}).")
     nocall, base = cells.get(labels.get("dllm_nocall")), None
     for label, agent, sampler in config.rows:  # the aligned agent under the ablations' sampler
         if agent == "dllm" and nocall and sampler == dict(next(
