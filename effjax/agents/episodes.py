@@ -28,9 +28,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from effjax.agents.tools import KINDS, Task, check_action, make_task, run_tool, solve, split_of
-from effjax.data.arithmetic import PAD_ID, CharTokenizer
+from effjax.data.arithmetic import CharTokenizer
 from effjax.decoding.diffusion import DiffusionSampling, sample
-from effjax.decoding.generate import generate
+from effjax.decoding.generate import generate, prepare_prompts
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params
 
@@ -194,28 +194,21 @@ class DiffusionPolicy:
 
     def act(self, contexts: Sequence[Context]) -> tuple[list[str], int]:
         """One action per context: (action texts, forward passes for the batch)."""
-        longest = max(len(c.tokens) for c in contexts)
-        width = -(-longest // self.pad_to_multiple) * self.pad_to_multiple
-        if width + ACTION_LEN > self.config.max_position_embeddings:
-            width = longest
-        if width + ACTION_LEN > self.config.max_position_embeddings:
-            raise ValueError(f"context of {longest} tokens + the {ACTION_LEN}-token canvas is "
-                             f"past the context length {self.config.max_position_embeddings}")
-        b = len(contexts)
-        tokens = np.full((b, width), PAD_ID, np.int32)
-        mask = np.zeros((b, width), bool)
+        tokens, mask, _, _ = prepare_prompts(
+            [c.tokens for c in contexts], self.config, max_new_tokens=ACTION_LEN,
+            context=self.config.max_position_embeddings, pad_to_multiple=self.pad_to_multiple,
+            eos_id=-1, key=None)
+        b, width = tokens.shape
         turn = np.zeros((b, width + ACTION_LEN), np.int32)
         action = np.zeros((b, width + ACTION_LEN), bool)
         for i, c in enumerate(contexts):
             n = len(c.tokens)
-            tokens[i, width - n:], mask[i, width - n:] = c.tokens, True
             turn[i, width - n: width], action[i, width - n: width] = c.turn, c.is_action
             turn[i, width:], action[i, width:] = c.current_turn, True
         attn = span_attention_mask(jnp.asarray(turn), jnp.asarray(action),
                                    aligned=self.aligned)
-        out, nfe = sample(self.params, jnp.asarray(tokens), jnp.asarray(mask),
-                          jax.random.PRNGKey(0), attn, config=self.config,
-                          sampling=self.sampling, mask_id=MASK_ID)
+        out, nfe = sample(self.params, tokens, mask, jax.random.PRNGKey(0), attn,
+                          config=self.config, sampling=self.sampling, mask_id=MASK_ID)
         texts = []
         for row in np.asarray(out).tolist():
             row = row[: row.index(NEWLINE)] if NEWLINE in row else row

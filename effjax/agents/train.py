@@ -97,10 +97,14 @@ def agent_loss(params: Params, batch: dict, key: jax.Array, *, config: LMConfig,
 
 
 def make_optimizer(run: AgentTraining) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, run.learning_rate, max(1, run.steps // 20), run.steps, run.learning_rate * 0.05)
-    return optax.chain(optax.clip_by_global_norm(1.0),
-                       optax.adamw(schedule, weight_decay=0.01))
+    """QAT's optimizer (`effjax.qat.train.make_optimizer`) for a float run: AdamW, 5% warm-up,
+    cosine decay to 5% of the peak, gradient norm clipped to 1."""
+    from effjax.qat.train import QATConfig
+    from effjax.qat.train import make_optimizer as qat_optimizer
+
+    return qat_optimizer(QATConfig(loss="ce", learning_rate=run.learning_rate,
+                                   warmup_steps=max(1, run.steps // 20), total_steps=run.steps,
+                                   end_lr_ratio=0.05, weight_decay=0.01))
 
 
 def train_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,

@@ -148,5 +148,5 @@ def test_policies_with_a_random_model(params):
         DiffusionPolicy(params, CFG, DiffusionSampling(gen_length=16, block_length=16, steps=16))
     long = Context()
     long.add_context("Q:" + "x" * 230 + "\n", 0)
-    with pytest.raises(ValueError, match="canvas"):
+    with pytest.raises(ValueError, match="max_new_tokens=36 is past the context length 256"):
         DiffusionPolicy(params, CFG, sampling).act([long])
