@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
+
 from configs.quickstart import get_config
 from experiments.quickstart import run
 
 
+@pytest.mark.slow  # the main job itself (`make demo`); ~110 s of compilation
 def test_quickstart_tiny(smollm2, tmp_path):
     config = get_config("tiny")
     config.output = str(tmp_path / "quickstart.md")

@@ -71,6 +71,7 @@ def test_make_rule_and_make_draft(tiny):
     assert config == effjax.qat.DRAFT_CONFIG and r is None and sorted(params["layers"]) == [0]
 
 
+@pytest.mark.slow  # 43 s
 def test_target_nll_matches_a_row_by_row_loop(tiny):
     prompts, outs = [[5, 9, 14], [3, 1, 4, 1, 5, 9]], [[7, 7, 2], [8]]
     ref = []
@@ -197,6 +198,7 @@ def test_pairs_build_their_domains(smollm2):
         ["prose", "target", "smollm2-135m", 4, 2, 16, 2, 0, 8], sort_keys=True)
 
 
+@pytest.mark.slow  # 60 s; the loop's parts have fast tests above
 def test_arith_pair_loop_and_report(tmp_path):
     config = get_config("tiny")
     config.pairs = ("arith",)

@@ -71,7 +71,8 @@ def test_factor_inverse_is_closed_form_and_exact_to_float32(scaled):
     np.testing.assert_allclose(np.abs(np.asarray(start)), np.full((8, 8), 8**-0.5), rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [
+    pytest.param(v, marks=pytest.mark.slow) if v == "gpk" else v for v in VARIANTS])
 def test_every_variant_keeps_the_float_function(variant):
     config, params = tiny(tied=False, bias=True, **DIMS)
     for pattern, d in ((r"attn/(q|k|v)_proj$", 64), (r"mlp/down_proj$", 128)):

@@ -31,7 +31,8 @@ def test_rtn_is_quantize_params(tiny):
                                       if y.dtype.itemsize == 1 else y)
 
 
-@pytest.mark.parametrize("fmt", ["int4", "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("fmt", [pytest.param("int4", marks=pytest.mark.slow), "mxfp4",
+                                 pytest.param("nvfp4", marks=pytest.mark.slow)])
 def test_gptq_lowers_each_layers_calibration_error_below_rtn(tiny, fmt):
     config, params, tokens, calib = tiny
     r = recipe(fmt)
@@ -80,7 +81,7 @@ def test_scale_opt_lowers_each_kernels_weighted_error(tiny):
         assert better > 0
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("fmt", ["mxfp4", pytest.param("nvfp4", marks=pytest.mark.slow)])
 def test_mr_gptq_keeps_the_float_function_and_beats_rtn(tiny, fmt):
     config, params, tokens, calib = tiny
     r = recipe(fmt, pattern=r"_proj$")

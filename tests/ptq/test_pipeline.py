@@ -14,7 +14,14 @@ from tests.transforms.helpers import TOKENS, logits, rel_err, tiny, tiny_lm
 TEXT = "".join(chr(32 + (i * 7919) % 90) for i in range(3000))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# Every method runs through `run` here; the slower ones (each unit-tested in its own file)
+# only in the slow tier.
+_SLOW_END_TO_END = {"awq", "batquant", "flatquant", "gptq_scale_opt", "spinquant"}
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=pytest.mark.slow) if m in _SLOW_END_TO_END else m
+    for m in sorted(METHODS)])
 def test_every_method_end_to_end(method):
     lm = tiny_lm(tied=True, bias=False)
     r = Recipe(rules=(Rule(pattern=r"_proj$", weight="nvfp4", activation="int8"),),

@@ -60,7 +60,8 @@ def test_get_layer_finds_the_projection_at_a_layer_path(lm):
         get_layer(lm.params, "layers/0/attn/x_proj")
 
 
-@pytest.mark.parametrize("fmt", ["int8", "mxfp4", "nvfp4", "hif4", "fp8_e4m3"])
+@pytest.mark.parametrize("fmt", ["int8", "mxfp4", pytest.param("nvfp4", marks=pytest.mark.slow),
+                                 pytest.param("hif4", marks=pytest.mark.slow), "fp8_e4m3"])
 def test_weight_only_forward_equals_dequantized_float_forward(lm, fmt):
     r = recipe(fmt)
     qp = quantize_params(lm.params, r)
