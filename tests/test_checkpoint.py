@@ -42,3 +42,19 @@ def test_incomplete_checkpoint_is_refused(tmp_path):
         checkpoint.restore(path)
     with pytest.raises(ValueError, match="no checkpoint"):
         checkpoint.restore(tmp_path / "missing")
+
+
+def test_weights_roundtrip_and_shape_check(tmp_path):
+    tree = {"embed": {"embedding": jnp.arange(12.0).reshape(3, 4)},
+            "layers": {0: {"w": jnp.ones((2, 2))}, 1: {"w": jnp.zeros((2, 5))}}}
+    checkpoint.save_weights(tree, {"steps": 3}, tmp_path / "w")
+    assert not list((tmp_path / "w").glob("*.tmp"))
+    back, info = checkpoint.load_weights(tmp_path / "w", jax.eval_shape(lambda: tree),
+                                         hint="make some")
+    assert info == {"steps": 3} and set(back["layers"]) == {0, 1}
+    jax.tree.map(np.testing.assert_array_equal, back, tree)
+    wrong = {**tree, "layers": {0: {"w": jnp.ones((2, 2))}, 1: {"w": jnp.zeros((2, 4))}}}
+    with pytest.raises(ValueError, match="do not match the expected shapes"):
+        checkpoint.load_weights(tmp_path / "w", wrong, hint="make some")
+    with pytest.raises(ValueError, match="no trained weights .*; make some"):
+        checkpoint.load_weights(tmp_path / "none", tree, hint="make some")

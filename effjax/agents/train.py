@@ -22,11 +22,11 @@ import optax
 from tqdm.auto import tqdm
 
 from effjax.agents.episodes import MASK_ID, SEQ_LEN, span_attention_mask, training_batch
+from effjax.checkpoint import load_weights, save_weights
 from effjax.data import arithmetic
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, init_params
 from effjax.models.diffusion import diffusion_loss
-from effjax.qat.reasoning import load_teacher, save_teacher
 
 ZOO = pathlib.Path(__file__).resolve().parent.parent / "data" / "zoo"
 AGENT_CONFIG = LMConfig(
@@ -149,12 +149,14 @@ def train_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,
     info = {"run": dataclasses.asdict(run), "loss_curve": curve,
             "seconds": time.perf_counter() - t0}
     if path is not None:
-        save_teacher(params, info, ZOO / run.name if path == "zoo" else path)
+        save_weights(params, info, ZOO / run.name if path == "zoo" else path)
     return params, info
 
 
 def load_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,
                path: str | os.PathLike | None = None) -> tuple[Params, dict]:
     """The cached weights of `run` (from `ZOO / run.name` unless `path`): (params, info)."""
-    params, _, info = load_teacher(ZOO / run.name if path is None else path, config)
-    return params, info
+    like = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    return load_weights(ZOO / run.name if path is None else path, like,
+                        hint=f"train it with effjax.agents.train_agent(run) (run {run.name!r}, "
+                             "written to the zoo)")

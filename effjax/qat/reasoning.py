@@ -10,19 +10,15 @@ fake-quantized or with QArray kernels) by greedy generation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from effjax.checkpoint import load_weights, save_weights
 from effjax.data import arithmetic
 from effjax.decoding.generate import generate
 from effjax.models.config import LMConfig
@@ -137,38 +133,9 @@ def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
     return state.params, info
 
 
-def _flatten(params: Params, prefix: str = "") -> dict:
-    out = {}
-    for k, v in params.items():
-        name = f"{prefix}{k}"
-        out.update(_flatten(v, name + "/") if isinstance(v, dict) else {name: v})
-    return out
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> Params:
-    out: dict = {}
-    for name, value in flat.items():
-        node = out
-        *parents, leaf = [int(p) if p.isdigit() else p for p in name.split("/")]
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = jnp.asarray(value)
-    return out
-
-
 def save_teacher(params: Params, info: dict, path: str | os.PathLike = TEACHER_DIR) -> None:
     """Writes weights (safetensors) and info (JSON) into `path`, each atomically."""
-    path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, write in (("model.safetensors", lambda f: save_file(
-        {k: np.asarray(v) for k, v in _flatten(params).items()}, f)),
-                        ("info.json", lambda f: pathlib.Path(f).write_text(
-                            json.dumps(info, indent=1)))):
-        fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path / name)
+    save_weights(params, info, path)
 
 
 def load_teacher(path: str | os.PathLike = TEACHER_DIR, config: LMConfig = TEACHER_CONFIG
@@ -183,17 +150,7 @@ def load_teacher(path: str | os.PathLike = TEACHER_DIR, config: LMConfig = TEACH
       ValueError: when `path` holds no trained model (run `train_teacher()` to make one), or
         its weights do not have `config`'s shapes.
     """
-    path = pathlib.Path(path)
-    if not (path / "model.safetensors").is_file():
-        raise ValueError(f"no trained teacher in {str(path)!r}; train one with "
-                         "effjax.qat.train_teacher() (about 15 minutes on 2 CPU cores)")
-    info = json.loads((path / "info.json").read_text())
-    flat = load_file(str(path / "model.safetensors"))
-    want = {k: v.shape for k, v in _flatten(jax.eval_shape(
-        lambda: init_params(config, jax.random.PRNGKey(0)))).items()}
-    got = {k: v.shape for k, v in flat.items()}
-    if got != want:
-        raise ValueError(f"the weights in {str(path)!r} do not match config "
-                         f"({config.num_layers} blocks, hidden {config.hidden_size}): "
-                         f"{sorted(set(got.items()) ^ set(want.items()))[:4]} differ")
-    return _unflatten(flat), config, info
+    like = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    params, info = load_weights(path, like, hint="train one with effjax.qat.train_teacher() "
+                                "(about 15 minutes on 2 CPU cores)")
+    return params, config, info
