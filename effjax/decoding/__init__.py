@@ -10,7 +10,7 @@ from effjax.decoding.diffusion import (
     transfer_schedule,
 )
 from effjax.decoding.diffusion import sample as diffusion_sample
-from effjax.decoding.generate import SamplingConfig, generate, sample_logits
+from effjax.decoding.generate import SamplingConfig, generate, sample_logits, vlm_generate
 from effjax.decoding.speculative import (
     AcceptanceRule,
     AutoJudge,
@@ -33,4 +33,4 @@ __all__ = ["CACHES", "CONFIDENCES", "AcceptanceRule", "AutoJudge", "DiffusionSam
            "SpeculativeOutput", "TypicalAcceptance", "Verdict", "confidence_scores",
            "diffusion_generate", "diffusion_sample", "early_exit_draft", "generate",
            "kl_divergence", "mine_mismatches", "sample_logits", "speculative_generate",
-           "train_judge", "transfer_schedule"]
+           "train_judge", "transfer_schedule", "vlm_generate"]

@@ -14,6 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 from effjax.models.api import check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, init_cache
+from effjax.models.vlm import VLMConfig, splice_images
 from effjax.quant.recipe import Recipe
 
 
@@ -85,13 +86,18 @@ def _generate(
     sampling: SamplingConfig,
     dtype,
     recipe: Recipe | None,
+    embeds: Float[Array, "b p h"] | None = None,
+    positions: Int[Array, "3 b p"] | None = None,
 ):
+    """Prefill and token-by-token decoding; `embeds` / (3, b, p) `positions` prefill a
+    vision-language prompt, whose new tokens continue from each row's largest position."""
     b, p = tokens.shape
     cache = init_cache(config, b, p + max_new_tokens, dtype)
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+    if positions is None:
+        positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
     logits, cache = forward(params, tokens, config=config, positions=positions, mask=mask,
-                            cache=cache, dtype=dtype, recipe=recipe)
-    next_pos = positions[:, -1] + 1
+                            cache=cache, dtype=dtype, recipe=recipe, embeds=embeds)
+    next_pos = jnp.max(jnp.where(mask, positions, 0).reshape(-1, b, p), axis=(0, 2)) + 1
     out = jnp.zeros((b, max_new_tokens), jnp.int32)
     done = jnp.zeros((b,), bool)
 
@@ -157,6 +163,56 @@ def generate(
     out, steps = _generate(params, tokens, mask, key, jnp.int32(eos_id), config=config,
                            max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,
                            recipe=recipe)
+    return cut_at_eos(np.asarray(out)[:, : int(steps)].tolist(), eos_id)
+
+
+def vlm_generate(
+    params: Params,
+    config: VLMConfig,
+    tokens: Int[Array, "b p"],
+    image_features: Float[Array, "n_image_tokens hidden"],
+    positions: Int[Array, "3 b p"],
+    *,
+    max_new_tokens: int,
+    mask: Bool[Array, "b p"] | None = None,
+    sampling: SamplingConfig = SamplingConfig(),
+    key: jax.Array | None = None,
+    eos_id: int | None = None,
+    dtype=jnp.float32,
+    recipe: Recipe | None = None,
+) -> list[list[int]]:
+    """Generates continuations of left-padded vision-language prompts.
+
+    The prompt (image features spliced over the placeholders, multimodal position ids,
+    possibly a pruned subset of the tokens) is prefilled in one forward; new tokens take
+    one past each row's largest position id and count up on all three axes.
+
+    Args:
+      params: the VLM pytree ({"vision", "lm"}).
+      config: the `VLMConfig`.
+      tokens: (b, p) prompt ids with image placeholders, left-padded.
+      image_features: `encode_images` outputs flattened in prompt order.
+      positions: (3, b, p) ids from `rope_index` (or their kept subset).
+      max_new_tokens: tokens to generate per prompt.
+      mask: True for real tokens (default all).
+      sampling, key, eos_id, dtype, recipe: as in `generate`.
+
+    Returns:
+      One list of new token ids per prompt, ending at (and including) eos when reached.
+    """
+    tokens = jnp.asarray(tokens, jnp.int32)
+    b, p = tokens.shape
+    if p + max_new_tokens > config.text.max_position_embeddings:
+        raise ValueError(f"prompt length {p} + max_new_tokens={max_new_tokens} is past the "
+                         f"context length {config.text.max_position_embeddings}")
+    mask = jnp.ones((b, p), bool) if mask is None else jnp.asarray(mask, bool)
+    eos_id = (config.text.eos_token_id if eos_id is None else eos_id)
+    eos_id = -1 if eos_id is None else eos_id
+    embeds = splice_images(params, tokens, image_features, config, dtype)
+    out, steps = _generate(params["lm"], tokens, mask, jax.random.PRNGKey(0) if key is None
+                           else key, jnp.int32(eos_id), config=config.text,
+                           max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,
+                           recipe=recipe, embeds=embeds, positions=jnp.asarray(positions))
     return cut_at_eos(np.asarray(out)[:, : int(steps)].tolist(), eos_id)
 
 

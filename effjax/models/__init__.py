@@ -27,6 +27,21 @@ from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
 from effjax.models.sharding import param_partition_specs, shard_params
+from effjax.models.vlm import (
+    VisionConfig,
+    VLMConfig,
+    encode_images,
+    image_token_count,
+    init_vlm_params,
+    load_qwen2_5_vl,
+    patchify,
+    qwen2_5_vl_name_to_path,
+    rope_index,
+    splice_images,
+    vision_geometry,
+    vlm_forward,
+    vlm_param_shapes,
+)
 
 __all__ = [
     "LLADA_MASK_ID",
@@ -38,6 +53,8 @@ __all__ = [
     "LMConfig",
     "Params",
     "RopeScaling",
+    "VLMConfig",
+    "VisionConfig",
     "apply_rope",
     "attention",
     "bidirectional_forward",
@@ -63,4 +80,15 @@ __all__ = [
     "rms_norm",
     "shard_params",
     "zoo_path",
+    "encode_images",
+    "image_token_count",
+    "init_vlm_params",
+    "load_qwen2_5_vl",
+    "patchify",
+    "qwen2_5_vl_name_to_path",
+    "rope_index",
+    "splice_images",
+    "vision_geometry",
+    "vlm_forward",
+    "vlm_param_shapes",
 ]

@@ -62,6 +62,9 @@ class LMConfig:
       qkv_bias, o_bias, mlp_bias: which projections carry a bias.
       qk_norm: RMSNorm over head_dim on queries and keys before RoPE (Qwen3).
       bos_token_id, eos_token_id, pad_token_id: special token ids (None when unknown).
+      mrope_section: multimodal RoPE (Qwen2.5-VL): how many of the head_dim // 2 rotary
+        frequencies follow the temporal, height and width position ids, in that order
+        (e.g. (16, 24, 24)); None for one position per token.
     """
 
     family: str = "llama"
@@ -84,6 +87,7 @@ class LMConfig:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    mrope_section: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.family not in SUPPORTED_ARCHITECTURES.values():
@@ -103,6 +107,23 @@ class LMConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim=}")
+        if self.mrope_section is not None and (
+                len(self.mrope_section) != 3 or min(self.mrope_section) < 0
+                or sum(self.mrope_section) != self.head_dim // 2):
+            raise ValueError(
+                f"mrope_section must be three non-negative counts summing to head_dim // 2 = "
+                f"{self.head_dim // 2}, got {self.mrope_section!r}"
+            )
+
+    def mrope_axes(self) -> np.ndarray:
+        """For each rotary frequency, the position axis (0 = t, 1 = h, 2 = w) it follows.
+
+        Returns:
+          int32 array (head_dim // 2,); all zeros without `mrope_section`.
+        """
+        if self.mrope_section is None:
+            return np.zeros(self.head_dim // 2, np.int32)
+        return np.repeat(np.arange(3, dtype=np.int32), self.mrope_section)
 
     @property
     def num_groups(self) -> int:

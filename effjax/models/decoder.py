@@ -180,28 +180,34 @@ class DecoderLM(nnx.Module):
         recipe: Recipe | None = None,
         return_hidden: bool = False,
         attn_mask: Bool[Array, "b t s"] | None = None,
+        embeds: Float[Array, "b t h"] | None = None,
     ):
         c = self.config
-        x = jnp.take(self.embed.embedding.get_value(), tokens, axis=0).astype(dtype)
+        x = (jnp.take(self.embed.embedding.get_value(), tokens, axis=0) if embeds is None
+             else embeds).astype(dtype)
         inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
+        if positions.ndim == 3:  # (3, b, t) multimodal ids -> one position per frequency
+            positions = jnp.moveaxis(positions, 0, -1)[..., jnp.asarray(c.mrope_axes())]
         t = tokens.shape[1]
         if cache is None:
             structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
-            allowed = structure & mask[:, None, :]
+            keys = mask
             start = None
         else:
             start = cache.length
             zero = jnp.zeros((), jnp.int32)
-            valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
+            keys = valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
             slots = jnp.arange(valid.shape[1])
             query_slots = start + jnp.arange(t)
             structure = ((slots[None, :] <= query_slots[:, None])[None] if attn_mask is None
                          else attn_mask)
-            allowed = structure & valid[:, None, :]
+        keys = keys[:, None, :]
+        allowed = structure & (keys[None] if structure.ndim == 4 else keys)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = layer(x, positions, inv_freq, allowed, layer_cache, start, recipe)
+            x, (k, v) = layer(x, positions, inv_freq, allowed[i] if allowed.ndim == 4 else allowed,
+                              layer_cache, start, recipe)
             new_k.append(k)
             new_v.append(v)
         x = self.norm(x)
@@ -298,6 +304,7 @@ def forward(
     recipe: Recipe | None = None,
     return_hidden: bool = False,
     attn_mask: Bool[Array, "b t s"] | None = None,
+    embeds: Float[Array, "b t h"] | None = None,
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
@@ -307,7 +314,9 @@ def forward(
       params: the parameter pytree (see the module docstring).
       tokens: int32 token ids.
       config: the model's config.
-      positions: RoPE positions; default 0..t-1 (offset by the cache length when decoding).
+      positions: RoPE positions, (b, t); default 0..t-1 (offset by the cache length when
+        decoding). With `config.mrope_section`, also (3, b, t) temporal / height / width ids
+        (Qwen2.5-VL's multimodal RoPE; equal ids on the three axes are plain RoPE).
       mask: True for real tokens, False for padding; default all True.
       cache: optional `KVCache`; the new keys/values are written at `cache.length`.
       dtype: compute dtype (float32 or bfloat16). Logits are always float32.
@@ -317,6 +326,10 @@ def forward(
       attn_mask: which keys each query may attend to, in place of the causal structure
         ((b, t, t) without a cache, (b, t, cache slots) with one); padding and unwritten
         cache slots stay excluded. All True gives bidirectional attention (masked diffusion).
+        A (num_layers, b, t, s) mask gives each layer its own (tokens dropped after a layer,
+        as FastV does).
+      embeds: the input embeddings in place of the tokens' (image features spliced in by a
+        vision-language model); `tokens` still gives the shape.
 
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
@@ -334,4 +347,5 @@ def forward(
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
     with online.active(transforms):
-        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden, attn_mask)
+        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden, attn_mask,
+                     embeds)

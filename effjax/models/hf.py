@@ -87,16 +87,16 @@ def set_path(tree: dict, path: tuple, value) -> None:
     tree[path[-1]] = value
 
 
-def check_params(params: Params, config: LMConfig, source: str) -> None:
-    """Raises ValueError when params miss a tensor or a tensor has the wrong shape.
+def check_shapes(params: Params, expected: Params, source: str) -> None:
+    """Raises ValueError when params miss a tensor of `expected` or one has the wrong shape.
 
     Args:
       params: the loaded pytree.
-      config: the config it should match.
+      expected: the expected shape of every tensor, as a pytree of tuples.
       source: where the params came from, for the message.
     """
-    expected = dict(jax.tree_util.tree_flatten_with_path(param_shapes(config),
-                                                         is_leaf=lambda x: isinstance(x, tuple))[0])
+    expected = dict(jax.tree_util.tree_flatten_with_path(
+        expected, is_leaf=lambda x: isinstance(x, tuple))[0])
     given = dict(jax.tree_util.tree_flatten_with_path(params)[0])
     missing = [jax.tree_util.keystr(k) for k in expected if k not in given]
     if missing:
@@ -108,18 +108,23 @@ def check_params(params: Params, config: LMConfig, source: str) -> None:
                              f"{tuple(given[k].shape)}, expected {shape}")
 
 
-def read_weights(path: pathlib.Path, name_to_path, config: LMConfig, dtype=np.float32) -> Params:
-    """Reads a checkpoint's safetensors into an effjax pytree through a tensor-name map.
+def check_params(params: Params, config: LMConfig, source: str) -> None:
+    """`check_shapes` against the decoder of `config`."""
+    check_shapes(params, param_shapes(config), source)
+
+
+def read_tensors(path: pathlib.Path, name_to_path, dtype=np.float32) -> Params:
+    """Reads a checkpoint's safetensors into a nested dict through a tensor-name map.
 
     Args:
       path: the checkpoint directory.
-      name_to_path: tensor name -> effjax path (None for tensors to skip); ".weight" of a
-        projection maps to a "kernel" path and is transposed to (in, out).
-      config: the config the weights must match (shapes checked; a tied head dropped).
+      name_to_path: tensor name -> effjax path (None for tensors to skip). The ".weight"
+        of a projection or convolution maps to a "kernel" path and is laid out (in, out):
+        (out, ...) flattened to (out, in) and transposed.
       dtype: dtype of the returned arrays.
 
     Returns:
-      The checked parameter pytree.
+      The unchecked nested dict of NumPy arrays.
     """
     params: Params = {}
     for file in _weight_files(path):
@@ -129,7 +134,26 @@ def read_weights(path: pathlib.Path, name_to_path, config: LMConfig, dtype=np.fl
                 if target is None:
                     continue
                 value = np.asarray(f.get_tensor(name), dtype=dtype)
-                set_path(params, target, value.T if target[-1] == "kernel" else value)
+                if target[-1] == "kernel":
+                    value = value.reshape(value.shape[0], -1).T
+                set_path(params, target, value)
+    return params
+
+
+def read_weights(path: pathlib.Path, name_to_path, config: LMConfig, dtype=np.float32) -> Params:
+    """Reads a decoder checkpoint through a tensor-name map (`read_tensors`), drops a tied
+    head and checks every shape against `config`.
+
+    Args:
+      path: the checkpoint directory.
+      name_to_path: tensor name -> effjax path, as in `read_tensors`.
+      config: the config the weights must match.
+      dtype: dtype of the returned arrays.
+
+    Returns:
+      The checked parameter pytree.
+    """
+    params = read_tensors(path, name_to_path, dtype)
     if config.tie_word_embeddings:
         params.pop("lm_head", None)
     check_params(params, config, source=str(path))

@@ -50,10 +50,23 @@ def rms_norm(
 
 
 def apply_rope(
-    x: Float[Array, "b t h d"], positions: Int[Array, "b t"], inv_freq: Float[Array, " half"]
+    x: Float[Array, "b t h d"],
+    positions: Int[Array, "b t"] | Int[Array, "b t half"],
+    inv_freq: Float[Array, " half"],
 ) -> Float[Array, "b t h d"]:
-    """Rotary embedding in the rotate-half layout used by Hugging Face checkpoints."""
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)[None, None]
+    """Rotary embedding in the rotate-half layout used by Hugging Face checkpoints.
+
+    Args:
+      x: queries or keys.
+      positions: one position per token, or one per token and rotary frequency (the
+        multimodal and 2D rotary embeddings of vision-language models).
+      inv_freq: the inverse frequencies.
+
+    Returns:
+      The rotated x, its dtype.
+    """
+    pos = positions.astype(jnp.float32)
+    angles = (pos[..., None] if pos.ndim == 2 else pos) * inv_freq.astype(jnp.float32)[None, None]
     cos = jnp.cos(angles)[:, :, None, :]
     sin = jnp.sin(angles)[:, :, None, :]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)

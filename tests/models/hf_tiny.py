@@ -56,3 +56,37 @@ def torch_logits(model, tokens):
 
     with torch.no_grad():
         return model(torch.tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
+
+
+# Token ids of the tiny Qwen2.5-VL (inside its 128-token vocabulary).
+VL_IMAGE, VL_START, VL_END = 120, 122, 123
+
+
+def write_tiny_vl(path, *, seed: int = 0):
+    """Writes a tiny random Qwen2.5-VL (2 vision blocks, one of them full attention; 4-pixel
+    patches, 16-pixel windows; mrope_section (2, 3, 3)) to `path`; returns the PyTorch
+    model (eval mode, eager attention)."""
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=128, hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, rms_norm_eps=1e-6,
+                         initializer_range=0.2, bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2,
+                           out_hidden_size=64, patch_size=4, temporal_patch_size=2,
+                           in_channels=3, spatial_merge_size=2, window_size=16,
+                           fullatt_block_indexes=[1], initializer_range=0.2),
+        image_token_id=VL_IMAGE, video_token_id=121, vision_start_token_id=VL_START,
+        vision_end_token_id=VL_END, tie_word_embeddings=False)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight") or n.endswith(".bias") or "norm1" in n or "norm2" in n \
+                    or "ln_q" in n:
+                base = 0.0 if n.endswith(".bias") else 1.0
+                p.copy_(torch.randn_like(p) * 0.3 + base)
+    model.save_pretrained(path)
+    return model
