@@ -143,7 +143,8 @@ def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict
     got = {k: tuple(v.shape) for k, v in flat.items()}
     if got != want:
         missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-        shape = [(k, got[k], want[k]) for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
+        shape = [(k, got[k], want[k]) for k in sorted(want.keys() & got.keys())
+                 if got[k] != want[k]]
         raise ValueError(f"the weights in {str(path)!r} do not match the expected shapes: "
                          f"missing {missing[:4]}, unexpected {extra[:4]}, (found, expected) "
                          f"shapes {shape[:4]} ({len(missing)}, {len(extra)}, {len(shape)} in all)")

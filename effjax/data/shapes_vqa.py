@@ -93,6 +93,17 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return (img / 255.0).astype(np.float32)
 
 
+def cell_labels(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell object labels in row-major cell order (the merged visual tokens' order):
+    (colour index + 1, shape index + 1), 0 where the cell is empty."""
+    color = np.zeros(GRID * GRID, np.int32)
+    shape = np.zeros(GRID * GRID, np.int32)
+    for row, col, c, s in scene.objects:
+        color[row * GRID + col] = list(COLORS).index(c) + 1
+        shape[row * GRID + col] = SHAPES.index(s) + 1
+    return color, shape
+
+
 def _question(scene: Scene, rng: np.random.Generator) -> tuple[str, str, str]:
     objs = scene.objects
     colors = [o[2] for o in objs]
@@ -135,19 +146,24 @@ def _question(scene: Scene, rng: np.random.Generator) -> tuple[str, str, str]:
             return kind, f"is there a {c} {s} ?", "no"
 
 
-def example(split: str, index: int, seed: int = 0) -> Example:
-    """The `index`-th example of a split (deterministic).
+def scene_questions(split: str, index: int, seed: int = 0, count: int = 1
+                    ) -> tuple[np.ndarray, Scene, list[tuple[str, str, str]]]:
+    """The `index`-th scene of a split with `count` questions about it (deterministic; the
+    first question is `example`'s).
 
     Args:
       split: "train", "test" or "hard".
       index: any non-negative integer.
       seed: selects another draw of every split.
+      count: questions drawn (independently, so they may repeat).
 
     Returns:
-      The `Example`.
+      (image (64, 64, 3) float32 in [0, 1], scene, [(kind, question, answer)] * count).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
     lo, hi, stream = SPLITS[split]
     rng = np.random.default_rng([seed, stream, index])
     n = int(rng.integers(lo, hi + 1))
@@ -155,7 +171,13 @@ def example(split: str, index: int, seed: int = 0) -> Example:
     scene = Scene(tuple((int(c // GRID), int(c % GRID), list(COLORS)[rng.integers(len(COLORS))],
                          SHAPES[rng.integers(len(SHAPES))]) for c in cells))
     image = render(scene, rng)
-    kind, question, answer = _question(scene, rng)
+    return image, scene, [_question(scene, rng) for _ in range(count)]
+
+
+def example(split: str, index: int, seed: int = 0) -> Example:
+    """The `index`-th example of a split (deterministic): `scene_questions`' scene and first
+    question."""
+    image, scene, ((kind, question, answer),) = scene_questions(split, index, seed)
     return Example(image, question, answer, kind, scene)
 
 
@@ -198,3 +220,43 @@ def batch(examples: Sequence[Example], *, with_answer: bool = False) -> dict[str
     return {"images": np.stack([ex.image for ex in examples]), "tokens": tokens,
             "mask": tokens != PAD_ID, "answer": np.array([VOCAB[ex.answer] for ex in examples],
                                                         np.int32), "last": last}
+
+
+def training_batch(split: str, indices: Sequence[int], seed: int = 0, questions: int = 4
+                   ) -> dict[str, np.ndarray]:
+    """Training sequences with several questions about each image, answered in turn:
+
+        <bos> <vision_start> <image> x 64 <vision_end> q1 a1 q2 a2 ... <eos>
+
+    Every answer (and the final <eos>) is a target, so one pass of the vision encoder
+    teaches `questions` answers; the first question's prefix is exactly `batch`'s prompt.
+
+    Args:
+      split, seed: as in `scene_questions`.
+      indices: the scenes.
+      questions: questions per image.
+
+    Returns:
+      {"images", "tokens" (n, t), "mask", "answer_at" (n, questions): the index of each
+      question's last token (whose next token is the answer), "last": answer_at[:, 0],
+      "cell_color", "cell_shape" (n, 64): `cell_labels` of each scene}, right-padded to
+      t = PROMPT_LEN + 11 * questions - 9.
+    """
+    width = 3 + IMAGE_TOKENS + 11 * questions + 1
+    tokens = np.full((len(indices), width), PAD_ID, np.int32)
+    answer_at = np.zeros((len(indices), questions), np.int32)
+    images, labels = [], []
+    for i, index in enumerate(indices):
+        image, scene, qas = scene_questions(split, index, seed, questions)
+        images.append(image)
+        labels.append(cell_labels(scene))
+        row = [BOS_ID, VISION_START_ID, *[IMAGE_ID] * IMAGE_TOKENS, VISION_END_ID]
+        for j, (_, question, answer) in enumerate(qas):
+            row += encode(question)
+            answer_at[i, j] = len(row) - 1
+            row.append(VOCAB[answer])
+        tokens[i, :len(row) + 1] = row + [EOS_ID]
+    return {"images": np.stack(images), "tokens": tokens, "mask": tokens != PAD_ID,
+            "answer_at": answer_at, "last": answer_at[:, 0].copy(),
+            "cell_color": np.stack([c for c, _ in labels]),
+            "cell_shape": np.stack([s for _, s in labels])}

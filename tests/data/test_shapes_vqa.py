@@ -74,3 +74,32 @@ def test_bad_input():
         S.example("val", 0)
     with pytest.raises(ValueError, match="outside the vocabulary.*'dog'"):
         S.encode("what color is the dog ?")
+
+
+def test_training_batch_answers_each_question_in_turn():
+    b = S.training_batch("train", [4, 9], questions=3)
+    assert b["tokens"].shape == (2, S.PROMPT_LEN + 11 * 3 - 9)
+    np.testing.assert_array_equal(b["last"], b["answer_at"][:, 0])
+    for row, index in enumerate([4, 9]):
+        image, scene, qas = S.scene_questions("train", index, 0, 3)
+        np.testing.assert_array_equal(b["images"][row], image)
+        cells = {(r * S.GRID + c, S.WORDS[S.VOCAB[col]], shp) for r, c, col, shp in scene.objects}
+        tagged = {(i, list(S.COLORS)[b["cell_color"][row, i] - 1],
+                   S.SHAPES[b["cell_shape"][row, i] - 1])
+                  for i in np.flatnonzero(b["cell_color"][row])}
+        assert tagged == cells and (np.flatnonzero(b["cell_shape"][row])
+                                    == np.flatnonzero(b["cell_color"][row])).all()
+        ex = S.example("train", index)
+        assert qas[0][1:] == (ex.question, ex.answer)
+        np.testing.assert_array_equal(image, ex.image)
+        toks = b["tokens"][row]
+        start = 3 + S.IMAGE_TOKENS
+        for j, (_, question, answer) in enumerate(qas):
+            at = b["answer_at"][row, j]
+            words = [S.WORDS[t] for t in toks[start:at + 1]]
+            assert " ".join(words) == question and S.WORDS[toks[at + 1]] == answer
+            assert _answer(scene, question) == answer
+            start = at + 2
+        assert toks[start] == S.EOS_ID and b["mask"][row].sum() == start + 1
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        S.scene_questions("train", 0, count=0)
