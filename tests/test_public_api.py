@@ -6,8 +6,9 @@ import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
            "effjax.checkpoint", "effjax.formats", "effjax.memory", "effjax.quant", "effjax.ptq",
-           "effjax.transforms", "effjax.agents", "effjax.serve", "effjax.qat",
-           "effjax.data.arithmetic", "effjax.data.gsm8k", "pallas_kernels"]
+           "effjax.transforms", "effjax.agents", "effjax.serve", "effjax.qat", "effjax.pruning",
+           "effjax.data.arithmetic", "effjax.data.gsm8k", "effjax.data.shapes_vqa",
+           "pallas_kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)
