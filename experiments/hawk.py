@@ -187,7 +187,12 @@ def run(config) -> str:
                                  "calibration": config.calibration}
         save_cells(config.cache, cells)
     hw = jnp.asarray(cells["head_weights"]["weights"], jnp.float32)
+    guess = shapes_vqa.blind_answers(seed=config.seed)
     for split, n in config.splits:
+        if f"{split}/blind" not in cells:
+            exs = [shapes_vqa.example(split, i, config.seed) for i in range(n)]
+            cells[f"{split}/blind"] = {"accuracy": float(np.mean([guess[e.kind] == e.answer
+                                                                  for e in exs]))}
         keys = [f"{split}/none"] + [f"{split}/{m}/{r}" for m in config.methods
                                     for r in config.ratios]
         if all(k in cells for k in keys):
@@ -274,7 +279,9 @@ def _report(config, cells) -> str:
     ]
     for split, n in config.splits:
         base = cells[f"{split}/none"]["accuracy"]
-        lines += [f"## {split} split ({n} questions; unpruned accuracy {100 * base:.1f}%)", "",
+        blind = cells.get(f"{split}/blind", {}).get("accuracy", math.nan)
+        lines += [f"## {split} split ({n} questions; unpruned accuracy {100 * base:.1f}%, "
+                  f"image-blind guess {100 * blind:.1f}%)", "",
                   "| method | " + " | ".join(f"{100 * r:.0f}% pruned" for r in config.ratios)
                   + " |",
                   "|---|" + "---|" * len(config.ratios)]

@@ -181,6 +181,16 @@ def example(split: str, index: int, seed: int = 0) -> Example:
     return Example(image, question, answer, kind, scene)
 
 
+def blind_answers(n: int = 2000, seed: int = 0) -> dict[str, str]:
+    """The best image-blind guess: each question kind's most common answer over the first `n`
+    training examples (what a model that ignores the image can reach)."""
+    answers: dict[str, list[str]] = {k: [] for k in KINDS}
+    for i in range(n):
+        ex = example("train", i, seed)
+        answers[ex.kind].append(ex.answer)
+    return {k: max(sorted(set(a)), key=a.count) for k, a in answers.items() if a}
+
+
 def encode(words: str) -> list[int]:
     """Token ids of space-separated words."""
     unknown = [w for w in words.split() if w not in VOCAB]

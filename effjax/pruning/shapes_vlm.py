@@ -228,5 +228,5 @@ def load_shapes_vlm(path: str | os.PathLike = SHAPES_VLM_DIR,
     """The shipped (or a re-trained) shapes VLM: (params, config, info)."""
     like = jax.eval_shape(lambda: init_vlm_params(config, jax.random.PRNGKey(0)))
     params, info = load_weights(path, like, hint="train it with effjax.pruning."
-                                "train_shapes_vlm() (about 15 minutes on 2 CPU cores)")
+                                "train_shapes_vlm() (about 16 minutes on 2 CPU cores)")
     return params, config, info

@@ -69,6 +69,14 @@ def test_batch_layout():
     assert len(S.WORDS) <= S.VOCAB_SIZE and S.WORDS[S.IMAGE_ID] == "<image>"
 
 
+def test_blind_answers_are_each_kinds_most_common():
+    guess = S.blind_answers(300)
+    assert set(guess) == set(S.KINDS)
+    for kind, answer in guess.items():
+        answers = [e.answer for e in (S.example("train", i) for i in range(300)) if e.kind == kind]
+        assert answers.count(answer) == max(answers.count(a) for a in answers)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="split must be one of"):
         S.example("val", 0)
