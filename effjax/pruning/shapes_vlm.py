@@ -70,11 +70,13 @@ def positions_of(batch: dict[str, np.ndarray], config: VLMConfig = SHAPES_VLM_CO
     return rope_index(batch["tokens"], [GRID] * len(batch["tokens"]), config, batch["mask"])[0]
 
 
-def lm_inputs(params: Params, batch: dict, *, config: VLMConfig = SHAPES_VLM_CONFIG
+def lm_inputs(params: Params, batch: dict, *, config: VLMConfig = SHAPES_VLM_CONFIG,
+              feats: Float[Array, "b n hidden"] | None = None
               ) -> tuple[Float[Array, "b t hidden"], Int[Array, "3 b t"], Bool[Array, "b t"]]:
     """The language model's unpruned inputs: (embeddings with the image spliced in,
-    position ids, mask)."""
-    feats = image_features(params, jnp.asarray(batch["images"]), config=config)
+    position ids, mask); `feats` are the batch's `image_features` when already computed."""
+    if feats is None:
+        feats = image_features(params, jnp.asarray(batch["images"]), config=config)
     tokens = jnp.asarray(batch["tokens"])
     embeds = splice_images(params, tokens, feats.reshape(-1, feats.shape[-1]), config)
     return embeds, jnp.asarray(batch["positions"]), jnp.asarray(batch["mask"])
@@ -95,8 +97,7 @@ def _tag_loss(tagger, feats, batch):
 def _loss(trainable, batch, config, tag_weight):
     params, tagger = trainable
     feats = image_features(params, batch["images"], config=config)
-    embeds = splice_images(params, batch["tokens"], feats.reshape(-1, feats.shape[-1]), config)
-    positions, mask = batch["positions"], batch["mask"]
+    embeds, positions, mask = lm_inputs(params, batch, config=config, feats=feats)
     logits, _ = forward(params["lm"], batch["tokens"], config=config.text, positions=positions,
                         mask=mask, embeds=embeds)
     rows = jnp.arange(logits.shape[0])[:, None]
