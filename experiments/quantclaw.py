@@ -21,7 +21,9 @@ import numpy as np
 import effjax
 from effjax.agents import (
     VALIDATORS,
+    Detection,
     EmbeddingDetector,
+    Policy,
     PrecisionRouter,
     RuleDetector,
     TaskDetector,
@@ -128,9 +130,10 @@ def run(config) -> str:
         paras = _paragraphs(2 * (n + m))
         if "profile" not in cells:
             prof = profile_sensitivity(router, workload(m, n, paras[2 * n:]),
-                                       tolerance=config.tolerance,
+                                       tolerance=config.tolerance, z=config.z,
                                        max_new_tokens=config.max_new_tokens, stop=("\n",))
-            cells["profile"] = dict(quality=prof.quality, tiers=prof.tiers,
+            cells["profile"] = dict(quality=prof.quality, tiers=prof.tiers, valid=prof.valid,
+                                    no_escalation=sorted(prof.no_escalation),
                                     bytes={t: v.bytes for t, v in router.variants.items()})
             save_cells(config.cache, cells)
         warm = set()  # (tier, prompt-length bucket) already compiled: latency excludes jit
@@ -169,7 +172,9 @@ def run(config) -> str:
 def route_rows(config, cells) -> dict[str, list[tuple[str, dict, float, float]]]:
     """Per routing row, per request: (task, the cell, quality, cost bytes, latency s)."""
     order = [t for t, _ in config.tiers]
-    policy = dict(cells["profile"]["tiers"])
+    prof = cells["profile"]
+    policy = Policy(tiers=prof["tiers"], order=tuple(order),
+                    no_escalation=prof.get("no_escalation", ()))
     rng = np.random.default_rng(config.random_seed)
     reqs = [c for k, c in sorted(cells.items()) if "/" in k]
     rows = {f"all {t}": [] for t in reversed(order)}
@@ -184,17 +189,15 @@ def route_rows(config, cells) -> dict[str, list[tuple[str, dict, float, float]]]
         best = next(t for t in order if runs[t]["quality"] >= runs[order[-1]]["quality"])
         rows["oracle"].append((c["task"], runs[best]["quality"], runs[best]["bytes"],
                                runs[best]["latency"]))
-        tier = policy.get(c["detected"], order[-1])
-        if c["confidence"] < 0.3 and order.index(tier) + 1 < len(order):
-            tier = order[order.index(tier) + 1]
+        tier = policy.choose(Detection(c["detected"], c["confidence"], c["source"]))
         cost, lat = 0, c["routing_s"]
-        while True:  # escalate while the detected task's validator rejects the answer
+        for attempt in range(config.max_escalations + 1):  # as PrecisionRouter.generate
             cost += runs[tier]["bytes"]
             lat += runs[tier]["latency"]
-            i = order.index(tier)
-            if runs[tier]["valid_detected"] or i + 1 == len(order):
+            nxt = policy.on_invalid(c["detected"], tier)
+            if runs[tier]["valid_detected"] or nxt is None or attempt == config.max_escalations:
                 break
-            tier = order[i + 1]
+            tier = nxt
         rows["QuantClaw"].append((c["task"], runs[tier]["quality"], cost, lat))
     return rows
 
@@ -208,10 +211,21 @@ def _report(config, cells) -> str:
     if "profile" not in cells or not any("/" in k for k in cells):
         return "\n".join(out + ["No results yet."])
     prof = cells["profile"]
+    valid = prof.get("valid", {})
     out += ["## Sensitivity profile (separate requests)", "",
-            markdown_table(["task"] + [t for t, _ in config.tiers] + ["policy tier"],
+            f"{config.profile_requests} requests per task at every tier; the policy tier is "
+            f"the cheapest whose paired quality drop against 16-bit plus {config.z:g} "
+            f"standard errors is at most {100 * config.tolerance:g} points. Valid: the "
+            "share of results the task's validator accepts; a task escalates on a failed "
+            "validation only where a more precise tier was more often valid.", "",
+            markdown_table(["task"] + [t for t, _ in config.tiers] + ["valid", "policy tier",
+                                                                       "escalates"],
                            [[task] + [f"{100 * q[t]:.1f}" for t, _ in config.tiers]
-                            + [prof["tiers"][task]] for task, q in prof["quality"].items()]),
+                            + [" / ".join(f"{100 * v:.0f}" for v in valid[task].values())
+                               if task in valid else "-", prof["tiers"][task],
+                               "no" if task in prof.get("no_escalation", ()) or
+                               task not in valid else "yes"]
+                            for task, q in prof["quality"].items()]),
             ""]
     rows = route_rows(config, cells)
     base = rows[f"all {config.tiers[-1][0]}"]

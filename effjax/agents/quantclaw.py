@@ -194,17 +194,24 @@ class Policy:
       default: the tier of unknown tasks.
       min_confidence: below it the detector counts as unsure and the task's tier is raised
         one step.
+      no_escalation: tasks whose failed validation does not escalate (a profile found no
+        more precise tier that passes the validator more often).
     """
 
     tiers: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_POLICY))
     order: tuple[str, ...] = TIERS
     default: str = "16bit"
     min_confidence: float = 0.3
+    no_escalation: frozenset[str] = frozenset()
 
     def __post_init__(self):
         for task, tier in {**self.tiers, "(default)": self.default}.items():
             if tier not in self.order:
                 raise ValueError(f"expected the tier of {task!r} in {self.order}, got {tier!r}")
+        if isinstance(self.no_escalation, str):
+            raise ValueError("expected no_escalation to be a set of task names, got the "
+                             f"string {self.no_escalation!r}")
+        object.__setattr__(self, "no_escalation", frozenset(self.no_escalation))
 
     def choose(self, detection: Detection) -> str:
         tier = self.tiers.get(detection.task, self.default)
@@ -216,6 +223,10 @@ class Policy:
         """The next more precise tier, or None at the top."""
         i = self.order.index(tier)
         return self.order[i + 1] if i + 1 < len(self.order) else None
+
+    def on_invalid(self, task: str, tier: str) -> str | None:
+        """The tier to retry a result of `task` that failed validation at `tier`, or None."""
+        return None if task in self.no_escalation else self.escalate(tier)
 
 
 def parse_tool_call(text: str) -> dict | None:
@@ -370,7 +381,7 @@ class PrecisionRouter:
                 text = text.split(s)[0]
             check = self.validators.get(detection.task)
             valid = check is None or check(text)
-            nxt = self.policy.escalate(chosen) if tier is None else None
+            nxt = self.policy.on_invalid(detection.task, chosen) if tier is None else None
             if valid or nxt is None or len(tried) > self.max_escalations:
                 break
             chosen = nxt
@@ -412,30 +423,76 @@ class Sensitivity:
 
     Attributes:
       quality: task -> tier -> mean quality (higher is better).
-      tiers: task -> the cheapest tier whose quality is within `tolerance` of the most
-        precise tier's (the policy map).
+      tiers: task -> the cheapest tier whose paired quality drop against the most precise
+        tier, plus `z` standard errors, is within `tolerance` (the policy map).
+      valid: task -> tier -> fraction of results the task's validator accepted (tasks with
+        a validator only).
       tolerance: the allowed quality drop.
+      z: standard errors of the drop added before comparing with `tolerance`.
     """
 
     quality: Mapping[str, Mapping[str, float]]
     tiers: Mapping[str, str]
+    valid: Mapping[str, Mapping[str, float]]
     tolerance: float
+    z: float
+
+    @property
+    def no_escalation(self) -> frozenset[str]:
+        """Tasks where no tier above the chosen one passes validation more often."""
+        out = set()
+        for task, rate in self.valid.items():
+            order = list(rate)
+            above = order[order.index(self.tiers[task]) + 1:]
+            if all(rate[t] <= rate[self.tiers[task]] for t in above):
+                out.add(task)
+        return frozenset(out)
 
     def policy(self, **options) -> Policy:
-        """A `Policy` with this task -> tier map."""
-        return Policy(tiers=dict(self.tiers), **options)
+        """A `Policy` with this task -> tier map (and its `no_escalation`)."""
+        return Policy(tiers=dict(self.tiers), no_escalation=self.no_escalation, **options)
+
+
+def cheapest_tier(scores: Mapping[str, Sequence[float]], *, tolerance: float,
+                  z: float = 1.0) -> str:
+    """The first tier (cheap to precise) whose paired quality drop against the last tier
+    is within tolerance after adding z standard errors.
+
+    Args:
+      scores: tier -> per-request qualities (same requests, same order, for every tier),
+        tiers ordered from cheapest to most precise.
+      tolerance: the allowed mean drop.
+      z: standard errors of the mean drop added to it (0: compare the means alone).
+
+    Returns:
+      The tier name.
+    """
+    order = list(scores)
+    top = np.asarray(scores[order[-1]], np.float64)
+    for tier in order:
+        got = np.asarray(scores[tier], np.float64)
+        if got.shape != top.shape:
+            raise ValueError(f"expected {top.size} scores for tier {tier!r} (one per request), "
+                             f"got {got.size}")
+        drop = top - got
+        se = drop.std(ddof=1) / np.sqrt(drop.size) if drop.size > 1 else 0.0
+        if drop.mean() + z * se <= tolerance:
+            return tier
+    return order[-1]
 
 
 def profile_sensitivity(router: PrecisionRouter,
                         tasks: Mapping[str, Sequence[tuple[str, Callable[[str], float]]]], *,
-                        tolerance: float = 0.01, max_new_tokens: int = 32,
+                        tolerance: float = 0.01, z: float = 1.0, max_new_tokens: int = 32,
                         stop: Sequence[str] = ()) -> Sensitivity:
     """Runs every task's requests at every tier and picks each task's cheapest safe tier.
 
     Args:
-      router: the router whose variants are profiled (its policy's order: cheap to precise).
+      router: the router whose variants are profiled (its policy's order: cheap to precise;
+        its validators give the validity rates).
       tasks: task -> [(prompt, score(text) -> quality)].
       tolerance: the quality drop allowed against the most precise tier.
+      z: standard errors of the paired drop added before the comparison (`cheapest_tier`).
       max_new_tokens: tokens generated per request.
       stop: stop strings for the generations.
 
@@ -446,13 +503,20 @@ def profile_sensitivity(router: PrecisionRouter,
         raise ValueError("expected at least one request for every task")
     if tolerance < 0:
         raise ValueError(f"expected tolerance >= 0, got {tolerance}")
+    if z < 0:
+        raise ValueError(f"expected z >= 0, got {z}")
     order = router.policy.order
-    quality = {}
+    quality, valid, tiers = {}, {}, {}
     for task, reqs in tasks.items():
-        quality[task] = {tier: float(np.mean([
-            score(router.generate(prompt, max_new_tokens=max_new_tokens, task=task,
-                                  tier=tier, stop=stop).text) for prompt, score in reqs]))
-            for tier in order}
-    tiers = {task: next(t for t in order if q[t] >= q[order[-1]] - tolerance)
-             for task, q in quality.items()}
-    return Sensitivity(quality, tiers, tolerance)
+        texts = {tier: [router.generate(prompt, max_new_tokens=max_new_tokens, task=task,
+                                        tier=tier, stop=stop).text for prompt, _ in reqs]
+                 for tier in order}
+        scores = {tier: [score(t) for (_, score), t in zip(reqs, texts[tier], strict=True)]
+                  for tier in order}
+        quality[task] = {tier: float(np.mean(s)) for tier, s in scores.items()}
+        tiers[task] = cheapest_tier(scores, tolerance=tolerance, z=z)
+        check = router.validators.get(task)
+        if check is not None:
+            valid[task] = {tier: float(np.mean([check(t) for t in texts[tier]]))
+                           for tier in order}
+    return Sensitivity(quality, tiers, valid, tolerance, z)

@@ -7,14 +7,17 @@ import pytest
 
 from effjax.agents import (
     DEFAULT_PROTOTYPES,
+    TIERS,
     Detection,
     EmbeddingDetector,
     Policy,
     PrecisionRouter,
     RuleDetector,
+    Sensitivity,
     TaskDetector,
     Variant,
     build_variants,
+    cheapest_tier,
     has_number,
     parse_tool_call,
     profile_sensitivity,
@@ -76,6 +79,26 @@ def test_policy():
     assert p.escalate("4bit") == "8bit" and p.escalate("16bit") is None
     with pytest.raises(ValueError, match="tier of 'lookup'"):
         Policy(tiers={"lookup": "2bit"})
+    q = Policy(no_escalation={"tool_call"})
+    assert q.on_invalid("tool_call", "4bit") is None and q.on_invalid("lookup", "4bit") == "8bit"
+    assert q.on_invalid("lookup", "16bit") is None
+    with pytest.raises(ValueError, match="no_escalation"):
+        Policy(no_escalation="tool_call")
+
+
+def test_cheapest_tier():
+    same = [1.0, 0.0, 1.0, 1.0]
+    # 8bit loses one of four requests: mean drop 0.25, standard error 0.25
+    scores = {"4bit": [0.0, 0.0, 0.0, 0.0], "8bit": [1.0, 0.0, 1.0, 0.0], "16bit": same}
+    assert cheapest_tier(scores, tolerance=0.3, z=0.0) == "8bit"
+    assert cheapest_tier(scores, tolerance=0.3, z=1.0) == "16bit"  # 0.25 + 0.25 > 0.3
+    assert cheapest_tier({"4bit": same, "16bit": same}, tolerance=0.0) == "4bit"
+    # a cheap tier better on average but noisy: passes at z = 1, not at z = 2
+    noisy = {"4bit": [1.0, 1.0, 0.0, 1.0, 1.0, 1.0], "16bit": [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]}
+    assert cheapest_tier(noisy, tolerance=0.01, z=1.0) == "4bit"  # drop -1/3, se 1/3
+    assert cheapest_tier(noisy, tolerance=0.01, z=2.0) == "16bit"
+    with pytest.raises(ValueError, match="expected 4 scores for tier '4bit'"):
+        cheapest_tier({"4bit": [1.0], "16bit": same}, tolerance=0.0)
 
 
 def test_validators():
@@ -154,5 +177,32 @@ def test_profile_sensitivity(tiny_router):
     expected = next(t for t in ("4bit", "8bit", "16bit") if q[t] >= 1.0)
     assert prof.tiers["continuation"] == expected
     assert prof.policy().tiers == prof.tiers
+    assert prof.valid == {} and prof.no_escalation == frozenset()  # no validator for these
     with pytest.raises(ValueError, match="at least one request"):
         profile_sensitivity(tiny_router, {"lookup": []})
+    with pytest.raises(ValueError, match="z >= 0"):
+        profile_sensitivity(tiny_router, tasks, z=-1.0)
+
+
+def test_profile_validity_and_no_escalation(tiny_router_parts):
+    config, _, tokenizer, variants = tiny_router_parts
+    # the tiny random model writes no JSON: no tier is ever valid, so escalating is useless
+    router = PrecisionRouter(variants, config, tokenizer,
+                             validators={"tool_call": lambda text: "{" in text,
+                                         "continuation": lambda text: True})
+    tasks = {"tool_call": [("Call the weather tool for Oslo", lambda text: 0.0)],
+             "continuation": [("Continue: the", lambda text: 1.0)]}
+    prof = profile_sensitivity(router, tasks, max_new_tokens=4)
+    texts = {t: router.generate("Call the weather tool for Oslo", max_new_tokens=4, tier=t,
+                                task="tool_call").text for t in TIERS}
+    assert prof.valid["tool_call"] == {t: float("{" in texts[t]) for t in TIERS}
+    assert prof.valid["continuation"] == {t: 1.0 for t in TIERS}
+    assert prof.tiers == {"tool_call": "4bit", "continuation": "4bit"}
+    expect = {"continuation"} | ({"tool_call"} if not any("{" in x for x in texts.values())
+                                 else set())
+    assert prof.no_escalation == expect
+    policy = prof.policy()
+    assert policy.no_escalation == expect and policy.on_invalid("continuation", "4bit") is None
+    sens = Sensitivity({}, {"a": "4bit"}, {"a": {"4bit": 0.2, "8bit": 0.9, "16bit": 0.9}},
+                       0.0, 1.0)
+    assert sens.no_escalation == frozenset()  # 8bit is more often valid: escalate

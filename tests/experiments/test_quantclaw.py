@@ -46,12 +46,14 @@ def _cells():
 
     return {
         "profile": {"quality": {}, "tiers": {"lookup": "4bit", "arithmetic": "8bit"}},
-        "lookup/0": dict(task="lookup", detected="lookup", confidence=1.0, routing_s=0.001,
-                         runs=runs(1.0, 1.0, 1.0)),
-        "lookup/1": dict(task="lookup", detected="lookup", confidence=1.0, routing_s=0.001,
+        "lookup/0": dict(task="lookup", detected="lookup", confidence=1.0, source="rule",
+                         routing_s=0.001, runs=runs(1.0, 1.0, 1.0)),
+        "lookup/1": dict(task="lookup", detected="lookup", confidence=1.0, source="rule",
+                         routing_s=0.001,
                          runs=runs(0.0, 1.0, 1.0, valid4=False)),  # escalates to 8bit
         "arithmetic/0": dict(task="arithmetic", detected="arithmetic", confidence=0.1,
-                             routing_s=0.001, runs=runs(0.0, 0.0, 1.0)),  # unsure: 16bit
+                             source="embedding", routing_s=0.001,
+                             runs=runs(0.0, 0.0, 1.0)),  # unsure: one tier up, 16bit
     }
 
 
@@ -62,6 +64,18 @@ def test_route_rows():
     qc = rows["QuantClaw"]
     assert [(r[1], r[2]) for r in qc] == [(1.0, 4), (1.0, 1), (1.0, 1 + 2)]
     assert qc[2][3] == pytest.approx(0.001 + 0.1 + 0.2)
+
+
+def test_route_rows_escalation_limits():
+    cells = _cells()
+    invalid = {t: dict(quality=0.0, bytes=b, latency=0.1, valid_detected=False)
+               for t, b in (("4bit", 1), ("8bit", 2), ("16bit", 4))}
+    cells["lookup/1"]["runs"] = invalid
+    qc = route_rows(get_config(), cells)["QuantClaw"]
+    assert qc[2][2] == 1 + 2  # max_escalations = 1: 4bit, then 8bit, not 16bit
+    cells["profile"]["no_escalation"] = ["lookup"]
+    qc = route_rows(get_config(), cells)["QuantClaw"]
+    assert qc[2][2] == 1 and qc[2][1] == 0.0  # the profile found escalating useless
 
 
 def test_report_claims():
