@@ -76,6 +76,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     elif variant == "learned":  # SpinQuant and FlatQuant on the headline columns
         c.methods = ("spinquant", "flatquant")
         c.columns = tuple(col for col in c.columns if col[0] in ("W8A8 MXFP8", "W4A4 MXFP4"))
+    elif variant == "extra":  # QuaRot + GPTQ and GPTQ + pre-scale on the headline columns
+        c.methods = ("quarot_gptq", "gptq_scale_opt")
+        c.columns = tuple(col for col in c.columns if col[0] in (
+            "W8A8 MXFP8", "W4A16 MXFP4", "W4A4 MXFP4"))
+    elif variant == "kv":  # the remaining methods with the KV cache quantized
+        c.methods = ("awq", "smoothquant", "quarot", "scale_opt")
+        c.columns = tuple(col for col in c.columns if "KV" in col[0])
     elif variant == "tiny":  # smoke test: two cells, a few windows
         c.num_windows, c.window = 2, 64
         c.eval_seq_len, c.eval_max_tokens, c.kl_max_tokens = 64, 128, 128
@@ -87,6 +94,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.plot = "/tmp/effjax_mxfp_ptq_study_tiny.png"
     elif variant:
         raise ValueError(f"unknown mxfp_ptq_study variant {variant!r}; expected '', 'core', "
-                         "'modes', 'mxfp8', 'formats', 'sequential', 'learned', 'settings' "
-                         "or 'tiny'")
+                         "'modes', 'mxfp8', 'formats', 'sequential', 'learned', 'settings', "
+                         "'extra', 'kv' or 'tiny'")
     return c

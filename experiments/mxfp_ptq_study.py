@@ -184,6 +184,15 @@ def _findings(config, cells, flt) -> str:
             lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%; "
                          "within 1%: " + (", ".join(w for p, w in others
                                                     if p <= 1.01 * flt[metric]) or "none") + ".")
+        near = [f"{c}: " + (", ".join(f"{m} {(p / flt[metric] - 1) * 100:+.2f}%"
+                                      for p, m in within) or "none")
+                for c in ("W8A16 MXFP8", "W8A8 INT8")
+                if (within := sorted((p, m) for m in config.methods
+                                     if (p := ppl(m, c)) is not None
+                                     and p <= 1.01 * flt[metric])) or ppl("rtn", c)]
+        if near:
+            lines.append("  Within 1% elsewhere (where the E4M3 activations are not "
+                         "quantized, or are INT8 per token): " + "; ".join(near) + ".")
     ranking = sorted((p, m) for m in config.methods if (p := ppl(m, "W4A4 MXFP4")) is not None)
     if ranking:
         worst = ranking[-1][0] / flt[metric] - 1
@@ -200,6 +209,14 @@ def _findings(config, cells, flt) -> str:
                          f"{rtn:.4g}): " + " < ".join(f"{n} ({p:.4g})" for p, n in best)
                          + "; not better than RTN: "
                          + (", ".join(n for p, n in best if p >= rtn) or "none") + ".")
+    for setting in ("W4A16", "W4A4"):
+        per = [(min(v), c.split(" ", 1)[1], rtn) for c in (
+            f"{setting} MXFP4", f"{setting} NVFP4", f"{setting} HiF4", f"{setting} INT4 g128")
+            if (rtn := ppl("rtn", c)) is not None
+            and (v := [p for m in config.methods if (p := ppl(m, c)) is not None])]
+        if len(per) > 1:
+            lines.append(f"- 4-bit formats at {setting} (best method; RTN): " + " < ".join(
+                f"{f} {b:.4g} ({r:.4g})" for b, f, r in sorted(per)) + ".")
     modes = {c: ppl("rtn", c) for c in ("W4A4 MXFP4", "W4A4 MXFP4 ceil", "W4A4 MXFP4 even",
                                         "W4A4 MXFP4 rceil")}
     if all(v is not None for v in modes.values()):
