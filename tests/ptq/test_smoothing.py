@@ -77,6 +77,7 @@ def test_awq_never_above_rtn_in_its_objective(tiny):
         assert x.shape[1] == w.shape[0]
 
 
+@pytest.mark.slow  # the clip search also runs, on a partial group, in the test below
 def test_awq_with_clipping_runs_and_keeps_shapes(tiny):
     config, params, tokens, calib = tiny
     q = awq(params, calib, recipe("mxfp4", pattern=r"_proj$"), progress=False)
