@@ -186,8 +186,7 @@ class DecoderLM(nnx.Module):
         x = (jnp.take(self.embed.embedding.get_value(), tokens, axis=0) if embeds is None
              else embeds).astype(dtype)
         inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
-        if positions.ndim == 3:  # (3, b, t) multimodal ids -> one position per frequency
-            positions = jnp.moveaxis(positions, 0, -1)[..., jnp.asarray(c.mrope_axes())]
+        positions = rope_positions(positions, c)
         t = tokens.shape[1]
         if cache is None:
             structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
@@ -225,6 +224,14 @@ class DecoderLM(nnx.Module):
         return logits.astype(jnp.float32), new_cache
 
 
+def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: LMConfig):
+    """RoPE positions as the layers read them: (b, t), or (b, t, frequencies) for (3, b, t)
+    multimodal ids (one position per frequency)."""
+    if positions.ndim == 3:
+        return jnp.moveaxis(positions, 0, -1)[..., jnp.asarray(config.mrope_axes())]
+    return positions
+
+
 @functools.lru_cache(maxsize=32)
 def _graph(config: LMConfig):
     """The NNX graph definition and abstract state of a config (no arrays allocated)."""
@@ -250,10 +257,12 @@ def block_forward(
     config: LMConfig,
     index: int,
     recipe: Recipe | None = None,
+    positions: Int[Array, "b t"] | Int[Array, "3 b t"] | None = None,
+    attn_mask: Bool[Array, "b t t"] | None = None,
+    token_types: Int[Array, "b t"] | None = None,
 ) -> Float[Array, "b t h"]:
-    """One decoder layer on the residual stream (causal, positions 0..t-1, no padding, no
-    cache): what `forward` does to x in layer `index`, for layer-by-layer work (sequential
-    calibration).
+    """One decoder layer on the residual stream (no padding, no cache): what `forward` does
+    to x in layer `index`, for layer-by-layer work (sequential calibration).
 
     Args:
       layer_params: `params["layers"][index]` (float or quantized, with any online
@@ -262,6 +271,9 @@ def block_forward(
       config: the model's config.
       index: the layer's index (its projections' paths are "layers/<index>/...").
       recipe: activation / KV-cache formats, as in `forward`.
+      positions: RoPE positions as in `forward`; default 0..t-1.
+      attn_mask: as in `forward`; default causal.
+      token_types: as in `forward`.
 
     Returns:
       The residual stream leaving the layer, x's dtype.
@@ -272,11 +284,14 @@ def block_forward(
     nnx.replace_by_pure_dict(state, wrapped["layers"][index])
     block = nnx.merge(graphdef, state)
     b, t, _ = x.shape
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    allowed = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool))[None], (b, t, t))
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    allowed = (jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool))[None], (b, t, t))
+               if attn_mask is None else attn_mask)
     inv_freq = jnp.asarray(config.rope_inv_freq(), jnp.float32)
-    with online.active(transforms):
-        return block(x, positions, inv_freq, allowed, None, None, recipe)[0]
+    with online.active(transforms, token_types):
+        return block(x, rope_positions(positions, config), inv_freq, allowed, None, None,
+                     recipe)[0]
 
 
 def init_params(config: LMConfig, key: jax.Array, dtype=jnp.float32) -> Params:
@@ -305,6 +320,7 @@ def forward(
     return_hidden: bool = False,
     attn_mask: Bool[Array, "b t s"] | None = None,
     embeds: Float[Array, "b t h"] | None = None,
+    token_types: Int[Array, "b t"] | None = None,
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
@@ -330,6 +346,8 @@ def forward(
         as FastV does).
       embeds: the input embeddings in place of the tokens' (image features spliced in by a
         vision-language model); `tokens` still gives the shape.
+      token_types: each token's type (int32 in [0, k)), read by per-type input transforms
+        (FreeAct: vision / text, or masked / unmasked); traced, so any types, one compile.
 
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
@@ -346,6 +364,6 @@ def forward(
     state = jax.tree.map(lambda x: x, state)  # a fresh copy: the cached one stays abstract
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
-    with online.active(transforms):
+    with online.active(transforms, token_types):
         return model(tokens, positions, mask, cache, dtype, recipe, return_hidden, attn_mask,
                      embeds)

@@ -495,6 +495,7 @@ def vlm_forward(
     dtype=jnp.float32,
     recipe: Recipe | None = None,
     return_hidden: bool = False,
+    token_types: Int[Array, "b t"] | None = None,
 ):
     """The language model over a prompt with its images' features spliced in.
 
@@ -508,13 +509,15 @@ def vlm_forward(
       dtype: compute dtype.
       recipe: optional formats for the language model.
       return_hidden: also return the final hidden states.
+      token_types: as in `effjax.models.forward` (per-type input transforms).
 
     Returns:
       As `effjax.models.forward` without a cache: (logits (b, t, vocab) float32, None).
     """
     embeds = splice_images(params, tokens, image_features, config, dtype)
     return forward(params["lm"], tokens, config=config.text, positions=positions, mask=mask,
-                   dtype=dtype, recipe=recipe, return_hidden=return_hidden, embeds=embeds)
+                   dtype=dtype, recipe=recipe, return_hidden=return_hidden, embeds=embeds,
+                   token_types=token_types)
 
 
 def init_vlm_params(config: VLMConfig, key: jax.Array, dtype=jnp.float32) -> Params:

@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import Params, forward
+from effjax.models.decoder import Params, forward, rope_positions
 from effjax.models.layers import apply_rope, linear, rms_norm
 from effjax.models.vlm import VisionConfig, vision_geometry
 from effjax.quant import taps
@@ -192,7 +192,7 @@ def fastv_scores(
     if config.qk_norm:
         q = rms_norm(q, p["q_norm"]["weight"], config.rms_norm_eps)
     q_pos = positions[:, rows, last][:, :, None]
-    q = apply_rope(q, jnp.moveaxis(q_pos, 0, -1)[..., jnp.asarray(config.mrope_axes())],
+    q = apply_rope(q, rope_positions(q_pos, config),
                    jnp.asarray(config.rope_inv_freq(), jnp.float32))[:, 0]
     k = jnp.repeat(seen[f"layers/{layer}/attn/k"], config.num_groups, axis=2)
     logits = jnp.einsum("bhd,bjhd->bhj", q, k, preferred_element_type=jnp.float32)

@@ -3,7 +3,9 @@
 from effjax.ptq.batquant import batquant, batquant_parameter_count, cayley, gpk_split
 from effjax.ptq.calibrate import LayerStats, calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant, kron_split
+from effjax.ptq.freeact import complement_basis, freeact, type_grams, type_transforms
 from effjax.ptq.gptq import gptq_quantize
+from effjax.ptq.layerwise import LayerContext
 from effjax.ptq.methods import gptq, mr_gptq, rtn, scale_opt
 from effjax.ptq.pipeline import METHODS, PTQResult, calibration_windows, peak_rss_mb, quarot, run
 from effjax.ptq.scales import quantize_searched, search_scales
@@ -12,6 +14,7 @@ from effjax.ptq.spinquant import cayley_sgd, orthogonality_error, spinquant_rota
 
 __all__ = [
     "METHODS",
+    "LayerContext",
     "LayerStats",
     "PTQResult",
     "awq",
@@ -21,9 +24,11 @@ __all__ = [
     "calibrate",
     "cayley",
     "cayley_sgd",
+    "complement_basis",
     "calibrate_sequential",
     "calibration_windows",
     "flatquant",
+    "freeact",
     "gptq",
     "gptq_quantize",
     "gpk_split",
@@ -40,4 +45,6 @@ __all__ = [
     "smoothquant",
     "smoothquant_scales",
     "spinquant_rotations",
+    "type_grams",
+    "type_transforms",
 ]

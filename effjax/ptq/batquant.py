@@ -222,13 +222,14 @@ def batquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe
     gpk_split(block)
     options = dict(variant=variant, block=block, clip=clip)
 
-    def init(layer, rec, index):
+    def init(layer, rec, index, x, context):  # the calibration inputs are not needed
         return _init(layer, rec, index, **options)
 
-    return train_layerwise(params, config, tokens, recipe, init=init,
-                           transformed=_BoundTransformed(variant, block), steps=steps,
-                           batch_size=batch_size, learning_rate=learning_rate,
-                           desc=f"batquant ({variant})", progress=progress)
+    out, losses, _ = train_layerwise(params, config, tokens, recipe, init=init,
+                                     transformed=_BoundTransformed(variant, block), steps=steps,
+                                     batch_size=batch_size, learning_rate=learning_rate,
+                                     desc=f"batquant ({variant})", progress=progress)
+    return out, losses
 
 
 class _BoundTransformed:

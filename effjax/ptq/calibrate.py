@@ -69,9 +69,15 @@ def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe |
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe"))
-def block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None):
-    """`block_forward`, jitted (one compile per layer index and recipe)."""
-    return block_forward(layer_params, x, config=config, index=index, recipe=recipe)
+def block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
+              context=None):
+    """`block_forward`, jitted (one compile per layer index and recipe); `context` gives its
+    positions, attention mask and token types (a `layerwise.LayerContext`, or None)."""
+    if context is None:
+        return block_forward(layer_params, x, config=config, index=index, recipe=recipe)
+    return block_forward(layer_params, x, config=config, index=index, recipe=recipe,
+                         positions=context.positions, attn_mask=context.attn_mask,
+                         token_types=context.token_types)
 
 
 def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],

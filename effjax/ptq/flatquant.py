@@ -18,6 +18,7 @@ from effjax.models.config import LMConfig
 from effjax.ptq.layerwise import (
     CLIP_INIT,
     GROUPS,
+    LayerContext,
     clip_ratio,
     clipped_kernel,
     learned_groups,
@@ -44,7 +45,9 @@ def _init_factor(size: int) -> jax.Array:
         return jnp.eye(size, dtype=jnp.float32)
 
 
-def _init(layer, recipe: Recipe, index: int) -> dict:
+def affine_init(layer, recipe: Recipe, index: int, x=None, context=None) -> dict:
+    """A layer's starting FlatQuant learnables ({group: left, right, clip}): Hadamard
+    factors, no clipping (the calibration inputs x and context are not needed)."""
     learn = {}
     for name, block, projs in learned_groups(layer, recipe, index):
         m, n = kron_split(layer[block][projs[0]]["kernel"].shape[0])
@@ -54,9 +57,17 @@ def _init(layer, recipe: Recipe, index: int) -> dict:
     return learn
 
 
-def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool):
-    """The layer with P before each learned group and P^-1 W kernels, fake-quantized with the
-    learned clipping (fake=True) or clipped and quantized to QArrays (fake=False)."""
+def kron_input(t: dict) -> dict:
+    """A group's online input transform: P = left (x) right."""
+    return {"left": t["left"], "right": t["right"]}
+
+
+def affine_layer(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool,
+                 input_transform=kron_input):
+    """The layer with P^-1 W kernels behind each learned group (P = left (x) right of the
+    group's learnables t), fake-quantized with the learned clipping (fake=True) or clipped
+    and quantized to QArrays (fake=False), and `input_transform(t)` (P itself by default) as
+    the group's online input transform."""
     out = copy_dicts(layer)
     for name, t in learn.items():
         block, projs = GROUPS[name]
@@ -67,12 +78,13 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool):
                            precision=jax.lax.Precision.HIGHEST)
             ratio = clip_ratio(t["clip"][p])[None, :]
             out[block][p]["kernel"] = clipped_kernel(w, ratio, fmt, fake=fake)
-            out[block][p][online.INPUT] = {"left": t["left"], "right": t["right"]}
+            out[block][p][online.INPUT] = input_transform(t)
     return out
 
 
 def flatquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
               steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
+              context: LayerContext | None = None,
               progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
     """Learns the transforms and clipping layer by layer and quantizes.
 
@@ -88,11 +100,15 @@ def flatquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recip
       steps: Adam steps per layer.
       batch_size: windows per step.
       learning_rate: Adam's step size.
+      context: the windows' layer-0 inputs, positions, attention mask and token types
+        (`effjax.ptq.layerwise.LayerContext`; default causal text windows).
       progress: show a progress bar.
 
     Returns:
       (params with QArray kernels and the learned online transforms, {layer: losses}).
     """
-    return train_layerwise(params, config, tokens, recipe, init=_init, transformed=_transformed,
-                           steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                           desc="flatquant", progress=progress)
+    out, losses, _ = train_layerwise(
+        params, config, tokens, recipe, init=affine_init, transformed=affine_layer, steps=steps,
+        batch_size=batch_size, learning_rate=learning_rate, desc="flatquant", context=context,
+        progress=progress)
+    return out, losses

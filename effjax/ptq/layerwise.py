@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Int
+from jaxtyping import Array, Bool, Float, Int
 from tqdm.auto import tqdm
 
 from effjax.formats import fake_quant_learnable_clip, group_amax, quantize
@@ -62,19 +63,59 @@ def learned_groups(layer, recipe: Recipe, index: int):
     return [(name, block, projs) for name, (block, projs) in GROUPS.items()
             if all(weight_format(recipe, index, block, p) is not None for p in projs)]
 
-# init(layer, recipe, index) -> learnable pytree ({} when nothing is learned in the layer);
+class LayerContext(NamedTuple):
+    """What the layers see besides the residual stream, for each of n calibration windows
+    (None: `block_forward`'s defaults: causal, positions 0..t-1, no token types).
+
+    Attributes:
+      embeds: (n, t, hidden) the residual stream entering layer 0 (image features spliced
+        in); default the tokens' embeddings.
+      positions: (n, t) or (3, n, t) RoPE position ids.
+      attn_mask: (n, t, t) which keys each query sees (all True: a masked-diffusion LM).
+      token_types: (n, t) int32 token types in [0, k): the per-type transforms read them,
+        and the layer loss weighs every type equally.
+    """
+
+    embeds: Float[Array, "n t h"] | None = None
+    positions: Int[Array, "n t"] | Int[Array, "3 n t"] | None = None
+    attn_mask: Bool[Array, "n t t"] | None = None
+    token_types: Int[Array, "n t"] | None = None
+
+    def rows(self, index) -> LayerContext:
+        """The context of windows `index` (an index array), without embeds."""
+        pos = self.positions
+        if pos is not None:
+            pos = pos[:, index] if pos.ndim == 3 else pos[index]
+        return LayerContext(None, pos, None if self.attn_mask is None else self.attn_mask[index],
+                            None if self.token_types is None else self.token_types[index])
+
+
+def token_weights(types: np.ndarray | None, shape: tuple[int, int]) -> jax.Array:
+    """(b, t) loss weights summing to 1, each token type present getting an equal share
+    (uniform without types)."""
+    if types is None:
+        return jnp.full(shape, 1.0 / (shape[0] * shape[1]), jnp.float32)
+    types = np.asarray(types)
+    present, counts = np.unique(types, return_counts=True)
+    share = dict(zip(present.tolist(), (1.0 / (len(present) * counts)).tolist(), strict=True))
+    return jnp.asarray(np.vectorize(share.__getitem__)(types), jnp.float32)
+
+
+# init(layer, recipe, index, x, context) -> learnable pytree ({} when nothing is learned in
+# the layer), given the layer's calibration input x (n, t, h) and its `LayerContext`;
 # transformed(layer, learn, recipe, index, fake) -> the layer's params, fake-quantized
 # (fake=True, differentiable in learn) or quantized to QArrays (fake=False).
-Init = Callable[[dict, Recipe, int], dict]
+Init = Callable[[dict, Recipe, int, jax.Array, LayerContext], dict]
 Transformed = Callable[..., dict]
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "transformed"))
-def _layer_loss(learn, layer, x, target, config: LMConfig, index: int, recipe: Recipe,
-                transformed: Transformed):
+def _layer_loss(learn, layer, x, target, weights, context: LayerContext, config: LMConfig,
+                index: int, recipe: Recipe, transformed: Transformed):
     got = block_forward(transformed(layer, learn, recipe, index, fake=True), x, config=config,
-                        index=index, recipe=recipe)
-    return jnp.mean(jnp.square(got - target))
+                        index=index, recipe=recipe, positions=context.positions,
+                        attn_mask=context.attn_mask, token_types=context.token_types)
+    return jnp.sum(weights * jnp.mean(jnp.square(got - target), axis=-1))
 
 
 _grad = jax.jit(jax.value_and_grad(_layer_loss),
@@ -89,7 +130,7 @@ def _quantized(layer, learn, recipe: Recipe, index: int, transformed: Transforme
 
 def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
                     init: Init, transformed: Transformed, steps: int, batch_size: int,
-                    learning_rate: float, desc: str,
+                    learning_rate: float, desc: str, context: LayerContext | None = None,
                     progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
     """Learns and quantizes every layer in turn.
 
@@ -104,38 +145,49 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
       batch_size: windows per step.
       learning_rate: Adam's step size.
       desc: the progress bar's label.
+      context: the windows' layer-0 inputs, positions, attention mask and token types
+        (`LayerContext`; default causal text windows).
       progress: show a progress bar.
 
     Returns:
-      (params with every layer quantized, {layer: loss per step}).
+      (params with every layer quantized, {layer: loss per step}, {layer: the learned
+      parameters}).
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     tokens = jnp.asarray(np.asarray(tokens, np.int32))
-    x_fp = embed(params, tokens)
+    context = LayerContext() if context is None else context
+    x_fp = embed(params, tokens) if context.embeds is None else jnp.asarray(context.embeds)
+    if x_fp.shape[:2] != tokens.shape:
+        raise ValueError(f"context.embeds must be (n, t, hidden) for tokens {tokens.shape}, got "
+                         f"{x_fp.shape}")
     x_q = x_fp
+    n = tokens.shape[0]
+    every = context.rows(np.arange(n))
+    types = None if every.token_types is None else np.asarray(every.token_types)
     out = dict(params)
     out["layers"] = dict(params["layers"])
-    history = {}
-    n = tokens.shape[0]
+    history, learned = {}, {}
     for i in tqdm(sorted(params["layers"]), desc=desc, disable=not progress):
         layer = params["layers"][i]
-        target = block_out(layer, x_fp, config, i, None)
-        learn = init(layer, recipe, i)
+        target = block_out(layer, x_fp, config, i, None, every)
+        learn = init(layer, recipe, i, x_q, every)
         losses = []
         if learn:
             opt = optax.adam(learning_rate)
             state = opt.init(learn)
             for s in range(steps):
                 sl = np.arange(s * batch_size, (s + 1) * batch_size) % n
-                loss, g = _grad(learn, layer, x_q[sl], target[sl], config, i, recipe,
-                                transformed)
+                weights = token_weights(None if types is None else types[sl],
+                                        (len(sl), x_q.shape[1]))
+                loss, g = _grad(learn, layer, x_q[sl], target[sl], weights, every.rows(sl),
+                                config, i, recipe, transformed)
                 with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts
                     updates, state = opt.update(g, state, learn)
                 learn = optax.apply_updates(learn, updates)
                 losses.append(float(loss))
-        history[i] = losses
+        history[i], learned[i] = losses, learn
         out["layers"][i] = _quantized(layer, learn, recipe, i, transformed)
         x_fp = target
-        x_q = block_out(out["layers"][i], x_q, config, i, recipe)
-    return out, history
+        x_q = block_out(out["layers"][i], x_q, config, i, recipe, every)
+    return out, history, learned

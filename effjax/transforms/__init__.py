@@ -1,5 +1,5 @@
 """Function-preserving transforms of parameter pytrees: Hadamard and learned rotations,
-smoothing scales, online (Kronecker and block-diagonal) transforms."""
+smoothing scales, online (Kronecker, block-diagonal and per-token-type) transforms."""
 
 from effjax.transforms import online
 from effjax.transforms.fold import (
@@ -23,6 +23,7 @@ from effjax.transforms.online import (
     clip_blocks,
     gpk_apply,
     kron_apply,
+    per_type_apply,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "hadamard_pair",
     "kron_apply",
     "online",
+    "per_type_apply",
     "random_hadamard",
     "random_orthogonal",
     "rotate_residual",

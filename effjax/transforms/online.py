@@ -12,6 +12,9 @@ layer it feeds, so the pytree stays the whole model:
   kron(global, private_k)), optionally with `"clip": (nb,)`: each block of the transformed
   input clipped at ratio_k times its absolute max (BATQuant's block-wise affine maps and
   activation clipping). Energy never crosses a block boundary.
+- `... = {"per_type": (k, d, d)}`: a token-type-specific transform, each token's input times
+  the matrix of its type (FreeAct's activation-side transforms; the types are the forward's
+  `token_types`, traced, so new types never recompile).
 - `params["layers"][i]["attn"]["kv_rotation"] = (head_dim, head_dim)` orthogonal R: queries
   and keys are multiplied by R after RoPE, so the cached keys are rotated while q k^T is not
   changed (QuaRot's KV-cache Hadamard).
@@ -27,13 +30,15 @@ import contextvars
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 INPUT = "input_transform"
 KV = "kv_rotation"
 
 _ACTIVE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("effjax_online",
                                                                       default=None)
+_TYPES: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar("effjax_token_types",
+                                                                          default=None)
 
 
 def kron_apply(x: Float[Array, "... d"], left: Float[Array, "m m"],
@@ -85,8 +90,28 @@ def clip_blocks(x: Float[Array, "... d"], ratio: Float[Array, " nb"]) -> Float[A
     return jnp.clip(xs, -c, c).reshape(x.shape)
 
 
-def apply_transform(x: Float[Array, "... d"], t: dict) -> Float[Array, "... d"]:
-    """x after an input transform of any of the module's kinds (see the module docstring)."""
+def per_type_apply(x: Float[Array, "... d"], types: Int[Array, ...],
+                   per_type: Float[Array, "k d d"]) -> Float[Array, "... d"]:
+    """Each token's x times per_type[its type] along the last axis (types in [0, k))."""
+    k, d = per_type.shape[:2]
+    if x.shape[-1] != d or types.shape != x.shape[:-1]:
+        raise ValueError(f"a per-type transform of {k} ({d} x {d}) matrices needs x (..., {d}) "
+                         f"and types of x's leading shape, got x {x.shape}, types {types.shape}")
+    y = jnp.einsum("...d,kde->...ke", x.astype(jnp.float32), per_type.astype(jnp.float32),
+                   precision=jax.lax.Precision.HIGHEST)
+    pick = jax.nn.one_hot(types, k, dtype=jnp.float32)
+    return jnp.einsum("...ke,...k->...e", y, pick).astype(x.dtype)
+
+
+def apply_transform(x: Float[Array, "... d"], t: dict,
+                    types: Int[Array, ...] | None = None) -> Float[Array, "... d"]:
+    """x after an input transform of any of the module's kinds (see the module docstring);
+    `types` are the tokens' types, needed by a per-type transform only."""
+    if "per_type" in t:
+        if types is None:
+            raise ValueError("a per-type input transform needs the tokens' types: pass "
+                             "token_types to the forward")
+        return per_type_apply(x, types, t["per_type"])
     if "left" in t:
         y = kron_apply(x, t["left"], t["right"])
     elif "blocks" in t:
@@ -117,13 +142,15 @@ def split(params) -> tuple[dict, dict[str, object]]:
 
 
 @contextlib.contextmanager
-def active(transforms: dict[str, object]):
-    """Makes `transforms` (from `split`) visible to `lookup` inside the block (one trace)."""
-    token = _ACTIVE.set(transforms)
+def active(transforms: dict[str, object], token_types: Int[Array, "b t"] | None = None):
+    """Makes `transforms` (from `split`) visible to `lookup`, and the tokens' types to the
+    per-type transforms, inside the block (one trace)."""
+    token, types = _ACTIVE.set(transforms), _TYPES.set(token_types)
     try:
         yield
     finally:
         _ACTIVE.reset(token)
+        _TYPES.reset(types)
 
 
 def lookup(path: str):
@@ -135,7 +162,7 @@ def lookup(path: str):
 def apply_input(path: str, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
     """A linear layer's input after its online transform (x itself when it has none)."""
     t = lookup(f"{path}/{INPUT}")
-    return x if t is None else apply_transform(x, t)
+    return x if t is None else apply_transform(x, t, _TYPES.get())
 
 
 def rotate_qk(path: str, q: Float[Array, "b t h d"], k: Float[Array, "b s kv d"]):

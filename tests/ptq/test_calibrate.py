@@ -64,6 +64,26 @@ def test_block_forward_chain_is_the_forward():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_block_forward_takes_forwards_positions_and_attention_mask():
+    from tests.transforms.helpers import TOKENS, tiny
+
+    config, params = tiny(tied=False, bias=True, qk_norm=True)
+    b, t = TOKENS.shape
+    positions = jnp.asarray(np.random.RandomState(0).permutation(t)[None].repeat(b, 0),
+                            jnp.int32)
+    attn = jnp.ones((b, t, t), bool)  # bidirectional
+    x = effjax.models.embed(params, TOKENS)
+    for i in range(config.num_layers):
+        x = effjax.models.block_forward(params["layers"][i], x, config=config, index=i,
+                                        positions=positions, attn_mask=attn)
+    x = rms_norm(x, params["norm"]["weight"], config.rms_norm_eps)
+    want = effjax.models.forward(params, TOKENS, config=config, positions=positions,
+                                 attn_mask=attn)[0]
+    np.testing.assert_allclose(x @ params["lm_head"]["kernel"], want, rtol=1e-5, atol=1e-5)
+    causal = effjax.models.forward(params, TOKENS, config=config, positions=positions)[0]
+    assert float(jnp.max(jnp.abs(want - causal))) > 1e-3  # the mask mattered
+
+
 def test_sequential_with_identity_quantizer_equals_calibrate(tiny):
     config, params = tiny
     config = dataclasses.replace(config, tie_word_embeddings=False)

@@ -62,3 +62,16 @@ def test_block_transforms_keep_an_outlier_in_its_mx_block_and_a_rotation_spreads
     np.testing.assert_allclose(energy(gpk), before, rtol=1e-5)
     rotated = energy(x @ np.asarray(T.random_hadamard(128, jax.random.PRNGKey(2))))
     assert rotated[2] < 0.3 * before[2] and rotated.min() > 0.2 * before[2]  # spread out
+
+
+def test_per_type_apply_gives_each_token_its_types_matrix():
+    x = RNG.randn(2, 5, 6).astype(np.float32)
+    types = RNG.randint(0, 3, (2, 5)).astype(np.int32)
+    mats = RNG.randn(3, 6, 6).astype(np.float32)
+    want = np.einsum("btd,btde->bte", x.astype(np.float64), mats[types].astype(np.float64))
+    got = T.per_type_apply(jnp.asarray(x), jnp.asarray(types), jnp.asarray(mats))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="types of x's leading shape"):
+        T.per_type_apply(jnp.asarray(x), jnp.asarray(types[:, :4]), jnp.asarray(mats))
+    with pytest.raises(ValueError, match="needs the tokens' types"):
+        T.apply_transform(jnp.asarray(x), {"per_type": jnp.asarray(mats)})
