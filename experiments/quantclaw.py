@@ -190,15 +190,11 @@ def route_rows(config, cells) -> dict[str, list[tuple[str, dict, float, float]]]
         rows["oracle"].append((c["task"], runs[best]["quality"], runs[best]["bytes"],
                                runs[best]["latency"]))
         tier = policy.choose(Detection(c["detected"], c["confidence"], c["source"]))
-        cost, lat = 0, c["routing_s"]
-        for attempt in range(config.max_escalations + 1):  # as PrecisionRouter.generate
-            cost += runs[tier]["bytes"]
-            lat += runs[tier]["latency"]
-            nxt = policy.on_invalid(c["detected"], tier)
-            if runs[tier]["valid_detected"] or nxt is None or attempt == config.max_escalations:
-                break
-            tier = nxt
-        rows["QuantClaw"].append((c["task"], runs[tier]["quality"], cost, lat))
+        tried = policy.attempts(c["detected"], tier, lambda t, r=runs: r[t]["valid_detected"],
+                                config.max_escalations)  # as PrecisionRouter.generate
+        rows["QuantClaw"].append((c["task"], runs[tried[-1]]["quality"],
+                                  sum(runs[t]["bytes"] for t in tried),
+                                  c["routing_s"] + sum(runs[t]["latency"] for t in tried)))
     return rows
 
 

@@ -228,6 +228,23 @@ class Policy:
         """The tier to retry a result of `task` that failed validation at `tier`, or None."""
         return None if task in self.no_escalation else self.escalate(tier)
 
+    def attempts(self, task: str, tier: str, passes: Callable[[str], bool],
+                 max_escalations: int) -> list[str]:
+        """Runs one request from `tier` up: `passes(t)` runs it at tier t and says whether
+        the result passed validation; a failed result is retried at `on_invalid`'s tier, at
+        most `max_escalations` times.
+
+        Returns:
+          The tiers tried, in order; the last one's result is the answer.
+        """
+        tried = [tier]
+        while not passes(tier) and len(tried) <= max_escalations:
+            tier = self.on_invalid(task, tier)
+            if tier is None:
+                break
+            tried.append(tier)
+        return tried
+
 
 def parse_tool_call(text: str) -> dict | None:
     """The first JSON object in text with a string "name" and a dict "arguments", or None."""
@@ -368,24 +385,25 @@ class PrecisionRouter:
             chosen = tier
         routing_s = time.perf_counter() - start
         ids = self.tokenizer(prompt)["input_ids"]
-        tried, moved = [], 0
-        while True:
-            v = self.variants[chosen]
+        check = self.validators.get(detection.task)
+        results = {}
+
+        def passes(t: str) -> bool:
+            v = self.variants[t]
             with self._lock:
                 out = generate(v.params, self.config, [ids], max_new_tokens=max_new_tokens,
                                dtype=v.dtype, recipe=v.recipe)[0]
-            tried.append(chosen)
-            moved += self._bytes[chosen] * len(out)
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             for s in stop:
                 text = text.split(s)[0]
-            check = self.validators.get(detection.task)
-            valid = check is None or check(text)
-            nxt = self.policy.on_invalid(detection.task, chosen) if tier is None else None
-            if valid or nxt is None or len(tried) > self.max_escalations:
-                break
-            chosen = nxt
-        return RoutedOutput(text, list(out), chosen, tuple(tried), detection, valid,
+            results[t] = (out, text, check is None or check(text))
+            return results[t][2]
+
+        tried = self.policy.attempts(detection.task, chosen, passes,
+                                     self.max_escalations if tier is None else 0)
+        moved = sum(self._bytes[t] * len(results[t][0]) for t in tried)
+        out, text, valid = results[tried[-1]]
+        return RoutedOutput(text, list(out), tried[-1], tuple(tried), detection, valid,
                             time.perf_counter() - start, routing_s, moved, len(ids))
 
 

@@ -86,6 +86,24 @@ def test_policy():
         Policy(no_escalation="tool_call")
 
 
+def test_policy_attempts_escalate_until_a_pass_the_top_or_the_limit():
+    q = Policy(no_escalation={"tool_call"})
+    ran = []
+
+    def passes_at(ok):
+        def passes(t):
+            ran.append(t)
+            return t in ok
+        return passes
+
+    assert q.attempts("lookup", "4bit", passes_at({"8bit"}), 2) == ["4bit", "8bit"]
+    assert ran == ["4bit", "8bit"]  # stops at the first pass
+    assert q.attempts("lookup", "4bit", passes_at(set()), 5) == ["4bit", "8bit", "16bit"]
+    assert q.attempts("lookup", "4bit", passes_at(set()), 1) == ["4bit", "8bit"]
+    assert q.attempts("lookup", "4bit", passes_at(set()), 0) == ["4bit"]
+    assert q.attempts("tool_call", "4bit", passes_at(set()), 2) == ["4bit"]  # no escalation
+
+
 def test_cheapest_tier():
     same = [1.0, 0.0, 1.0, 1.0]
     # 8bit loses one of four requests: mean drop 0.25, standard error 0.25
