@@ -26,6 +26,7 @@ from effjax.agents import (
     Policy,
     PrecisionRouter,
     RuleDetector,
+    Sensitivity,
     TaskDetector,
     build_variants,
     parse_tool_call,
@@ -208,6 +209,8 @@ def _report(config, cells) -> str:
         return "\n".join(out + ["No results yet."])
     prof = cells["profile"]
     valid = prof.get("valid", {})
+    sens = Sensitivity(quality=prof["quality"], tiers=prof["tiers"], valid=valid,
+                       tolerance=config.tolerance, z=config.z)
     out += ["## Sensitivity profile (separate requests)", "",
             f"{config.profile_requests} requests per task at every tier; the policy tier is "
             f"the cheapest whose paired quality drop against 16-bit plus {config.z:g} "
@@ -219,8 +222,7 @@ def _report(config, cells) -> str:
                            [[task] + [f"{100 * q[t]:.1f}" for t, _ in config.tiers]
                             + [" / ".join(f"{100 * v:.0f}" for v in valid[task].values())
                                if task in valid else "-", prof["tiers"][task],
-                               "no" if task in prof.get("no_escalation", ()) or
-                               task not in valid else "yes"]
+                               "yes" if sens.escalates(task) else "no"]
                             for task, q in prof["quality"].items()]),
             ""]
     rows = route_rows(config, cells)

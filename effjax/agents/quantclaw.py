@@ -466,6 +466,11 @@ class Sensitivity:
                 out.add(task)
         return frozenset(out)
 
+    def escalates(self, task: str) -> bool:
+        """Whether a failed result of `task` is retried at a more precise tier: only a task
+        with a validator (a task without one never fails) outside `no_escalation`."""
+        return task in self.valid and task not in self.no_escalation
+
     def policy(self, **options) -> Policy:
         """A `Policy` with this task -> tier map (and its `no_escalation`)."""
         return Policy(tiers=dict(self.tiers), no_escalation=self.no_escalation, **options)

@@ -224,3 +224,5 @@ def test_profile_validity_and_no_escalation(tiny_router_parts):
     sens = Sensitivity({}, {"a": "4bit"}, {"a": {"4bit": 0.2, "8bit": 0.9, "16bit": 0.9}},
                        0.0, 1.0)
     assert sens.no_escalation == frozenset()  # 8bit is more often valid: escalate
+    assert sens.escalates("a") and not sens.escalates("b")  # b has no validator
+    assert not prof.escalates("continuation")
