@@ -25,6 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Float, Int
 
 from effjax.models.config import LMConfig
@@ -111,6 +112,7 @@ def type_grams(layer, x: Float[Array, "n t h"], context: LayerContext, config: L
 def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
             context: LayerContext, num_types: int = 2, energy: float = 0.99,
             steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
+            z_learning_rate: float | None = None,
             progress: bool = True) -> tuple[dict, dict]:
     """Learns FreeAct's transforms and clipping layer by layer and quantizes.
 
@@ -131,6 +133,7 @@ def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe,
       steps: Adam steps per layer.
       batch_size: windows per step.
       learning_rate: Adam's step size.
+      z_learning_rate: Adam's step size for the Z_k (default `learning_rate`).
       progress: show a progress bar.
 
     Returns:
@@ -169,8 +172,13 @@ def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe,
             ranks[f"{index}/{name}"] = [r for _, r in found]
         return learn
 
+    z_rate = learning_rate if z_learning_rate is None else z_learning_rate
+    optimizer = optax.multi_transform(
+        {"z": optax.adam(z_rate), "rest": optax.adam(learning_rate)},
+        lambda learn: jax.tree_util.tree_map_with_path(
+            lambda path, _: "z" if path[-1].key == "z" else "rest", learn))
     out, losses, learned = train_layerwise(
         params, config, tokens, recipe, init=init, transformed=_transformed, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, desc="freeact", context=context,
-        progress=progress)
+        optimizer=optimizer, progress=progress)
     return out, {"losses": losses, "ranks": ranks, "learned": learned}

@@ -131,7 +131,8 @@ def _quantized(layer, learn, recipe: Recipe, index: int, transformed: Transforme
 def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
                     init: Init, transformed: Transformed, steps: int, batch_size: int,
                     learning_rate: float, desc: str, context: LayerContext | None = None,
-                    progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
+                    optimizer: optax.GradientTransformation | None = None,
+                    progress: bool = True) -> tuple[dict, dict[int, list[float]], dict]:
     """Learns and quantizes every layer in turn.
 
     Args:
@@ -147,6 +148,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
       desc: the progress bar's label.
       context: the windows' layer-0 inputs, positions, attention mask and token types
         (`LayerContext`; default causal text windows).
+      optimizer: in place of Adam at `learning_rate` (each layer starts it afresh).
       progress: show a progress bar.
 
     Returns:
@@ -174,7 +176,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
         learn = init(layer, recipe, i, x_q, every)
         losses = []
         if learn:
-            opt = optax.adam(learning_rate)
+            opt = optax.adam(learning_rate) if optimizer is None else optimizer
             state = opt.init(learn)
             for s in range(steps):
                 sl = np.arange(s * batch_size, (s + 1) * batch_size) % n

@@ -58,7 +58,8 @@ LEARNED = {"flatquant": flatquant, "batquant": batquant}
 
 
 def quarot(params, config: LMConfig, *, key: jax.Array, kv: bool = True,
-           online_down: bool = True) -> tuple[dict, LMConfig]:
+           online_down: bool = True, residual: jax.Array | None = None
+           ) -> tuple[dict, LMConfig]:
     """QuaRot's rotations, all function-preserving: norms fused, the residual stream times a
     random Hadamard matrix, values (and, online, queries/keys: the KV cache) times a random
     Hadamard matrix of head_dim, and an online Hadamard transform before every down_proj.
@@ -69,13 +70,17 @@ def quarot(params, config: LMConfig, *, key: jax.Array, kv: bool = True,
       key: PRNG key of the random signs.
       kv: rotate values and the cached keys/values.
       online_down: add the online Hadamard before down_proj.
+      residual: the residual stream's rotation (hidden, hidden) orthogonal; default a random
+        Hadamard matrix from `key`. (Inputs given as embeddings, such as a VLM's image
+        features, must be multiplied by it.)
 
     Returns:
       (rotated params, config with an untied head).
     """
     k1, k2 = jax.random.split(key)
     params, config = fuse_norms(params, config)
-    params = rotate_residual(params, random_hadamard(config.hidden_size, k1))
+    params = rotate_residual(params, random_hadamard(config.hidden_size, k1)
+                             if residual is None else residual)
     if kv:
         params = rotate_values(params, config, random_hadamard(config.head_dim, k2))
     if online_down:

@@ -149,6 +149,15 @@ def test_token_types_route_inside_one_compiled_forward(trained):
     assert float(jnp.max(jnp.abs(a - b))) > 1e-3  # the types picked different transforms
 
 
+def test_z_learning_rate_zero_keeps_the_shared_transform(trained):
+    _, one, *_ = trained
+    tokens, ctx = diffusion_windows(0, 2, 0)
+    _, info = freeact(one, AGENT_CONFIG, tokens, R, context=ctx, steps=1, batch_size=2,
+                      z_learning_rate=0.0, progress=False)
+    for t in info["learned"][0].values():
+        assert not np.asarray(t["z"]).any()  # T_k = M^-1: FlatQuant's transform
+
+
 def test_bad_input(trained):
     params, one, *_ = trained
     tokens, ctx = diffusion_windows(0, 2, 0)

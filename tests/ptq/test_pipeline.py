@@ -48,6 +48,11 @@ def test_quarot_keeps_the_float_function():
     assert "kv_rotation" in rotated["layers"][0]["attn"]
     assert "input_transform" in rotated["layers"][1]["mlp"]["down_proj"]
     assert rel_err(logits(rotated, rconfig), logits(params, config)) <= 1e-5
+    r = effjax.transforms.random_orthogonal(config.hidden_size, jax.random.PRNGKey(2))
+    given, _ = quarot(params, config, key=jax.random.PRNGKey(1), residual=r)
+    np.testing.assert_allclose(given["embed"]["embedding"], params["embed"]["embedding"] @ r,
+                               rtol=1e-5, atol=1e-5)  # the residual rotation given is used
+    assert rel_err(logits(given, rconfig), logits(params, config)) <= 1e-5
 
 
 @pytest.mark.parametrize("act", ["int4", "int8"])
