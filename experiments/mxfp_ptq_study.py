@@ -184,12 +184,14 @@ def _findings(config, cells, flt) -> str:
             lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%; "
                          "within 1%: " + (", ".join(w for p, w in others
                                                     if p <= 1.01 * flt[metric]) or "none") + ".")
-        near = [f"{c}: " + (", ".join(f"{m} {(p / flt[metric] - 1) * 100:+.2f}%"
-                                      for p, m in within) or "none")
-                for c in ("W8A16 MXFP8", "W8A8 INT8")
-                if (within := sorted((p, m) for m in config.methods
-                                     if (p := ppl(m, c)) is not None
-                                     and p <= 1.01 * flt[metric])) or ppl("rtn", c)]
+        near = []
+        for c in ("W8A16 MXFP8", "W8A8 INT8"):
+            run = {m: p for m in config.methods if (p := ppl(m, c)) is not None}
+            if not run:
+                continue
+            within = sorted((p, m) for m, p in run.items() if p <= 1.01 * flt[metric])
+            near.append(f"{c}: " + (", ".join(f"{m} {(p / flt[metric] - 1) * 100:+.2f}%"
+                                              for p, m in within) or "none"))
         if near:
             lines.append("  Within 1% elsewhere (where the E4M3 activations are not "
                          "quantized, or are INT8 per token): " + "; ".join(near) + ".")
