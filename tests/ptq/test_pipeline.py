@@ -74,7 +74,7 @@ def test_calibration_cache_is_reused():
     run(lm, "gptq", recipe("int8"), TEXT, num_windows=2, window=64, calib_cache=cache,
         progress=False)
     (key, stats), = cache.items()
-    run(lm, "awq", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
+    run(lm, "smoothquant", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
         progress=False)
     assert cache[key] is stats and len(cache) == 1
     run(lm, "quarot_gptq", recipe("int4"), TEXT, num_windows=2, window=64, calib_cache=cache,
