@@ -8,8 +8,9 @@ import pytest
 import effjax.formats as F
 from effjax.formats.matmul import scaled_matmul
 
-PAIRS = [("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp8_e5m2", "mxfp8_e4m3"), ("mxfp4", "mxfp4"),
-         ("mxfp8_e4m3", "mxfp4"), ("nvfp4", "nvfp4")]
+PAIRS = [("mxfp8_e4m3", "mxfp8_e4m3"),  # mixed pairs in the slow tier
+         pytest.param("mxfp8_e5m2", "mxfp8_e4m3", marks=pytest.mark.slow), ("mxfp4", "mxfp4"),
+         pytest.param("mxfp8_e4m3", "mxfp4", marks=pytest.mark.slow), ("nvfp4", "nvfp4")]
 
 
 @pytest.mark.parametrize("fa, fb", PAIRS)

@@ -10,9 +10,14 @@ import effjax.formats as F
 from effjax.formats import core
 from effjax.ptq import quantize_searched, search_scales
 
-FORMATS = ["mxfp4", "mxfp8_e4m3", "mxfp6_e2m3", "mxint8", "nvfp4", "fp8_e4m3", "hif4",
+# One format per scale family runs fast (E8M0, E4M3, HiF4's own, a float INT scale); the
+# others of each family in the slow tier.
+_slow = pytest.mark.slow
+FORMATS = ["mxfp4", pytest.param("mxfp8_e4m3", marks=_slow),
+           pytest.param("mxfp6_e2m3", marks=_slow), pytest.param("mxint8", marks=_slow),
+           "nvfp4", pytest.param("fp8_e4m3", marks=_slow), "hif4",
            F.get_format("int4", granularity="group", group_size=32),
-           F.get_format("int8", granularity="channel")]
+           pytest.param(F.get_format("int8", granularity="channel"), marks=_slow)]
 
 
 def _block_err(x, q, fmt, w=None):
