@@ -133,9 +133,7 @@ def evaluate(s: Setting, params, config: LMConfig, recipe: Recipe | None,
         hits, nll, count = 0.0, 0.0, 0
         for i in range(0, len(w.tokens), _BATCH):
             sl = np.arange(i, min(i + _BATCH, len(w.tokens)))
-            lg = logits(jnp.asarray(w.tokens[sl]), w.context.rows(sl)._replace(
-                embeds=None if w.context.embeds is None else w.context.embeds[sl]),
-                jnp.asarray(w.mask[sl]))
+            lg = logits(jnp.asarray(w.tokens[sl]), w.context.rows(sl), jnp.asarray(w.mask[sl]))
             logp = np.asarray(jax.nn.log_softmax(lg, axis=-1))
             if s.name == "dllm":
                 at = w.scored[sl]

@@ -55,17 +55,34 @@ def _reduce(seen: dict[str, jax.Array], sample_size: int) -> dict[str, LayerStat
         sample=x[:sample_size]) for path, x in seen.items()}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "sample_size"))
-def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
-                 sample_size: int) -> dict[str, LayerStats]:
+def _context_options(context) -> dict:
+    """`block_forward`'s positions / attn_mask / token_types from a `layerwise.LayerContext`
+    (None: its defaults)."""
+    if context is None:
+        return {}
+    return dict(positions=context.positions, attn_mask=context.attn_mask,
+                token_types=context.token_types)
+
+
+def block_inputs(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None = None,
+                 context=None) -> dict[str, jax.Array]:
+    """Every projection's input in one layer, (tokens, d_in) float32 per path, read by taps
+    (`block_forward` with `context`'s positions, attention mask and token types)."""
     seen: dict[str, jax.Array] = {}
 
     def collect(path: str, a: jax.Array) -> None:
         seen[path] = a.reshape(-1, a.shape[-1]).astype(jnp.float32)
 
     with taps.collecting(collect):
-        block_forward(layer_params, x, config=config, index=index, recipe=recipe)
-    return _reduce(seen, sample_size)
+        block_forward(layer_params, x, config=config, index=index, recipe=recipe,
+                      **_context_options(context))
+    return seen
+
+
+@functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "sample_size"))
+def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
+                 sample_size: int) -> dict[str, LayerStats]:
+    return _reduce(block_inputs(layer_params, x, config, index, recipe), sample_size)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe"))
@@ -73,11 +90,8 @@ def block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | No
               context=None):
     """`block_forward`, jitted (one compile per layer index and recipe); `context` gives its
     positions, attention mask and token types (a `layerwise.LayerContext`, or None)."""
-    if context is None:
-        return block_forward(layer_params, x, config=config, index=index, recipe=recipe)
     return block_forward(layer_params, x, config=config, index=index, recipe=recipe,
-                         positions=context.positions, attn_mask=context.attn_mask,
-                         token_types=context.token_types)
+                         **_context_options(context))
 
 
 def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],

@@ -29,11 +29,15 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import block_forward
+from effjax.ptq.calibrate import block_inputs
 from effjax.ptq.flatquant import affine_init, affine_layer
 from effjax.ptq.layerwise import GROUPS, LayerContext, train_layerwise
-from effjax.quant import taps
 from effjax.quant.recipe import Recipe
+
+
+def _check_energy(energy: float) -> None:
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
 
 
 def complement_basis(gram: Float[Array, "d d"], energy: float
@@ -49,8 +53,7 @@ def complement_basis(gram: Float[Array, "d d"], energy: float
       the d - r smallest eigenvalues; r, the row space's estimated rank: the fewest top
       eigenvalues holding `energy` of the sum).
     """
-    if not 0.0 < energy <= 1.0:
-        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    _check_energy(energy)
     lam, vec = np.linalg.eigh(np.asarray(gram, np.float64))
     lam, vec = np.clip(lam[::-1], 0.0, None), vec[:, ::-1]
     total = lam.sum()
@@ -96,14 +99,7 @@ def type_grams(layer, x: Float[Array, "n t h"], context: LayerContext, config: L
     Returns:
       {projection path: (k, d_in, d_in) float32}.
     """
-    seen: dict[str, jax.Array] = {}
-
-    def collect(path: str, a: jax.Array) -> None:
-        seen[path] = a.reshape(-1, a.shape[-1]).astype(jnp.float32)
-
-    with taps.collecting(collect):
-        block_forward(layer, x, config=config, index=index, positions=context.positions,
-                      attn_mask=context.attn_mask, token_types=context.token_types)
+    seen = block_inputs(layer, x, config, index, context=context)
     pick = jax.nn.one_hot(context.token_types.reshape(-1), num_types, dtype=jnp.float32)
     return {path: jnp.einsum("nk,ni,nj->kij", pick, a, a, precision=jax.lax.Precision.HIGHEST)
             for path, a in seen.items()}
@@ -155,7 +151,7 @@ def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe,
     missing = sorted(set(range(num_types)) - set(np.unique(types).tolist()))
     if missing:
         raise ValueError(f"token types {missing} have no calibration tokens")
-    complement_basis(np.eye(1), energy)  # checks energy before any work
+    _check_energy(energy)
     ranks: dict[str, list[int]] = {}
 
     def init(layer, rec, index, x, ctx):

@@ -82,12 +82,14 @@ class LayerContext(NamedTuple):
     token_types: Int[Array, "n t"] | None = None
 
     def rows(self, index) -> LayerContext:
-        """The context of windows `index` (an index array), without embeds."""
+        """The context of windows `index` (an index array)."""
+        def take(a):
+            return None if a is None else a[index]
+
         pos = self.positions
         if pos is not None:
             pos = pos[:, index] if pos.ndim == 3 else pos[index]
-        return LayerContext(None, pos, None if self.attn_mask is None else self.attn_mask[index],
-                            None if self.token_types is None else self.token_types[index])
+        return LayerContext(take(self.embeds), pos, take(self.attn_mask), take(self.token_types))
 
 
 def token_weights(types: np.ndarray | None, shape: tuple[int, int]) -> jax.Array:
@@ -97,8 +99,9 @@ def token_weights(types: np.ndarray | None, shape: tuple[int, int]) -> jax.Array
         return jnp.full(shape, 1.0 / (shape[0] * shape[1]), jnp.float32)
     types = np.asarray(types)
     present, counts = np.unique(types, return_counts=True)
-    share = dict(zip(present.tolist(), (1.0 / (len(present) * counts)).tolist(), strict=True))
-    return jnp.asarray(np.vectorize(share.__getitem__)(types), jnp.float32)
+    share = np.zeros(present[-1] + 1)
+    share[present] = 1.0 / (len(present) * counts)
+    return jnp.asarray(share[types], jnp.float32)
 
 
 # init(layer, recipe, index, x, context) -> learnable pytree ({} when nothing is learned in
@@ -165,7 +168,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
                          f"{x_fp.shape}")
     x_q = x_fp
     n = tokens.shape[0]
-    every = context.rows(np.arange(n))
+    every = context._replace(embeds=None)  # the layers' context; embeds enter layer 0 only
     types = None if every.token_types is None else np.asarray(every.token_types)
     out = dict(params)
     out["layers"] = dict(params["layers"])
