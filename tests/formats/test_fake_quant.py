@@ -84,11 +84,18 @@ def test_properties(name, x):
     x = jnp.asarray(x)
     q = F.quantize(x, name)
     y = F.dequantize(q)
-    # quantize(dequantize(q)) == q
     q2 = F.quantize(y, name)
-    for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(q2), strict=True):
-        a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
-        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    if name == "nvfp4":
+        # An E4M3 block scale rounds up by up to 1.5x when subnormal (< 2^-6), so a block
+        # far below the tensor's amax may not reach 6 and requantizes to a smaller scale
+        # (test_nvfp4_subnormal_block_scale_not_idempotent); every other block is a fixed point.
+        normal = np.repeat(np.asarray(q.scale, np.float32) >= 2.0**-6, 16, axis=-1)
+        np.testing.assert_array_equal(q2.global_scale, q.global_scale)
+        np.testing.assert_array_equal(np.asarray(F.dequantize(q2))[normal], np.asarray(y)[normal])
+    else:  # quantize(dequantize(q)) == q, bit for bit
+        for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(q2), strict=True):
+            a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
     # error within half a grid step (times the scale) unless clipped
     lo, hi = F.representable_range(q)
     inside = (x >= lo) & (x <= hi)
@@ -99,3 +106,16 @@ def test_properties(name, x):
     xs = jnp.sort(x.reshape(-1))[None, ::16]
     ys = F.dequantize(F.quantize(xs, name))
     assert bool(jnp.all(jnp.diff(ys, axis=-1) >= 0))
+
+
+def test_nvfp4_subnormal_block_scale_not_idempotent():
+    # FORMATS.md's rule by hand: s_global = 5376 / (448 * 6) = 2; the small block's
+    # (0.0390625 / 6) / 2 = 0.00326 rounds to the E4M3 subnormal 2 * 2^-9, where 0.0390625
+    # sits at 5.0 and ties to 4. Requantized, that block's amax 0.03125 gives a scale of
+    # 2^-9 and lands at 8, clipped to 6: 6 * 2^-9 * 2.
+    x = jnp.concatenate([jnp.full((1, 16), 5376.0), jnp.full((1, 16), 0.0390625)], axis=-1)
+    y = F.dequantize(F.quantize(x, "nvfp4"))
+    np.testing.assert_array_equal(y[0, 16:], np.full(16, 4 * 2.0**-8 * 2))
+    np.testing.assert_array_equal(y[0, :16], x[0, :16])
+    y2 = F.dequantize(F.quantize(y, "nvfp4"))
+    np.testing.assert_array_equal(y2[0, 16:], np.full(16, 6 * 2.0**-9 * 2))
