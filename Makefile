@@ -23,7 +23,7 @@ demo: $(STAMP)
 # Two workers (one per core of the CI machine), whole files per worker so module fixtures
 # are built once: most of the fast tier is XLA compilation, which runs on one core.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -162,7 +162,12 @@ def test_storage_bits_per_element(name, bpe):
         assert q.storage_bits()["global_scale"] == 32
 
 
-@pytest.mark.parametrize("name", F.names())
+# one format per kind fast (a cast, INT, FP8, MX, NVFP4, HiF8, HiF4), the rest slow
+_AXIS_FAST = ("bf16", "int4", "fp8_e4m3", "mxfp4", "nvfp4", "hif8", "hif4")
+
+
+@pytest.mark.parametrize("name", [n if n in _AXIS_FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in F.names()])
 def test_axis_padding_and_shape_restored(name):
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 37, 5), jnp.float32)
     for axis in (0, 1, -1):

@@ -31,8 +31,10 @@ def test_rtn_is_quantize_params(tiny):
                                       if y.dtype.itemsize == 1 else y)
 
 
-@pytest.mark.parametrize("fmt", [pytest.param("int4", marks=pytest.mark.slow), "mxfp4",
-                                 pytest.param("nvfp4", marks=pytest.mark.slow)])
+# (the slow tier: GPTQ's error against RTN is tested fast on single layers in test_gptq, and
+# on the model through `run` in test_pipeline's sequential mode)
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["int4", "mxfp4", "nvfp4"])
 def test_gptq_lowers_each_layers_calibration_error_below_rtn(tiny, fmt):
     config, params, tokens, calib = tiny
     r = recipe(fmt)

@@ -14,10 +14,11 @@ from tests.transforms.helpers import TOKENS, logits, rel_err, tiny, tiny_lm
 TEXT = "".join(chr(32 + (i * 7919) % 90) for i in range(3000))
 
 
-# Every method runs through `run` here; the slower ones (each unit-tested in its own file,
-# and gptq through `run` again in test_calibration_cache_is_reused) only in the slow tier.
+# Every method runs through `run` here; the slower ones (each unit-tested in its own file or
+# test_methods, and gptq / awq / quarot_gptq through `run` in test_sequential_mode) only in
+# the slow tier.
 _SLOW_END_TO_END = {"awq", "batquant", "flatquant", "gptq", "gptq_scale_opt", "mr_gptq",
-                    "spinquant"}
+                    "quarot_gptq", "scale_opt", "spinquant", "spinquant_gptq"}
 
 
 @pytest.mark.parametrize("method", [
