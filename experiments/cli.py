@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -70,10 +72,29 @@ def format_spec(spec: str | None) -> Format | None:
     return get_format(name, **options)
 
 
-def load_cells(path: str) -> dict:
-    """A study's cell cache (key -> result dict) from its JSON file; empty if absent."""
+def load_cells(path: str, weights: str | None = None) -> dict:
+    """A study's cell cache (key -> result dict) from its JSON file; empty if absent.
+
+    `weights` (the `file_digest` of the model the cells measure) starts the cache afresh
+    when it was written for other weights, so a retrained model never mixes with old cells.
+    """
     p = pathlib.Path(path)
-    return json.loads(p.read_text()) if p.exists() else {}
+    cells = json.loads(p.read_text()) if p.exists() else {}
+    if weights is not None and cells.get("weights") != weights:
+        if cells:
+            print(f"{path}: cells of other weights ({cells.get('weights')}), starting afresh",
+                  flush=True)
+        cells = {"weights": weights}
+    return cells
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def save_cells(path: str, cells: dict) -> None:

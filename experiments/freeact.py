@@ -13,6 +13,7 @@ language model is quantized). Cells are cached in a JSON file as they finish.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from effjax.agents.episodes import MASK_ID, span_attention_mask, training_batch
-from effjax.agents.train import AGENT_CONFIG, AgentTraining, load_agent
+from effjax.agents.train import AGENT_CONFIG, ZOO, AgentTraining, load_agent
 from effjax.data import shapes_vqa
 from effjax.eval import markdown_table, write_atomic
 from effjax.models import forward
@@ -31,7 +32,14 @@ from effjax.pruning import shapes_vlm
 from effjax.ptq import LayerContext, flatquant, freeact, quarot
 from effjax.quant import Recipe, Rule, quantize_params
 from effjax.transforms import random_hadamard
-from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
+from experiments.cli import (
+    file_digest,
+    format_spec,
+    load_cells,
+    main_with_config,
+    save_cells,
+    save_figure,
+)
 
 TYPE_NAMES = {"dllm": ("unmasked", "masked"), "vlm": ("text", "vision")}
 EVAL_STREAM = 8  # the diffusion agent's held-out trajectory stream (not a calibration seed)
@@ -181,8 +189,17 @@ def _recipe(fmt: str) -> Recipe:
     return Recipe(rules=(Rule(pattern=r"_proj$", weight=f, activation=f),))
 
 
+@functools.cache
+def weights_digest(model: str) -> str:
+    """The `file_digest` of a setting's shipped weights: part of every cell's key, so a
+    retrained model never reuses the old model's cells."""
+    path = (ZOO / AgentTraining().name if model == "dllm" else shapes_vlm.SHAPES_VLM_DIR)
+    return file_digest(path / "model.safetensors")
+
+
 def _key(config, model: str, *parts) -> str:
-    return json.dumps([model, *parts, config.calib_windows, config.eval_windows], sort_keys=True)
+    return json.dumps([model, weights_digest(model), *parts, config.calib_windows,
+                       config.eval_windows], sort_keys=True)
 
 
 def run(config) -> str:
@@ -382,7 +399,9 @@ def _report(config, cache, seconds) -> str:
         f"{config.calib_windows} windows; evaluation: {config.eval_windows} per set. The "
         "shared transform is FlatQuant's Kronecker transform and clipping trained on the same "
         "type-balanced loss, steps and data as FreeAct (FreeAct with Z_k = 0); QuaRot is RTN "
-        f"after QuaRot's rotations. This run: {seconds:.0f} s (cached cells not counted).",
+        f"after QuaRot's rotations. This run: {seconds:.0f} s (cached cells not counted). "
+        "Weights measured (SHA-256 prefixes of the shipped files): "
+        + ", ".join(f"{m} `{weights_digest(m)}`" for m in config.models) + ".",
         "",
         "## Masked-diffusion agent (token types: unmasked / masked)",
         "",

@@ -37,18 +37,26 @@ from effjax.pruning import (
     train_shapes_vlm,
     visionzip_scores,
 )
-from experiments.cli import load_cells, main_with_config, save_cells, save_figure, timed_call
+from experiments.cli import (
+    file_digest,
+    load_cells,
+    main_with_config,
+    save_cells,
+    save_figure,
+    timed_call,
+)
 
 NUM_VISUAL = shapes_vqa.IMAGE_TOKENS
 CALIBRATION_OFFSET = 10**7  # training-split indices far past any training run's
 
 
 def get_model(config):
-    """The shapes VLM (trained first when missing and `train_missing`): (params, config, info)."""
+    """The shapes VLM (trained first when missing and `train_missing`): (params, config, info,
+    the weights' `file_digest`)."""
     path = pathlib.Path(config.model_dir or SHAPES_VLM_DIR)
     if not (path / "model.safetensors").is_file() and config.train_missing:
         train_shapes_vlm(path=path)
-    return load_shapes_vlm(path)
+    return (*load_shapes_vlm(path), file_digest(path / "model.safetensors"))
 
 
 def eval_batches(split: str, n: int, batch_size: int, seed: int, offset: int = 0) -> list[dict]:
@@ -170,8 +178,8 @@ def latency_cell(config, study: Study, batch: dict, head_weights, name: str, rat
 
 def run(config) -> str:
     """Runs (or resumes) the study and writes the report; returns the report."""
-    cells = load_cells(config.cache)
-    params, vcfg, info = get_model(config)
+    params, vcfg, info, digest = get_model(config)
+    cells = load_cells(config.cache, weights=digest)
     study = Study(params, vcfg)
     cells["model"] = {k: info.get(k) for k in ("steps", "batch_size", "learning_rate",
                                                "seconds_this_run", "resumed_at")}

@@ -1,10 +1,12 @@
-"""The experiments' shared helpers: format strings and timing."""
+"""The experiments' shared helpers: format strings, timing, cell caches."""
 
+import hashlib
 import time
 
 import pytest
 
 from effjax.formats import get_format
+from experiments import cli
 from experiments.cli import format_spec, median_seconds, timed_call
 
 
@@ -39,3 +41,16 @@ def test_timed_call_returns_the_warm_up_result_and_times_the_repeats():
     out, seconds = timed_call(fn, 3)
     assert out == 1 and len(calls) == 4 and seconds < 0.25
     assert median_seconds(fn, 2) < 0.25 and len(calls) == 7
+
+
+def test_cells_of_other_weights_start_afresh(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"weights a")
+    b.write_bytes(b"weights b")
+    assert cli.file_digest(a) == hashlib.sha256(b"weights a").hexdigest()[:16]
+    cache = str(tmp_path / "cells.json")
+    cells = cli.load_cells(cache, weights=cli.file_digest(a))
+    cli.save_cells(cache, {**cells, "x": {"accuracy": 0.5}})
+    assert cli.load_cells(cache, weights=cli.file_digest(a))["x"] == {"accuracy": 0.5}
+    assert cli.load_cells(cache, weights=cli.file_digest(b)) == {"weights": cli.file_digest(b)}
+    assert "x" in cli.load_cells(cache)  # no weights given: the cache as it is

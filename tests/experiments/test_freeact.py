@@ -10,6 +10,8 @@ import pytest
 from configs.freeact import get_config
 from effjax.agents.episodes import MASK_ID
 from effjax.data import shapes_vqa
+from effjax.pruning.shapes_vlm import SHAPES_VLM_DIR
+from experiments.cli import file_digest
 from experiments.freeact import (
     _key,
     _report,
@@ -19,6 +21,7 @@ from experiments.freeact import (
     quantize,
     run,
     setting,
+    weights_digest,
 )
 
 
@@ -104,3 +107,10 @@ def test_tiny_run_computes_and_caches_every_cell(tmp_path):
     cache = json.loads((tmp_path / "c.json").read_text())
     assert len(cache) == 2 + 2 * len(config.rows) * len(config.formats) * len(config.seeds)
     assert "not run" not in report.split("## Claim")[0]
+
+
+def test_cells_are_keyed_by_the_weights_measured():
+    digest = weights_digest("vlm")
+    assert digest == file_digest(SHAPES_VLM_DIR / "model.safetensors")
+    assert json.loads(_key(get_config("tiny"), "vlm", "float"))[:3] == ["vlm", digest, "float"]
+    assert weights_digest("dllm") != digest
