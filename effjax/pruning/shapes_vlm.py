@@ -131,9 +131,9 @@ def training_batch(step: int, batch_size: int, seed: int, split: str = "train",
 
 def train_shapes_vlm(
     *,
-    steps: int = 1500,
+    steps: int = 1200,
     batch_size: int = 32,
-    questions: int = 4,
+    questions: int = 8,
     learning_rate: float = 2e-3,
     tag_weight: float = 1.0,
     seed: int = 0,
@@ -229,5 +229,5 @@ def load_shapes_vlm(path: str | os.PathLike = SHAPES_VLM_DIR,
     """The shipped (or a re-trained) shapes VLM: (params, config, info)."""
     like = jax.eval_shape(lambda: init_vlm_params(config, jax.random.PRNGKey(0)))
     params, info = load_weights(path, like, hint="train it with effjax.pruning."
-                                "train_shapes_vlm() (about 16 minutes on 2 CPU cores)")
+                                "train_shapes_vlm() (about 18 minutes on 2 CPU cores)")
     return params, config, info
