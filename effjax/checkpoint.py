@@ -1,19 +1,46 @@
-"""Saving and restoring parameter pytrees, atomically.
+"""Saving and restoring parameter pytrees, atomically and checksummed.
 
-`save` / `restore` (training state, any pytree) go through orbax: it writes a checkpoint
-into a temporary directory and renames it into place only when every array is on disk, then
-marks it committed; `restore` refuses a directory without that mark, so a half-written
-checkpoint is never read as complete. `save_weights` / `load_weights` write a trained
-model's nested-dict weights as one safetensors file beside an info.json (the zoo's format),
-each file written to a temporary name and renamed into place.
+`save` / `restore` (training state, any pytree) go through orbax. The save protocol, for a
+checkpoint at `parent/name` (one writing process):
+
+1. Recover: if `name` is missing but `.name.effjax-old` is complete (an earlier overwrite
+   was killed between its two renames), rename it back to `name`. Then remove the stale
+   temporaries of killed saves: `.name.effjax-new`, `.name.effjax-old` and orbax's own
+   (`.name.effjax-new.orbax-checkpoint-tmp*`, and `name.orbax-checkpoint-tmp*` from
+   versions that let orbax write `name` directly).
+2. Write the tree into `.name.effjax-new` (orbax commits it there: `commit_success.txt`,
+   `_CHECKPOINT_METADATA`).
+3. Record the SHA-256 of every file in it in `effjax_checksums.json` (each file fsynced
+   first; the checksum file is written to a temporary name, fsynced and renamed in).
+4. Overwriting: rename `name` to `.name.effjax-old`.
+5. Commit: rename `.name.effjax-new` to `name`.
+6. Remove `.name.effjax-old` (its commit marker first, so a half-removed one never looks
+   complete).
+
+A kill before step 4 leaves the old checkpoint at `name`; after step 5, the new one. Between
+4 and 5 `name` is missing and the old checkpoint is complete at `.name.effjax-old`:
+`restore` and `is_complete` read it there, and the next `save` renames it back (step 1). So
+at every point exactly one complete checkpoint (the old or the new) is what `restore` reads.
+
+`restore` first checks every file against `effjax_checksums.json` (`verify`) and raises
+`CheckpointError` naming the damaged, missing or unexpected file, so a flipped byte never
+restores as different weights. A checkpoint written before effjax recorded checksums has
+no such file: it restores unverified, with a warning (save it again to add them).
+
+`save_weights` / `load_weights` write a trained model's nested-dict weights as one
+safetensors file beside an info.json (the zoo's format), each file written to a temporary
+name and renamed into place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
+import shutil
 import tempfile
+import warnings
 from typing import Any
 
 import jax
@@ -23,32 +50,205 @@ import orbax.checkpoint as ocp
 from safetensors.numpy import load_file, save_file
 
 _COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+_CHECKSUMS = "effjax_checksums.json"
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unfinished or damaged (a file differs from its checksum)."""
+
+
+def _reached(point: str) -> None:
+    """Called at each named point of the save protocol; a no-op that tests replace to kill
+    the process there."""
+
+
+def _sibling(path: pathlib.Path, kind: str) -> pathlib.Path:
+    return path.parent / f".{path.name}.effjax-{kind}"
+
+
+def _has_markers(path: pathlib.Path) -> bool:
+    return path.is_dir() and all((path / m).is_file() for m in _COMMIT_MARKERS)
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unmark(path: pathlib.Path) -> None:
+    """Deletes a folder's commit markers, so that it never looks complete again."""
+    if path.is_dir() and not path.is_symlink():
+        for m in _COMMIT_MARKERS:
+            (path / m).unlink(missing_ok=True)
+
+
+def _remove(path: pathlib.Path) -> None:
+    """Deletes a file or folder; a folder's commit markers go first."""
+    _unmark(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _files(directory: pathlib.Path) -> list[str]:
+    """The files under `directory` (relative POSIX paths, sorted), the checksum file aside."""
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                  if not p.is_dir() and p.relative_to(directory).as_posix() != _CHECKSUMS)
+
+
+def _sha256(file: pathlib.Path, *, sync: bool = False) -> str:
+    with open(file, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if sync:
+            os.fsync(f.fileno())
+    return digest
+
+
+def _write_checksums(directory: str | os.PathLike) -> None:
+    """Records the SHA-256 of every file under a finished checkpoint folder.
+
+    Each file is fsynced as it is hashed; `effjax_checksums.json` is written to a temporary
+    name, fsynced and renamed into place, so it is either absent or complete.
+
+    Args:
+      directory: the checkpoint folder (as orbax left it).
+    """
+    directory = pathlib.Path(directory)
+    sums = {rel: _sha256(directory / rel, sync=True) for rel in _files(directory)}
+    tmp = directory / (_CHECKSUMS + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"format": 1, "algorithm": "sha256", "files": sums}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / _CHECKSUMS)
+    for d in [directory, *(p for p in directory.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
+
+
+def _resolve(path: pathlib.Path) -> pathlib.Path:
+    """Where the committed checkpoint of `path` is: `path`, or the previous checkpoint set
+    aside by an overwrite killed between its two renames."""
+    if path.exists():
+        if not _has_markers(path):
+            raise CheckpointError(f"checkpoint at {str(path)!r} is incomplete (no commit marker "
+                                  f"{_COMMIT_MARKERS}); it was not finished writing")
+        return path
+    if _has_markers(old := _sibling(path, "old")):
+        return old
+    raise CheckpointError(f"no checkpoint at {str(path)!r}")
+
+
+def verify(path: str | os.PathLike) -> bool:
+    """Checks every file of a checkpoint against the SHA-256 recorded when it was saved.
+
+    Args:
+      path: a checkpoint written by `save`.
+
+    Returns:
+      True when every file matches; False when the checkpoint has no checksums (it was
+      written before effjax recorded them) and so cannot be verified.
+
+    Raises:
+      CheckpointError: no complete checkpoint at `path`; a file differs from its checksum,
+        is missing, or was not there when the checkpoint was saved; or the checksum file is
+        unreadable.
+    """
+    return _verify_files(_resolve(pathlib.Path(path).absolute()))
+
+
+def _verify_files(directory: pathlib.Path) -> bool:
+    """`verify` of a finished checkpoint folder (also a step of `effjax.qat.Checkpointer`)."""
+    if not (directory / _CHECKSUMS).exists():
+        return False
+    where = f"checkpoint {str(directory)!r} is damaged"
+    try:
+        recorded = json.loads((directory / _CHECKSUMS).read_text())["files"]
+        if not isinstance(recorded, dict):
+            raise TypeError(f"expected a dict of files, found {type(recorded).__name__}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: its checksum file {_CHECKSUMS!r} is unreadable "
+                              f"({type(e).__name__}: {e})") from e
+    found = _files(directory)
+    if missing := sorted(set(recorded) - set(found)):
+        raise CheckpointError(f"{where}: file {missing[0]!r} is missing ({len(missing)} of "
+                              f"the {len(recorded)} files saved are missing)")
+    if extra := sorted(set(found) - set(recorded)):
+        raise CheckpointError(f"{where}: file {extra[0]!r} was not there when it was saved "
+                              f"({len(extra)} unexpected files)")
+    for rel in found:
+        if (got := _sha256(directory / rel)) != recorded[rel]:
+            raise CheckpointError(f"{where}: file {rel!r} does not match the SHA-256 recorded "
+                                  f"when it was saved (found {got[:16]}..., expected "
+                                  f"{recorded[rel][:16]}...)")
+    return True
 
 
 def save(path: str | pathlib.Path, tree: Any, *, overwrite: bool = False) -> pathlib.Path:
-    """Saves a pytree of arrays to `path` (a directory) and waits for the write to finish.
+    """Saves a pytree of arrays to `path` (a directory), atomically, and waits for the write.
+
+    The checkpoint is written beside `path`, checksummed and renamed into place (the module
+    docstring has the protocol): killed at any point, `path` restores the old checkpoint or
+    the new one, complete. One process may write a given `path` at a time.
 
     Args:
       path: destination directory; must not exist unless `overwrite`.
       tree: any pytree of arrays (dict keys may be strings or ints).
-      overwrite: replace an existing checkpoint.
+      overwrite: replace an existing checkpoint (only once the new one is complete).
 
     Returns:
       The absolute checkpoint path.
+
+    Raises:
+      ValueError: `path` exists and not `overwrite`, or the run has several processes
+        (save through `effjax.qat.Checkpointer` there).
     """
     path = pathlib.Path(path).absolute()
+    if jax.process_count() > 1:
+        raise ValueError(f"checkpoint.save writes from one process, but this run has "
+                         f"{jax.process_count()}; use effjax.qat.Checkpointer for multi-process "
+                         "checkpoints")
+    new, old = _sibling(path, "new"), _sibling(path, "old")
+    if not path.exists() and _has_markers(old):  # an overwrite killed between its renames
+        os.rename(old, path)
+        _fsync_dir(path.parent)
     if path.exists() and not overwrite:
         raise ValueError(f"checkpoint path {str(path)!r} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in path.parent.iterdir():  # stale temporaries of killed saves
+        if p.name in (new.name, old.name) or p.name.startswith(
+                (new.name + _ORBAX_TMP, path.name + _ORBAX_TMP)):
+            _remove(p)
+    _reached("cleaned")
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, tree, force=overwrite)
+        ckptr.save(new, tree)
         ckptr.wait_until_finished()
+    _reached("written")
+    _write_checksums(new)
+    _reached("checksummed")
+    if path.exists():
+        os.rename(path, old)
+        _fsync_dir(path.parent)
+        _reached("set-aside")
+    os.rename(new, path)
+    _fsync_dir(path.parent)
+    _reached("committed")
+    if old.exists():
+        _unmark(old)
+        _reached("removing-old")
+        _remove(old)
     return path
 
 
 def is_complete(path: str | pathlib.Path) -> bool:
-    """True when `path` holds a finished (committed) checkpoint."""
-    path = pathlib.Path(path)
-    return path.is_dir() and all((path / m).is_file() for m in _COMMIT_MARKERS)
+    """True when `path` holds a finished (committed) checkpoint, or an overwrite of it was
+    killed between its renames and the previous one waits beside it (`restore` reads it)."""
+    path = pathlib.Path(path).absolute()
+    return _has_markers(path) or (not path.exists() and _has_markers(_sibling(path, "old")))
 
 
 def _int_keys(tree: Any) -> Any:
@@ -59,7 +259,7 @@ def _int_keys(tree: Any) -> Any:
 
 
 def restore(path: str | pathlib.Path, target: Any | None = None) -> Any:
-    """Restores a pytree saved by `save`.
+    """Restores a pytree saved by `save`, after checking every file against its checksum.
 
     Args:
       path: the checkpoint directory.
@@ -69,18 +269,22 @@ def restore(path: str | pathlib.Path, target: Any | None = None) -> Any:
 
     Returns:
       The restored pytree.
+
+    Raises:
+      CheckpointError: no checkpoint at `path`, an unfinished one, or a damaged one (a file
+        differs from its checksum, is missing or is unexpected; the message names it).
     """
     path = pathlib.Path(path).absolute()
-    if not path.exists():
-        raise ValueError(f"no checkpoint at {str(path)!r}")
-    if not is_complete(path):
-        raise ValueError(f"checkpoint at {str(path)!r} is incomplete (no commit marker "
-                         f"{_COMMIT_MARKERS}); it was not finished writing")
+    directory = _resolve(path)
+    if not _verify_files(directory):
+        warnings.warn(f"checkpoint at {str(path)!r} has no checksums (it was saved before "
+                      f"effjax recorded them), so it is restored unverified; save it again to "
+                      f"add them", stacklevel=2)
     with ocp.StandardCheckpointer() as ckptr:
         if target is None:
-            return _int_keys(ckptr.restore(path))
+            return _int_keys(ckptr.restore(directory))
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        return ckptr.restore(path, abstract)
+        return ckptr.restore(directory, abstract)
 
 
 def _flatten(params: dict, prefix: str = "") -> dict[str, np.ndarray]:

@@ -1,14 +1,17 @@
+import inspect
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax import qat
+from effjax import checkpoint, qat
 from effjax.data import arithmetic as ar
 from effjax.formats import get_format
 from effjax.quant import recipe
@@ -98,6 +101,120 @@ def test_roundtrip_and_corruption(tiny, tmp_path):
             ck.restore(fresh, step=7)
     with pytest.raises(ValueError, match="save_every"):
         qat.Checkpointer(tmp_path, save_every=0)
+
+
+def _files(step_dir):
+    return sorted(p.relative_to(step_dir).as_posix() for p in step_dir.rglob("*")
+                  if p.is_file() and p.name != "effjax_checksums.json")
+
+
+def _assert_state(back, want):
+    for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(want), strict=True):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def test_every_flipped_byte_names_the_step_and_falls_back(tiny, tmp_path):
+    assert qat.CheckpointError is checkpoint.CheckpointError  # one exception type
+    config, cfg, state = _state(tiny)
+    fresh = qat.init_state(tiny[1], cfg, jax.random.PRNGKey(9), config=config)
+    later = state._replace(step=state.step + 1,
+                           params=jax.tree.map(lambda p: p + 1, state.params))
+    with qat.Checkpointer(tmp_path, save_every=1) as ck:
+        ck.save(state, data_position=2)
+        ck.save(later, data_position=3)
+        files = _files(tmp_path / "3")
+        assert sum("/d/" in f for f in files) >= 2  # the array data files
+        for rel in files:
+            path = tmp_path / "3" / rel
+            original = path.read_bytes()
+            damaged = bytearray(original)
+            damaged[len(damaged) // 2] ^= 0x10
+            path.write_bytes(bytes(damaged))
+            damage = rf"CheckpointError: .* file {re.escape(repr(rel))} does not match"
+            with pytest.raises(qat.CheckpointError,
+                               match=rf"step 3: {damage}.*Other steps on disk: \[2\]"):
+                ck.restore(fresh)
+            if "/d/" in rel:  # an array data file: fall back to step 2 (orbax reads it)
+                with pytest.warns(UserWarning,
+                                  match=rf"checkpoint step 3 is unreadable \({damage}"):
+                    back, pos = ck.restore(fresh, fallback=True)
+                assert pos == 2
+                _assert_state(back, state)
+            path.write_bytes(original)
+        back, pos = ck.restore(fresh)
+        assert pos == 3
+        _assert_state(back, later)
+        # both damaged: fallback has nowhere to go, and the error names both
+        for step in (2, 3):
+            data = tmp_path / str(step) / next(f for f in _files(tmp_path / str(step))
+                                               if "/d/" in f)
+            data.write_bytes(data.read_bytes()[:-1])
+        both = r"step 3: .* does not match.*; step 2: .* does not match"
+        with pytest.warns(UserWarning), pytest.raises(qat.CheckpointError, match=both):
+            ck.restore(fresh, fallback=True)
+
+
+def test_step_without_checksums_restores_unverified_with_a_warning(tiny, tmp_path):
+    config, cfg, state = _state(tiny)
+    with qat.Checkpointer(tmp_path, save_every=1) as ck:
+        ck.save(state, data_position=2)
+        (tmp_path / "2" / "effjax_checksums.json").unlink()  # as saved before checksums
+        assert ck.steps() == [2]
+        with pytest.warns(UserWarning, match="step 2 .* has no checksums .* unverified"):
+            back, pos = ck.restore(state)
+        assert pos == 2
+        _assert_state(back, state)
+
+
+def _small_state(s):
+    return qat.TrainState({"w": jnp.arange(8.0) * s}, {"mu": jnp.full((3,), s, jnp.bfloat16)},
+                          jnp.asarray(s, jnp.int32), jax.random.PRNGKey(s))
+
+
+# `python -c KILLED_SAVE <dir> <point>`: saves step 2, then step 4, and SIGKILLs itself when
+# step 4's save reaches the named point.
+KILLED_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    import jax, jax.numpy as jnp
+    from effjax import qat
+    import effjax.qat.checkpoints
+""") + inspect.getsource(_small_state) + textwrap.dedent("""
+    directory, point = sys.argv[1], sys.argv[2]
+    def reached(p):
+        if p == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+    with qat.Checkpointer(directory, save_every=2) as ck:
+        ck.save(_small_state(2), 20)
+        effjax.qat.checkpoints._reached = reached
+        ck.save(_small_state(4), 40)
+""")
+
+
+@pytest.mark.parametrize("point", ["marked", "written", "checksummed"])
+def test_save_killed_anywhere_resumes_from_an_intact_step(tmp_path, point):
+    killed = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(tmp_path), point],
+                            capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert killed.returncode == -9, killed.stderr[-2000:]  # it died at `point`
+    assert (tmp_path / ".effjax-saving-4").exists()
+    assert (tmp_path / "4").exists() == (point != "marked")  # orbax had committed step 4
+    committed = point == "checksummed"
+    with qat.Checkpointer(tmp_path, save_every=2) as ck:
+        assert ck.steps() == ([2, 4] if committed else [2])
+        back, pos = ck.restore(_small_state(0))
+        assert pos == (40 if committed else 20)
+        _assert_state(back, _small_state(4 if committed else 2))
+        if committed:
+            with pytest.raises(ValueError, match="step 4 is already saved"):
+                ck.save(_small_state(4), 40)
+        else:  # the resumed run saves step 4 again over the unfinished one
+            assert ck.save(_small_state(4), 40)
+        assert ck.steps() == [2, 4]
+        assert not list(tmp_path.glob(".effjax-saving-*"))
+        assert not list(tmp_path.glob("*.orbax-checkpoint-tmp*"))
+        back, pos = ck.restore(_small_state(0))
+        assert pos == 40
+        _assert_state(back, _small_state(4))
 
 
 def test_fit_evaluates_and_saves(tiny, tmp_path):
