@@ -8,7 +8,7 @@ import ml_collections
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.locomo_dir = ""  # "" = ../shared/data/locomo
+    c.locomo_dir = ""  # "" = the six conversations shipped in effjax/data/files/locomo
     c.conversations = 0  # how many LoCoMo conversations (0 = all)
     c.ks = (5, 10, 25)
     # LoCoMo: one on-disk store per conversation (400-700 turns), consolidated with small topics

@@ -25,7 +25,6 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from effjax.data.corpora import data_dir
 from effjax.eval import markdown_table, write_atomic
 from effjax.memory import BASELINES, Encoder, MemoryStore, load_locomo, synthetic_episodes
 from experiments.cli import load_cells, main_with_config, save_cells, save_figure
@@ -274,8 +273,7 @@ def run(config) -> str:
     """Runs (or resumes) the study and writes the report; returns the report."""
     cells = load_cells(config.cache)
     if config.compute:
-        root = pathlib.Path(config.locomo_dir) if config.locomo_dir else data_dir() / "locomo"
-        convs = load_locomo(root)
+        convs = load_locomo(config.locomo_dir or None)
         if config.conversations:
             convs = convs[:config.conversations]
         encoder = Encoder()

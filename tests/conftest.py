@@ -33,17 +33,6 @@ def smollm2():
         pytest.skip(f"SmolLM2-135M not available: {e}")
 
 
-@pytest.fixture(scope="session")
-def locomo_dir():
-    """The LoCoMo records of ../shared/data (skips when absent)."""
-    from effjax.data.corpora import data_dir
-
-    root = data_dir()
-    if root is None or not (root / "locomo").is_dir():
-        pytest.skip("LoCoMo records not found in ../shared/data/locomo (see its README)")
-    return root / "locomo"
-
-
 class BagOfWordsEncoder:
     """Unit-norm sums of fixed random word vectors: texts sharing words are similar."""
 

@@ -1,6 +1,7 @@
 """GSM8K grade-school math from local JSONL files, as `arithmetic.Problem`s for any tokenizer.
 
-The files live in `../shared/data/gsm8k` (or `$EFFJAX_DATA_DIR/gsm8k`); nothing is downloaded.
+The files ship with the package (`effjax/data/files/gsm8k`, MIT, see its `SOURCE.md`), or
+come from `$EFFJAX_DATA_DIR/gsm8k`; nothing is downloaded.
 A problem's prompt is "Question: <question>\\nAnswer:", its solution the worked answer with
 the calculator annotations (<<48/2=24>>) removed, ending "#### <answer>" and a newline, so
 `arithmetic.parse_answer` and `arithmetic.exact_match` score both tasks.
@@ -9,14 +10,13 @@ the calculator annotations (<<48/2=24>>) removed, ending "#### <answer>" and a n
 from __future__ import annotations
 
 import json
-import pathlib
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from effjax.data.arithmetic import Problem
-from effjax.data.corpora import data_dir
+from effjax.data.corpora import data_file
 
 SPLITS = ("train", "test")
 _CALC = re.compile(r"<<[^>]*>>")
@@ -49,15 +49,11 @@ def load_gsm8k(split: str = "test", *, root: str | None = None, limit: int | Non
       are skipped.
 
     Raises:
-      ValueError: the split or the file is missing.
+      ValueError: an unknown split, or its file is absent (naming the splits there).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    base = pathlib.Path(root) if root else data_dir()
-    path = None if base is None else base / "gsm8k" / f"{split}.jsonl"
-    if path is None or not path.is_file():
-        raise ValueError(f"GSM8K {split!r} split not found: expected {path} (set "
-                         "EFFJAX_DATA_DIR to the folder holding gsm8k/)")
+    path = data_file("gsm8k", split, ".jsonl", root=root)
     out = []
     for line in path.read_text().splitlines():
         if limit is not None and len(out) == limit:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pathlib
 
+from effjax.data.corpora import data_dir
 from effjax.memory.timeparse import parse_timestamp
 
 
@@ -39,15 +40,24 @@ class Conversation:
     questions: list[Question]
 
 
-def load_locomo(folder: str | pathlib.Path) -> list[Conversation]:
+def load_locomo(folder: str | pathlib.Path | None = None) -> list[Conversation]:
     """The conversations of a folder of LoCoMo records (`<id>.json`), in file-name order.
 
+    Args:
+      folder: the records' folder (default: the six shipped with the package,
+        `effjax.data.data_dir() / "locomo"`, CC BY-NC 4.0, see its `SOURCE.md`).
+
+    Returns:
+      One `Conversation` per record.
+
     Raises:
-      FileNotFoundError: the folder holds no `.json` record.
+      ValueError: the folder holds no `.json` record (naming what it holds).
     """
-    files = sorted(pathlib.Path(folder).glob("*.json"))
+    folder = pathlib.Path(folder) if folder is not None else data_dir() / "locomo"
+    files = sorted(folder.glob("*.json"))
     if not files:
-        raise FileNotFoundError(f"no LoCoMo records (*.json) in {folder}")
+        have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
+        raise ValueError(f"no LoCoMo records (*.json) in {folder}; it holds: {have}")
     out = []
     for f in files:
         raw = json.loads(f.read_text())

@@ -1,8 +1,11 @@
-"""Local corpora through `datasets`."""
+"""Corpora shipped with the package, read from local files."""
+
+import pathlib
 
 import pytest
 
-from effjax.data import Corpus, data_dir, load_corpus
+from effjax.data import Corpus, data_dir, data_file, load_corpus
+from effjax.data.corpora import PACKAGE_DATA
 
 
 def test_stdlib_corpus_is_real_python_source():
@@ -11,14 +14,25 @@ def test_stdlib_corpus_is_real_python_source():
     assert any("def " in t for t in c.texts) and c.num_chars > 10_000
 
 
-def test_wikitext2_when_present():
-    root = data_dir()
-    if root is None or not (root / "wikitext-2" / "test.txt").is_file():
-        pytest.skip("WikiText-2 not in ../shared/data (set EFFJAX_DATA_DIR)")
-    c = load_corpus("auto")
-    assert c.name == "wikitext2" and c.split == "test"
-    assert c.texts[0] == (root / "wikitext-2" / "test.txt").read_text()
-    assert " = Robert <unk> = " in c.texts[0]  # the pytorch/examples copy keeps <unk>
+def test_wikitext2_ships_with_the_package(monkeypatch):
+    monkeypatch.delenv("EFFJAX_DATA_DIR", raising=False)
+    assert data_dir() == PACKAGE_DATA
+    assert PACKAGE_DATA.parent == pathlib.Path(__file__).parents[2] / "effjax" / "data"
+    for split, chars in (("test", 1_255_018), ("valid", 1_120_192)):
+        c = load_corpus("auto", split=split)
+        assert c.name == "wikitext2" and c.split == split and len(c.texts) == 1
+        assert len(c.texts[0]) == chars  # the raw files, unmodified
+    assert " = Robert <unk> = " in load_corpus("wikitext2").texts[0]  # keeps <unk>
+    for folder in ("wikitext-2", "gsm8k", "locomo"):  # each shipped set names source and licence
+        assert "Licence:" in (PACKAGE_DATA / folder / "SOURCE.md").read_text()
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+    (tmp_path / "wikitext-2").mkdir()
+    (tmp_path / "wikitext-2" / "test.txt").write_text("a tiny corpus\n")
+    monkeypatch.setenv("EFFJAX_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    assert load_corpus("wikitext2").texts == ("a tiny corpus\n",)
 
 
 def test_auto_falls_back_to_stdlib(tmp_path):
@@ -26,8 +40,13 @@ def test_auto_falls_back_to_stdlib(tmp_path):
     assert c.name == "stdlib"
 
 
-def test_bad_requests(tmp_path):
+def test_bad_requests_name_what_exists(tmp_path):
     with pytest.raises(ValueError, match="name must be one of"):
         load_corpus("c4")
-    with pytest.raises(ValueError, match="WikiText-2 'test' split not found"):
+    with pytest.raises(ValueError, match=r"split 'train' not found.*splits there: \['test', "
+                                         r"'valid'\]"):
+        load_corpus("wikitext2", split="train")
+    with pytest.raises(ValueError, match=r"splits there: none"):
         load_corpus("wikitext2", root=str(tmp_path))
+    with pytest.raises(ValueError, match=r"gsm8k split 'dev' not found.*\['test', 'train'\]"):
+        data_file("gsm8k", "dev", ".jsonl")

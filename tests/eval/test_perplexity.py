@@ -100,9 +100,7 @@ def test_perplexity_bad_input(tiny):
 
 @pytest.mark.slow
 def test_smollm2_wikitext2_perplexity(smollm2):
-    corpus = effjax.data.load_corpus("auto")
-    if corpus.name != "wikitext2":
-        pytest.skip("WikiText-2 not found in ../shared/data (set EFFJAX_DATA_DIR)")
+    corpus = effjax.data.load_corpus("wikitext2")
     r = perplexity(smollm2, corpus, seq_len=1024, stride=512, max_tokens=8192, progress=False)
     assert r.num_tokens == 8191
     assert 5.0 < r.perplexity < 40.0  # a 135M model on Wikipedia prose; random would be ~49152

@@ -85,6 +85,6 @@ def test_synthetic_embeddings_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_run(locomo_dir):
+def test_tiny_run():
     report = run(get_config("tiny"))
     assert "## LoCoMo" in report and "N=4,000" in report and "faiss-hnsw" in report

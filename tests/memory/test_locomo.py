@@ -5,9 +5,9 @@ import pytest
 from effjax.memory import load_locomo
 
 
-def test_load_locomo(locomo_dir):
-    convs = load_locomo(locomo_dir)
-    assert len(convs) == len(list(locomo_dir.glob("*.json")))
+def test_load_locomo():
+    convs = load_locomo()  # the six shipped with the package
+    assert [c.sample_id for c in convs] == ["26", "30", "41", "42", "43", "44"]
     c = convs[0]
     assert c.turns[0].dia_id == "D1:1" and c.turns[0].session == "session_1"
     times = [t.timestamp for t in c.turns]
@@ -22,5 +22,8 @@ def test_load_locomo(locomo_dir):
 
 
 def test_load_locomo_empty_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no LoCoMo records"):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ValueError, match=r"no LoCoMo records.*holds: \['notes.txt'\]"):
         load_locomo(tmp_path)
+    with pytest.raises(ValueError, match="no such folder"):
+        load_locomo(tmp_path / "absent")
