@@ -11,6 +11,7 @@ from effjax.memory.encoder import (
     read_encoder_config,
 )
 from effjax.memory.locomo import Conversation, Question, Turn, load_locomo
+from effjax.memory.repair import RepairReport, repair_store
 from effjax.memory.store import (
     MODES,
     CorruptStoreError,
@@ -51,6 +52,7 @@ __all__ = [
     "KeyphraseTagger",
     "MemoryStore",
     "Question",
+    "RepairReport",
     "SearchResult",
     "SyntheticEpisodes",
     "TagDAG",
@@ -69,6 +71,7 @@ __all__ = [
     "parse_timestamp",
     "quantize_weights",
     "read_encoder_config",
+    "repair_store",
     "spherical_kmeans",
     "synthetic_episodes",
     "words",

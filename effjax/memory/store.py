@@ -3,14 +3,36 @@
 On disk a store is a folder:
 
     LOCK                      held (flock) by the one writing process
-    CURRENT                   names the live snapshot (replaced atomically)
-    snap-<seq>/               arrays.npz (embeddings in consolidated order, ids, clusters),
-                              episodes.jsonl, meta.json (DAG, tagger statistics)
-    wal-<seq>.log             write-ahead log of every add / update / delete after <seq>
+    CURRENT                   names the live snapshot and its manifest's SHA-256 (sealed)
+    snap-<seq>-<gen>/         arrays.npz (embeddings in consolidated order, ids, clusters),
+                              episodes.jsonl, meta.json (DAG, tagger statistics) and
+                              MANIFEST (each file's size and SHA-256, the counts; sealed)
+    wal-<first>.log           write-ahead log of every add / update / delete, records
+                              first, first + 1, ... (see `effjax.memory.wal`)
 
-Every write is appended to the log and fsync'ed before the call returns, so an
-acknowledged episode survives a killed process; a torn last line (the write that was
-never acknowledged) is dropped on reopening, anything else unreadable is an error.
+Protocol (`effjax.memory.snapshot` and `effjax.memory.wal` have the details):
+
+- Every change is one log record with the next sequence number, appended and fsync'ed
+  before the call returns, so an acknowledged episode survives a killed process.
+- A snapshot at seq S is written into `.tmp-<name>` (manifest last), renamed into place
+  and verified; then `wal-<S+1>.log` is created, then CURRENT is switched to the snapshot;
+  only then are older logs (oldest first) and snapshot folders removed. So CURRENT only
+  ever names a verified snapshot, and `wal-<S+1>.log` exists whenever CURRENT names S.
+- Opening verifies CURRENT, the manifest and every snapshot file against their digests,
+  checks that the logs' sequence numbers run on without a gap from the snapshot's, and
+  replays the records after it. A torn final write of the newest log (never acknowledged)
+  is dropped: by a writer (which truncates it and logs a warning), or skipped by a
+  readonly open (which changes nothing). Anything else raises `CorruptStoreError`
+  naming the file and what was expected and found; `repair_store` recovers what the
+  log and the last good snapshot hold.
+- A missing CURRENT is an error when snapshot folders exist and the log does not reach
+  back to seq 1 (the snapshot would be needed); if it does, the log alone is the store.
+- A writer's open removes what interrupted writes left: `.tmp-*` / `.trash-*` folders,
+  CURRENT.tmp, snapshot folders CURRENT does not name, logs the snapshot supersedes.
+
+The end of the newest log cannot be told from a crash: a log cut at a line boundary
+reads as the writes after the cut never having happened.
+
 Consolidation (clustering, the tag DAG, the cluster-contiguous embedding layout) writes a
 new snapshot, so reopening rebuilds nothing. Searches run concurrently with writes
 from other threads: they capture the arrays under a lock and score outside it, and rows
@@ -22,16 +44,30 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fcntl
+import io
 import json
+import logging
+import math
+import numbers
 import os
 import pathlib
-import shutil
 import threading
-import zlib
+import zipfile
 
 import numpy as np
 from jaxtyping import Float, Int
 
+from effjax.memory.snapshot import (
+    CURRENT,
+    discard,
+    orphans,
+    read_current,
+    read_snapshot,
+    snapshot_folders,
+    snapshot_name,
+    write_current,
+    write_snapshot,
+)
 from effjax.memory.tags import (
     KeyphraseTagger,
     TagDAG,
@@ -44,12 +80,22 @@ from effjax.memory.tags import (
 )
 from effjax.memory.temporal import TemporalIndex
 from effjax.memory.timeparse import TimeHint, parse_time_hint, parse_timestamp
+from effjax.memory.wal import (
+    CorruptStoreError,
+    LogScan,
+    LogWriter,
+    check_chain,
+    fsync_dir,
+    list_logs,
+    log_name,
+    scan_log,
+)
 
 MODES = ("swift", "flat")
-
-
-class CorruptStoreError(RuntimeError):
-    """A store's files are damaged beyond a torn final log line."""
+MIN_TIMESTAMP = 0.0
+MAX_TIMESTAMP = 253370764800.0  # 9999-01-01T00:00:00Z, excluded
+SNAPSHOT_FILES = ("arrays.npz", "episodes.jsonl", "meta.json")
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,48 +144,80 @@ class SearchResult:
         return [h.episode.id for h in self.hits]
 
 
+# ------------------------------------------------------------------------ input rules
 def _check_text(text, name="text") -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected {name} to be a non-empty string, got {text!r}")
     return text
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _check_timestamp(value, name="timestamp") -> float:
+    """Seconds since 1970-01-01 UTC of a timestamp, within the store's range.
+
+    Real numbers of any type (Python or NumPy ints and floats) are epoch seconds;
+    anything else goes through `parse_timestamp`. The range keeps every datetime the
+    time-hint parser derives from a stored time ("this year", "today") valid.
+
+    Raises:
+      ValueError: a bool, NaN, an infinity, a time outside [MIN_TIMESTAMP, MAX_TIMESTAMP)
+        or an unparseable value, naming `name` and the value.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"expected {name} to be a time, got the bool {value!r}")
+    if isinstance(value, numbers.Real):
+        try:
+            t = float(value)
+        except OverflowError:
+            t = math.inf
+    else:
+        t = parse_timestamp(value, name=name)
+    if not (math.isfinite(t) and MIN_TIMESTAMP <= t < MAX_TIMESTAMP):
+        raise ValueError(f"expected {name} to be a finite time with {MIN_TIMESTAMP:.0f} <= "
+                         f"seconds < {MAX_TIMESTAMP:.0f} (1970-01-01 up to 9999-01-01 UTC), "
+                         f"got {value!r}")
+    return t
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    """An int (Python or NumPy, not bool) >= minimum, as a Python int."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or (
+            int(value) < minimum):
+        raise ValueError(f"expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_session(value, name="session") -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"expected {name} to be a string or None, got {value!r}")
+    return None if value is None else str(value)
+
+
+def _check_metadata(value, name="metadata") -> dict | None:
+    """A metadata dict that comes back unchanged from the log (JSON, string keys)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected {name} to be a dict or None, got {type(value).__name__}")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        same = json.loads(json.dumps(value, allow_nan=False)) == value
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"expected {name} to be JSON data that reads back unchanged (string "
+                         f"keys, lists not tuples, finite numbers), got {value!r}")
+    return value
 
 
-def _record_line(record: dict) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-    return b"%08x " % zlib.crc32(body) + body + b"\n"
+@dataclasses.dataclass
+class _DiskState:
+    """What a store folder holds, read and verified (nothing applied yet)."""
 
-
-def _read_log(path: pathlib.Path, last: bool) -> list[dict]:
-    """Records of a log file; a torn final line of the last file is cut off."""
-    data = path.read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        line = data[pos:] if end < 0 else data[pos:end]
-        ok = end >= 0 and len(line) > 9 and line[8:9] == b" "
-        if ok:
-            try:
-                ok = int(line[:8], 16) == zlib.crc32(line[9:])
-            except ValueError:
-                ok = False
-        if not ok:
-            if last and (end < 0 or end + 1 >= len(data)):  # the unacknowledged torn write
-                with open(path, "r+b") as f:
-                    f.truncate(pos)
-                    os.fsync(f.fileno())
-                break
-            raise CorruptStoreError(f"unreadable log record at byte {pos} of {path}")
-        out.append(json.loads(line[9:]))
-        pos = end + 1
-    return out
+    current: str | None
+    manifest: dict | None
+    files: dict[str, bytes] | None
+    seq: int
+    logs: list[LogScan]
+    replay: list[tuple[LogScan, int]]
 
 
 class MemoryStore:
@@ -147,13 +225,22 @@ class MemoryStore:
 
     Open one with `MemoryStore.open(path)` (or `open(None)` for a memory-only store).
 
+    Input rules (checked when a call is made, ValueError naming the argument and value):
+    timestamps are real numbers of any type (Python or NumPy ints and floats, not bool)
+    taken as seconds since 1970-01-01 UTC, or anything `parse_timestamp` reads, and must
+    be finite with MIN_TIMESTAMP (0) <= t < MAX_TIMESTAMP (9999-01-01 UTC); ids, `k` and
+    the routing options are Python or NumPy ints (not bool); sessions are strings or None;
+    metadata is JSON data that reads back unchanged. Searching an empty store returns a
+    `SearchResult` with no hits.
+
     Args (of `open`):
       path: the store's folder (created if missing), or None for no persistence.
       encoder: text -> unit-norm embeddings (`.encode(texts)`, `.dim`); default the
         MiniLM `Encoder`, built on first use.
       tagger: a `Tagger`; default `KeyphraseTagger()`.
-      readonly: open without taking the writer lock (another process may be writing;
-        this view is the state at opening).
+      readonly: open without taking the writer lock and without changing any file
+        (another process may be writing; this view is the state at opening). The
+        folder must exist.
       cluster_size: target episodes per fine topic at consolidation.
       auto_consolidate: consolidate when the unclustered tail outgrows a quarter of the
         store (and at first once it holds 4 clusters' worth).
@@ -163,19 +250,22 @@ class MemoryStore:
         when it tags at most this many (specific tags only).
       max_entity_episodes: a speaker the query names (entity tag) adds their episodes when
         they said at most this many.
+
+    Raises (of `open`):
+      CorruptStoreError: the store's files are damaged; see the module docstring.
+      RuntimeError: another process holds the writer lock.
     """
 
     def __init__(self, path, *, encoder=None, tagger: Tagger | None = None, readonly=False,
                  cluster_size: int = 128, auto_consolidate: bool = True, nprobe: int = 16,
                  beam: int = 8, min_candidates: int = 512, max_tag_episodes: int = 1024,
                  max_entity_episodes: int = 4096):
-        for name, v in (("cluster_size", cluster_size), ("nprobe", nprobe), ("beam", beam)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"expected {name} to be an int >= 1, got {v!r}")
-        for name, v in (("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes),
-                        ("max_entity_episodes", max_entity_episodes)):
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"expected {name} to be an int >= 0, got {v!r}")
+        cluster_size, nprobe, beam = (_check_int(v, name, 1) for name, v in (
+            ("cluster_size", cluster_size), ("nprobe", nprobe), ("beam", beam)))
+        min_candidates, max_tag_episodes, max_entity_episodes = (
+            _check_int(v, name, 0) for name, v in (
+                ("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes),
+                ("max_entity_episodes", max_entity_episodes)))
         self.max_tag_episodes, self.max_entity_episodes = max_tag_episodes, max_entity_episodes
         self.path = None if path is None else pathlib.Path(path)
         self._encoder = encoder
@@ -200,7 +290,8 @@ class MemoryStore:
         self._temporal = TemporalIndex()
         self._next_id = 0
         self._seq = 0
-        self._wal = None
+        self._gen = 0  # the live snapshot's number (0: none yet)
+        self._wal: LogWriter | None = None
         self._lockfile = None
 
     # ----------------------------------------------------------------- opening and closing
@@ -216,33 +307,111 @@ class MemoryStore:
                 raise
         return store
 
-    def _load(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not self.readonly:
-            self._lockfile = open(self.path / "LOCK", "a+")
-            try:
-                fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as e:
-                self._lockfile.close()
-                self._lockfile = None
-                raise RuntimeError(f"{self.path} is open for writing by another process; "
-                                   "open it with readonly=True to read") from e
-        current = self.path / "CURRENT"
-        if current.exists():
-            self._load_snapshot(self.path / current.read_text().strip())
-        logs = sorted(self.path.glob("wal-*.log"))
-        for i, log in enumerate(logs):
-            for record in _read_log(log, last=i == len(logs) - 1 and not self.readonly):
-                if record["seq"] > self._seq:
-                    self._apply(record)
-        if not self.readonly:
-            self._open_log(logs[-1] if logs else None)
+    def _take_lock(self) -> None:
+        self._lockfile = open(self.path / "LOCK", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            self._lockfile.close()
+            self._lockfile = None
+            raise RuntimeError(f"{self.path} is open for writing by another process; "
+                               "open it with readonly=True to read") from e
 
-    def _open_log(self, existing: pathlib.Path | None) -> None:
-        log = existing or self.path / f"wal-{self._seq + 1:012d}.log"
-        self._wal = open(log, "ab")
-        if existing is None:
-            _fsync_dir(self.path)
+    def _load(self) -> None:
+        if self.readonly:
+            if not self.path.is_dir():
+                raise FileNotFoundError(f"expected a store folder at {self.path} for a readonly "
+                                        "open, found none")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        state = self._scan_consistent()
+        self._install(state)
+        if not self.readonly:
+            self._tidy(state)
+            if not state.logs:
+                self._wal = LogWriter(self.path / log_name(self._seq + 1))
+                return
+            last = state.logs[-1]  # appends continue it, after any torn write
+            if last.torn:
+                _log.warning("%s: dropped a torn final write of %d bytes at byte %d (a write "
+                             "that was never acknowledged)", last.path, last.torn, last.end)
+            self._wal = LogWriter(last.path, truncate_at=last.end if last.torn else None)
+
+    def _marker(self) -> tuple:
+        """What a writer changes when it switches snapshots (CURRENT, the log files)."""
+        try:
+            current = (self.path / CURRENT).read_bytes()
+        except FileNotFoundError:
+            current = None
+        return current, tuple(p.name for p in self.path.glob("wal-*.log"))
+
+    def _scan_consistent(self, tries: int = 5) -> _DiskState:
+        """`_scan`, retried (readonly) while a writer switching snapshots moves files."""
+        attempt = 1
+        while True:
+            before = self._marker()
+            try:
+                return self._scan()
+            except (CorruptStoreError, FileNotFoundError):
+                if not self.readonly or attempt == tries or self._marker() == before:
+                    raise
+            attempt += 1
+
+    def _scan(self) -> _DiskState:
+        """Reads and verifies the folder's snapshot and logs without changing anything."""
+        root = self.path
+        current = read_current(root)
+        name = manifest = files = None
+        if current is not None:
+            _, name, digest = current
+            if not (root / name).is_dir():
+                raise CorruptStoreError(f"{root / CURRENT}: expected the snapshot folder it "
+                                        f"names, {name}, found none")
+            manifest, files = read_snapshot(root / name, digest)
+        seq = 0 if manifest is None else manifest["seq"]
+        logs = [scan_log(p) for p in list_logs(root)]
+        if current is None:
+            folders = [p.name for p in snapshot_folders(root)]
+            if folders and (not logs or logs[0].first != 1):
+                found = (f"the log starts at seq {logs[0].first}" if logs else "no log")
+                raise CorruptStoreError(
+                    f"{root / CURRENT}: expected it to name the live snapshot, found it "
+                    f"missing while snapshot folders {', '.join(folders)} exist and {found}, "
+                    f"so the earlier changes are only in a snapshot; run "
+                    f"effjax.memory.repair_store({str(root)!r})")
+        check_chain(root, logs, seq, snapshot=name)
+        replay = [(s, i) for s in logs for i, r in enumerate(s.records) if r["seq"] > seq]
+        return _DiskState(name, manifest, files, seq, logs, replay)
+
+    def _install(self, state: _DiskState) -> None:
+        """Applies a scanned state: the snapshot, then the log records after it."""
+        if state.manifest is not None:
+            self._install_snapshot(self.path / state.current, state.manifest, state.files)
+        for scan, i in state.replay:
+            record = scan.records[i]
+            try:
+                self._apply(record)
+                if record["op"] == "add":  # as `add_batch` did before tagging
+                    self.tagger.observe([record["text"]])
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise CorruptStoreError(f"{scan.path}: record seq {record['seq']} at byte "
+                                        f"{scan.offsets[i]} cannot be applied: {e!r}") from e
+
+    def _tidy(self, state: _DiskState) -> None:
+        """Removes what interrupted writes left (a writer's open, after a verified load)."""
+        removed = orphans(self.path)
+        removed += [p for p in snapshot_folders(self.path) if p.name != state.current]
+        keep = {log_name(state.seq + 1)} | ({state.logs[-1].path.name} if state.logs else set())
+        removed += [s.path for s in state.logs if s.last <= state.seq and s.path.name not in keep]
+        for p in removed:  # logs oldest first: an interruption leaves a run without gaps
+            _log.info("%s: removing %s left by an interrupted write", self.path, p.name)
+            if p.is_dir():
+                discard(p)
+            else:
+                p.unlink()
+        if removed:
+            fsync_dir(self.path)
 
     def close(self) -> None:
         """Flushes and releases the store (its log and writer lock)."""
@@ -272,11 +441,20 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._episodes)
 
-    def __contains__(self, episode_id: int) -> bool:
-        return episode_id in self._episodes
+    def __contains__(self, episode_id) -> bool:
+        try:
+            return _check_int(episode_id, "episode_id", 0) in self._episodes
+        except ValueError:
+            return False
 
     def get(self, episode_id: int) -> Episode:
-        """The episode with this id (KeyError if there is none)."""
+        """The episode with this id.
+
+        Raises:
+          ValueError: episode_id is not an int >= 0.
+          KeyError: there is no such episode.
+        """
+        episode_id = _check_int(episode_id, "episode_id", 0)
         try:
             return self._episodes[episode_id]
         except KeyError:
@@ -302,7 +480,7 @@ class MemoryStore:
 
     def embedding(self, episode_id: int) -> np.ndarray:
         """The stored embedding of an episode."""
-        self.get(episode_id)
+        episode_id = self.get(episode_id).id
         return self._emb[self._id_row[episode_id]].copy()
 
     # ----------------------------------------------------------------------- writing
@@ -313,13 +491,17 @@ class MemoryStore:
         Args:
           text: what was said or happened (non-empty).
           speaker: who said it (non-empty).
-          timestamp: when (anything `parse_timestamp` accepts).
-          session: optional session / conversation key.
-          metadata: optional JSON-serializable dict.
+          timestamp: when: epoch seconds (any real number type) or anything
+            `parse_timestamp` accepts, within the range in the class docstring.
+          session: optional session / conversation key (a string).
+          metadata: optional JSON data (a dict that reads back unchanged).
           embedding: optional precomputed (d,) embedding from this store's encoder.
 
         Returns:
           The new episode's id.
+
+        Raises:
+          ValueError: an argument breaks the input rules (named in the message).
         """
         return self.add_batch([text], speakers=[speaker], timestamps=[timestamp],
                               sessions=[session], metadatas=[metadata],
@@ -344,10 +526,9 @@ class MemoryStore:
         for i in range(m):
             _check_text(texts[i], f"texts[{i}]")
             _check_text(speakers[i], f"speakers[{i}]")
-            if metadatas[i] is not None and not isinstance(metadatas[i], dict):
-                raise ValueError(f"expected metadatas[{i}] to be a dict or None, "
-                                 f"got {type(metadatas[i]).__name__}")
-        stamps = [parse_timestamp(t, name=f"timestamps[{i}]") for i, t in enumerate(timestamps)]
+            sessions[i] = _check_session(sessions[i], f"sessions[{i}]")
+            _check_metadata(metadatas[i], f"metadatas[{i}]")
+        stamps = [_check_timestamp(t, f"timestamps[{i}]") for i, t in enumerate(timestamps)]
         emb = self._embeddings(texts, embeddings)
         self._check_writable()
         with self._lock:
@@ -358,7 +539,7 @@ class MemoryStore:
                             speaker=speakers[i], timestamp=stamps[i], session=sessions[i],
                             metadata=metadatas[i], tags=tags[i], emb=self._b64(emb[i]))
                        for i in range(m)]
-            self._log(records)
+            self._write(records)
             for r in records:
                 self._apply(r, emb=emb[r["id"] - ids[0]])
             self._maybe_consolidate()
@@ -366,30 +547,41 @@ class MemoryStore:
 
     def update(self, episode_id: int, *, text: str | None = None, speaker: str | None = None,
                timestamp=None, session: str | None = None, metadata: dict | None = None) -> None:
-        """Changes an episode's fields (a new text is re-embedded and re-tagged)."""
+        """Changes an episode's fields (a new text is re-embedded and re-tagged).
+
+        Raises:
+          ValueError: an argument breaks the input rules.
+          KeyError: there is no such episode.
+        """
         old = self.get(episode_id)
         fields = {"text": old.text if text is None else _check_text(text),
                   "speaker": old.speaker if speaker is None else _check_text(speaker, "speaker"),
-                  "timestamp": old.timestamp if timestamp is None else parse_timestamp(timestamp),
-                  "session": old.session if session is None else session,
-                  "metadata": old.metadata if metadata is None else metadata}
-        emb = (self.embedding(episode_id) if text is None
+                  "timestamp": old.timestamp if timestamp is None
+                  else _check_timestamp(timestamp, "timestamp"),
+                  "session": old.session if session is None else _check_session(session),
+                  "metadata": old.metadata if metadata is None else _check_metadata(metadata)}
+        emb = (self.embedding(old.id) if text is None
                else self._embeddings([fields["text"]], None)[0])
         self._check_writable()
         with self._lock:
             tags = list(old.tags) if text is None else self.tagger.tag([fields["text"]])[0]
-            record = dict(op="update", seq=self._seq + 1, id=episode_id, tags=tags,
+            record = dict(op="update", seq=self._seq + 1, id=old.id, tags=tags,
                           emb=self._b64(emb), **fields)
-            self._log([record])
+            self._write([record])
             self._apply(record, emb=emb)
 
     def delete(self, episode_id: int) -> None:
-        """Forgets an episode."""
-        self.get(episode_id)
+        """Forgets an episode.
+
+        Raises:
+          ValueError: episode_id is not an int >= 0.
+          KeyError: there is no such episode.
+        """
+        episode_id = self.get(episode_id).id
         self._check_writable()
         with self._lock:
             record = dict(op="delete", seq=self._seq + 1, id=episode_id)
-            self._log([record])
+            self._write([record])
             self._apply(record)
 
     def _check_writable(self) -> None:
@@ -413,11 +605,9 @@ class MemoryStore:
         """An embedding as logged (None when there is no log to write)."""
         return None if self._wal is None else base64.b64encode(emb.tobytes()).decode()
 
-    def _log(self, records: list[dict]) -> None:
+    def _write(self, records: list[dict]) -> None:
         if self._wal is not None:
-            self._wal.write(b"".join(_record_line(r) for r in records))
-            self._wal.flush()
-            os.fsync(self._wal.fileno())
+            self._wal.append(records)
 
     def _apply(self, r: dict, emb: np.ndarray | None = None) -> None:
         """Applies one log record to the in-memory state."""
@@ -459,6 +649,8 @@ class MemoryStore:
         if self._dim is None:
             self._dim = emb.shape[0]
             self._emb = np.zeros((0, self._dim), np.float32)
+        if emb.shape != (self._dim,):
+            raise ValueError(f"expected an embedding of shape ({self._dim},), got {emb.shape}")
         if self._n == len(self._emb):  # grow into fresh arrays: readers keep the old ones
             cap = max(1024, 2 * len(self._emb))
             emb_buf = np.zeros((cap, self._dim), np.float32)
@@ -521,26 +713,18 @@ class MemoryStore:
             if self.path is not None:
                 self._snapshot()
 
-    def _snapshot(self) -> None:
-        name = f"snap-{self._seq:012d}"
-        tmp = self.path / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        n = self._n
-        dag = self._dag
+    def _snapshot_files(self) -> tuple[dict[str, bytes], dict]:
+        """The snapshot's files and the manifest's counts, from the in-memory state."""
+        n, dag = self._n, self._dag
         arrays = dict(emb=self._emb[:n], row_id=self._row_id[:n], row_fine=self._row_fine[:n],
                       offsets=self._offsets)
         if dag is not None:
             arrays.update(coarse=dag.coarse, fine=dag.fine)
-        with open(tmp / "arrays.npz", "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp / "episodes.jsonl", "wb") as f:
-            for ep in self._episodes.values():
-                f.write(json.dumps(dataclasses.asdict(ep), ensure_ascii=False).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        episodes = b"".join(json.dumps(dataclasses.asdict(ep), ensure_ascii=False,
+                                       allow_nan=False).encode() + b"\n"
+                            for ep in self._episodes.values())
         meta = dict(seq=self._seq, ncons=self._ncons, next_id=self._next_id,
                     tagger=dict(max_tags=self.tagger.max_tags, df=dict(self.tagger.df),
                                 docs=self.tagger.docs)
@@ -548,45 +732,78 @@ class MemoryStore:
                     dag=None if dag is None else dict(
                         fine_parents=dag.fine_parents, coarse_children=dag.coarse_children,
                         fine_keyphrases=dag.fine_keyphrases, sizes=dag.sizes, names=dag.names))
-        with open(tmp / "meta.json", "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        final = self.path / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        with open(self.path / "CURRENT.tmp", "w") as f:
-            f.write(name)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(self.path / "CURRENT.tmp", self.path / "CURRENT")
-        _fsync_dir(self.path)
-        # The snapshot holds everything logged so far: start a fresh log, drop the old ones.
-        old_logs = list(self.path.glob("wal-*.log"))
-        if self._wal is not None:
-            self._wal.close()
-            self._open_log(None)
-        for old in old_logs:
-            if self._wal is None or old.name != pathlib.Path(self._wal.name).name:
-                old.unlink()
-        for old in self.path.glob("snap-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        files = {"arrays.npz": buf.getvalue(), "episodes.jsonl": episodes,
+                 "meta.json": json.dumps(meta).encode()}
+        counts = dict(seq=self._seq, next_id=self._next_id, episodes=len(self._episodes),
+                      rows=n, dim=self._dim)
+        return files, counts
 
-    def _load_snapshot(self, folder: pathlib.Path) -> None:
+    def _snapshot(self) -> None:
+        """Writes a snapshot of everything logged so far and switches to it (module
+        docstring: verified snapshot, then the new log, then CURRENT, then clean-up)."""
+        seq, gen = self._seq, self._gen + 1
+        name = snapshot_name(seq, gen)
+        files, counts = self._snapshot_files()
+        digest = write_snapshot(self.path, name, files, dict(counts, gen=gen))
+        new_log = self.path / log_name(seq + 1)
+        writer = None if self._wal.path == new_log else LogWriter(new_log)
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-            arrays = np.load(folder / "arrays.npz")
-            episodes = [json.loads(line) for line in
-                        (folder / "episodes.jsonl").read_text().splitlines()]
-        except (OSError, ValueError) as e:
-            raise CorruptStoreError(f"unreadable snapshot {folder}: {e}") from e
+            write_current(self.path, name, digest)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        self._gen = gen
+        if writer is not None:
+            self._wal.close()
+            self._wal = writer
+        for log in list_logs(self.path):  # oldest first: a crash leaves a run without gaps
+            if log != new_log:
+                log.unlink()
+        for folder in snapshot_folders(self.path):
+            if folder.name != name:
+                discard(folder)
+        fsync_dir(self.path)
+
+    def _install_snapshot(self, folder: pathlib.Path, manifest: dict,
+                          files: dict[str, bytes]) -> None:
+        """Loads a verified snapshot's files into the (empty) in-memory state.
+
+        Raises:
+          CorruptStoreError: naming the file whose contents disagree with the manifest.
+        """
+        if sorted(files) != sorted(SNAPSHOT_FILES):
+            raise CorruptStoreError(f"{folder / 'MANIFEST'}: expected files "
+                                    f"{sorted(SNAPSHOT_FILES)}, found {sorted(files)}")
+        fname = "arrays.npz"
+        try:
+            with np.load(io.BytesIO(files[fname]), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            fname = "episodes.jsonl"
+            episodes = [json.loads(line) for line in files[fname].decode().splitlines()]
+            fname = "meta.json"
+            meta = json.loads(files[fname])
+        except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise CorruptStoreError(f"{folder / fname}: unreadable: {e}") from e
+        found = dict(episodes=len(episodes), rows=len(arrays.get("row_id", ())),
+                     seq=meta.get("seq"), next_id=meta.get("next_id"))
+        want = {k: manifest.get(k) for k in found}
+        if found != want:
+            raise CorruptStoreError(f"{folder}: expected {want} (from MANIFEST), found {found} "
+                                    "in its files")
+        try:
+            self._restore(arrays, episodes, meta)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise CorruptStoreError(f"{folder}: its files disagree with each other: {e!r}") from e
+        self._gen = manifest["gen"]
+
+    def _restore(self, arrays: dict, episodes: list[dict], meta: dict) -> None:
         n = len(arrays["row_id"])
-        self._dim = arrays["emb"].shape[1]
         cap = max(1024, 2 * n)
-        self._emb = np.zeros((cap, self._dim), np.float32)
-        self._emb[:n] = arrays["emb"]
+        if n:  # a snapshot without rows leaves the dimension to the first episode
+            self._dim = arrays["emb"].shape[1]
+            self._emb = np.zeros((cap, self._dim), np.float32)
+            self._emb[:n] = arrays["emb"]
         self._row_id = np.full(cap, -1, np.int64)
         self._row_id[:n] = arrays["row_id"]
         self._row_fine = np.zeros(cap, np.int32)
@@ -635,30 +852,42 @@ class MemoryStore:
           nprobe, beam, min_candidates: override the store's routing defaults.
 
         Returns:
-          A `SearchResult`.
+          A `SearchResult` (with no hits when the store is empty). A time hint in the
+          query that falls outside datetime's range is ignored (said in `fallback`).
+
+        Raises:
+          ValueError: an argument breaks the input rules (named in the message).
         """
         _check_text(query, "query")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"expected k to be an int >= 1, got {k!r}")
+        k = _check_int(k, "k", 1)
         if mode not in MODES:
             raise ValueError(f"expected mode in {MODES}, got {mode!r}")
-        nprobe = self.nprobe if nprobe is None else nprobe
-        beam = self.beam if beam is None else beam
-        min_candidates = self.min_candidates if min_candidates is None else min_candidates
-        span = self._time_range(query, time_range, reference)
-        q = (self._embeddings([query], None)[0] if query_embedding is None
-             else np.asarray(query_embedding, np.float32).reshape(-1))
+        nprobe = self.nprobe if nprobe is None else _check_int(nprobe, "nprobe", 1)
+        beam = self.beam if beam is None else _check_int(beam, "beam", 1)
+        min_candidates = (self.min_candidates if min_candidates is None
+                          else _check_int(min_candidates, "min_candidates", 0))
+        if query_embedding is not None:
+            q = np.asarray(query_embedding, np.float32).reshape(-1)
+            if (self._dim is not None and q.shape != (self._dim,)) or not np.all(np.isfinite(q)):
+                raise ValueError(f"expected query_embedding to be {self._dim or 'd'} finite "
+                                 f"numbers, got shape {np.shape(query_embedding)}")
+        span, hint_note = self._time_range(query, time_range, reference)
+        if self._dim is None:  # nothing was ever added: nothing to score
+            return SearchResult([], "empty", 0, hint_note, span)
+        if query_embedding is None:
+            q = self._embeddings([query], None)[0]
         with self._lock:
             emb, row_id, n = self._emb, self._row_id, self._n
             restrict, notes = self._restriction(span, speaker, session)
-            fallback, used_tags = None, ()
+            fallback, used_tags = hint_note, ()
             if mode == "flat" or n == 0:  # every row as one slice: no gathered copy
                 rows = np.zeros(0, np.int64) if restrict is None else restrict
                 slices = [(0, n)] if restrict is None else []
                 path = "+".join(notes + ["flat"])
             else:
-                rows, slices, route, fallback, used_tags = self._route(
+                rows, slices, route, routed, used_tags = self._route(
                     query, q, k, tags, restrict, nprobe, beam, min_candidates)
+                fallback = "; ".join(f for f in (hint_note, routed) if f) or None
                 path = "+".join(notes + [route])
         scores, cand = _score(q, emb, row_id, rows, slices)
         best = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
@@ -672,36 +901,41 @@ class MemoryStore:
                             used_tags)
 
     def _time_range(self, query, time_range, reference):
-        """The (start, end) a search is restricted to, or None."""
+        """The (start, end) a search is restricted to, or None, and a note on a time hint
+        that was ignored (or None)."""
         if time_range is None:
-            return None
+            return None, None
         hint = time_range
         if isinstance(time_range, str):
             if time_range != "auto":
                 raise ValueError(f"expected time_range to be None, 'auto', a TimeHint or a "
                                  f"(start, end) pair, got {time_range!r}")
-            if reference is None:
-                reference = max((e.timestamp for e in self._episodes.values()), default=0.0)
-            hint = parse_time_hint(query, reference)
+            reference = (max((e.timestamp for e in self._episodes.values()), default=0.0)
+                         if reference is None else _check_timestamp(reference, "reference"))
+            try:
+                hint = parse_time_hint(query, reference)
+            except (OverflowError, ValueError) as e:  # e.g. "20000 years ago", "in May 0000"
+                return None, (f"the time hint in the query is outside the dates datetime "
+                              f"handles ({e}); searched without it")
             if hint is None:
-                return None
+                return None, None
         if isinstance(hint, TimeHint):
             if hint.anchor is None:
-                return hint.start, hint.end
+                return (hint.start, hint.end), None
             found = self.search(hint.anchor, 1, mode="flat")
             if not found.hits:
-                return None
+                return None, None
             t = found.hits[0].episode.timestamp
-            return (None, t) if hint.relation == "before" else (t, None)
+            return ((None, t) if hint.relation == "before" else (t, None)), None
         if not isinstance(time_range, tuple | list) or len(time_range) != 2:
             raise ValueError(f"expected time_range to be None, 'auto', a TimeHint or a "
                              f"(start, end) pair, got {time_range!r}")
-        start, end = (None if t is None else parse_timestamp(t, name=f"time_range[{i}]")
+        start, end = (None if t is None else _check_timestamp(t, f"time_range[{i}]")
                       for i, t in enumerate(time_range))
         if start is not None and end is not None and start > end:
             raise ValueError(f"expected time_range start <= end, got start={time_range[0]!r} "
                              f"end={time_range[1]!r}")
-        return start, end
+        return (start, end), None
 
     def _restriction(self, span, speaker, session):
         """Rows allowed by a time range and speaker / session (None = all), and path notes."""

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from effjax.memory import CorruptStoreError, MemoryStore, synthetic_episodes
+from effjax.memory import CorruptStoreError, MemoryStore, SearchResult, synthetic_episodes
 from effjax.memory import tags as tags_module
 
 DAY = 86400.0
@@ -273,3 +273,103 @@ def test_concurrent_reads_while_adding(bow):
     for t in threads:
         t.join()
     assert not errors and len(store) == 500 and seen
+
+
+def test_timestamps_of_any_real_type_within_the_documented_range(bow, tmp_path):
+    from effjax.memory.store import MAX_TIMESTAMP
+
+    path = tmp_path / "m"
+    with MemoryStore.open(path, encoder=bow) as store:
+        stamps = [5, 6.5, np.int64(7), np.int32(8), np.float32(9.5), np.uint8(10), np.float64(11),
+                  MAX_TIMESTAMP - 1]
+        ids = [store.add(f"episode {i}", speaker="A", timestamp=t) for i, t in enumerate(stamps)]
+        got = [store.get(i).timestamp for i in ids]
+        assert got == [5.0, 6.5, 7.0, 8.0, 9.5, 10.0, 11.0, MAX_TIMESTAMP - 1]
+        assert all(type(t) is float for t in got)
+        # the latest time is the reference of "auto": its datetime arithmetic stays valid
+        r = store.search("what happened this year", 3, time_range="auto")
+        assert r.time_range == (MAX_TIMESTAMP - 365 * DAY, MAX_TIMESTAMP) and r.ids == [ids[-1]]
+        store.update(ids[0], timestamp=np.int64(12))
+    with MemoryStore.open(path, encoder=bow) as store:  # logged as plain JSON numbers
+        assert [store.get(i).timestamp for i in ids] == [12.0] + got[1:]
+    store = MemoryStore.open(None, encoder=bow)
+    store.add("hello", speaker="A", timestamp=1)
+    for bad in (1e18, -1, MAX_TIMESTAMP, np.int64(10**15), 10**400, True, np.True_,
+                float("nan"), np.float64("inf"), "year 12000"):
+        with pytest.raises(ValueError, match="timestamps\\[0\\]") as e:
+            store.add("hi", speaker="A", timestamp=bad)
+        assert repr(bad) in str(e.value)
+        with pytest.raises(ValueError, match="timestamp"):
+            store.update(0, timestamp=bad)
+        with pytest.raises(ValueError, match="time_range\\[1\\]"):
+            store.search("hi", 1, time_range=(None, bad))
+    with pytest.raises(ValueError, match="reference"):
+        store.search("what happened last week", 1, time_range="auto", reference=1e18)
+    assert len(store) == 1 and store.get(0).timestamp == 1.0  # nothing half-added
+    assert store.search("what happened last week", 1, time_range="auto").hits == []
+
+
+def test_ids_and_counts_accept_numpy_ints_and_reject_the_rest(bow, tmp_path):
+    path = tmp_path / "m"
+    with MemoryStore.open(path, encoder=bow) as store:
+        store.add_batch(["one", "two", "three"], speakers=["A"] * 3, timestamps=[1, 2, 3])
+        assert store.get(np.int64(1)).text == "two" and np.int32(2) in store
+        store.delete(np.int64(0))  # logged as a plain JSON int
+        store.update(np.uint16(2), text="tres")
+        assert store.search("tres", np.int64(1), nprobe=np.int32(2)).ids == [2]
+    with MemoryStore.open(path, encoder=bow) as store:
+        assert [e.text for e in store.episodes()] == ["two", "tres"]
+        for bad in (True, -1, 1.0, "1", None):
+            assert bad not in store
+            for call in (store.get, store.delete, store.embedding):
+                with pytest.raises(ValueError, match=f"episode_id to be an int >= 0, got {bad!r}"):
+                    call(bad)
+        with pytest.raises(KeyError, match="no episode with id 0"):
+            store.delete(0)
+        for kwargs, name in ((dict(k=True), "k"), (dict(k=2.0), "k"), (dict(nprobe=0), "nprobe"),
+                             (dict(beam=np.bool_(1)), "beam"), (dict(min_candidates=-1),
+                                                                "min_candidates")):
+            with pytest.raises(ValueError, match=f"expected {name} to be an int"):
+                store.search("two", **kwargs)
+
+
+def test_sessions_and_metadata_must_read_back_unchanged(bow):
+    store = MemoryStore.open(None, encoder=bow)
+    for kwargs, name in ((dict(session=5), "sessions\\[0\\]"),
+                         (dict(metadata={1: "a"}), "metadatas\\[0\\]"),
+                         (dict(metadata={"a": (1, 2)}), "metadatas\\[0\\]"),
+                         (dict(metadata={"a": np.float32(1)}), "metadatas\\[0\\]"),
+                         (dict(metadata={"a": float("nan")}), "metadatas\\[0\\]")):
+        with pytest.raises(ValueError, match=name):
+            store.add("hi", speaker="A", timestamp=1, **kwargs)
+    assert len(store) == 0
+    store.add("hi", speaker="A", timestamp=1, session="s1", metadata={"a": [1, 2], "b": None})
+    assert store.get(0).metadata == {"a": [1, 2], "b": None}
+
+
+def test_empty_store_search_returns_no_hits(bow, tmp_path):
+    for store in (MemoryStore.open(None, encoder=bow),
+                  MemoryStore.open(tmp_path / "m", encoder=bow)):
+        with store:
+            calls = bow.calls
+            for kwargs in ({}, dict(mode="flat"), dict(time_range="auto"),
+                           dict(time_range=(0, 10)), dict(speaker="A"), dict(tags=["x"])):
+                r = store.search("what did I do last week?", 5, **kwargs)
+                assert isinstance(r, SearchResult) and r.hits == [] and r.ids == []
+                assert r.candidates == 0
+            assert bow.calls == calls  # nothing to score: the query is not even encoded
+            store.add("hello", speaker="A", timestamp=1)
+            store.delete(0)
+            r = store.search("hello", 5)
+            assert r.hits == [] and r.candidates == 0
+    with pytest.raises(ValueError, match="k to be"):  # arguments are still checked
+        MemoryStore.open(None, encoder=bow).search("hello", 0)
+
+
+def test_time_hint_beyond_datetime_range_is_ignored_and_said(bow):
+    store = MemoryStore.open(None, encoder=bow)
+    store.add("we went kayaking", speaker="A", timestamp="2023-06-10")
+    for query in ("what did we do 20000 years ago?", "what happened in December 9999?"):
+        r = store.search(query, 1, time_range="auto")
+        assert r.time_range is None and r.ids == [0]
+        assert r.fallback.startswith("the time hint in the query is outside")
