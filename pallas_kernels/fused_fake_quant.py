@@ -41,7 +41,8 @@ def _call(x, fmt: Format, with_mask: bool, block_m: int, block_k: int, interpret
     tile = pl.BlockSpec((block_m, block_k), lambda i, j: (i, j))
     in_specs, args = [tile], [x]
     if fmt.kind == "nvfp4" and fmt.two_level:
-        g = core.nvfp4_global_scale(jnp.max(jnp.abs(x.astype(jnp.float32))))
+        amax = jnp.max(jnp.abs(core.finite_or_zero(x.astype(jnp.float32))))
+        g = core.nvfp4_global_scale(amax)  # from the finite values
         in_specs.insert(0, pl.BlockSpec((1, 1), lambda i, j: (0, 0)))
         args.insert(0, g.reshape(1, 1))
     out_shape = [jax.ShapeDtypeStruct(x.shape, x.dtype)]

@@ -52,7 +52,8 @@ def _quantize(x, fmt: Format, block_m: int, block_k: int, interpret: bool,
     args = [x]
     global_scale = None
     if ref.global_scale is not None:
-        global_scale = core.nvfp4_global_scale(jnp.max(jnp.abs(x.astype(jnp.float32))))
+        amax = jnp.max(jnp.abs(core.finite_or_zero(x.astype(jnp.float32))))
+        global_scale = core.nvfp4_global_scale(amax)  # from the finite values
         in_specs.insert(0, pl.BlockSpec((1, 1), lambda i, j: (0, 0)))
         args.insert(0, global_scale.reshape(1, 1))
     out_shape = [jax.ShapeDtypeStruct(ref.codes.shape, ref.codes.dtype)] + [

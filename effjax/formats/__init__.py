@@ -1,4 +1,29 @@
-"""Number formats: INT, FP8, MXFP8/6/4, MXINT8, NVFP4, HiF8, HiF4, bf16/fp16; QArray."""
+"""Number formats: INT, FP8, MXFP8/6/4, MXINT8, NVFP4, HiF8, HiF4, bf16/fp16; QArray.
+
+Non-finite inputs. `dequantize(quantize(x))` and `fake_quant(x)` agree, and a NaN or
++-Inf never turns into a finite value, except in HiF8's saturating mode (below):
+
+- Block formats (MXFP8/6/4, MXINT8, NVFP4, HiF4) follow the MX v1.0 rule: a NaN or +-Inf
+  anywhere in a block (32 values for MX, 16 for NVFP4, a 64-value unit for HiF4) makes
+  that block's scale NaN (E8M0 0xFF, E4M3 NaN, E6M2 0xFF), so the whole block
+  dequantizes to NaN. Other blocks are as they would be with the non-finite value
+  replaced by 0: NVFP4's per-tensor scale is taken from the finite values.
+- Scaled formats (symmetric INT, FP8; per tensor, channel or group) take each scale from
+  the finite values alone, so a non-finite value leaves its neighbours as they would be
+  without it. A NaN stays NaN at its position. +-Inf stays +-Inf where the element format
+  has Inf (FP8 E5M2) and becomes NaN where it has none (INT, FP8 E4M3). Symmetric INT
+  stores NaN as the code -2^(bits-1) (int8 -128, int4 0x8), which its clamp to
+  +-(2^(bits-1) - 1) leaves unused.
+- Asymmetric INT uses every code of its width, so it cannot store a NaN element: a group
+  (or channel, or tensor: whatever one scale covers) holding a NaN or +-Inf gets a NaN
+  scale and dequantizes to NaN as a whole, as a block does.
+- Element formats without a scale: bf16 and fp16 keep NaN and +-Inf (IEEE). HiF8 keeps
+  NaN; +-Inf becomes +-32768 in the saturating mode (the default, FORMATS.md's quantizer
+  setting, which saturates every |x| >= 40960) and stays +-Inf with saturate=False.
+
+Empty arrays (a zero-length axis anywhere) quantize, dequantize and fake-quantize to empty
+results of the right shapes.
+"""
 
 from effjax.formats.codes import CODE_FORMATS, decode, encode
 from effjax.formats.core import dequantize, mx_scale_exponent, quantize

@@ -1,4 +1,9 @@
-"""quantize / dequantize for every format, over a chosen contraction axis."""
+"""quantize / dequantize for every format, over a chosen contraction axis.
+
+Non-finite inputs follow the policy in the `effjax.formats` docstring: block formats
+make a block holding NaN or +-Inf NaN as a whole (its scale is NaN); scaled formats (INT,
+FP8) take their scales from the finite values and keep the damage to the value itself.
+"""
 
 from __future__ import annotations
 
@@ -63,8 +68,9 @@ def check_input(x: jax.Array, axis: int) -> int:
 
 
 def group_size(fmt: Format, k: int) -> int:
-    """Elements per scale along a contraction axis of length k."""
-    return fmt.group_size if fmt.granularity == "group" else k
+    """Elements per scale along a contraction axis of length k (1 for an empty axis, which
+    then holds no groups)."""
+    return fmt.group_size if fmt.granularity == "group" else max(k, 1)
 
 
 def to_blocks(x: jax.Array, axis: int, group: int) -> Float[Array, "*rest nb g"]:
@@ -79,7 +85,7 @@ def to_blocks(x: jax.Array, axis: int, group: int) -> Float[Array, "*rest nb g"]
 
 def from_blocks(xb: Float[Array, "*rest nb g"], axis: int, shape: tuple[int, ...]) -> jax.Array:
     """Inverse of `to_blocks`: crops the padding and puts the axis back."""
-    xm = xb.reshape(*xb.shape[:-2], -1)[..., : shape[axis]]
+    xm = xb.reshape(*xb.shape[:-2], xb.shape[-2] * xb.shape[-1])[..., : shape[axis]]
     return jnp.moveaxis(xm, -1, axis)
 
 
@@ -92,7 +98,7 @@ def pack_nibbles(codes: jax.Array) -> jax.Array:
     """
     if codes.shape[-1] % 2:
         codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, 1)])
-    pairs = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], -1, 2)
+    pairs = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
     v = jax.lax.bitcast_convert_type(pairs, jnp.uint16)
     return ((v & 0xF) | ((v >> 4) & 0xF0)).astype(jnp.uint8)
 
@@ -101,7 +107,7 @@ def unpack_nibbles(packed: jax.Array, n: int) -> jax.Array:
     """Inverse of `pack_nibbles`: the first n 4-bit codes of each row, as uint8."""
     v = packed.astype(jnp.uint16)
     pairs = jax.lax.bitcast_convert_type((v & 0xF) | ((v & 0xF0) << 4), jnp.uint8)
-    return pairs.reshape(*packed.shape[:-1], -1)[..., :n]
+    return pairs.reshape(*packed.shape[:-1], 2 * packed.shape[-1])[..., :n]
 
 
 def pack_sextets(codes: jax.Array) -> jax.Array:
@@ -110,21 +116,21 @@ def pack_sextets(codes: jax.Array) -> jax.Array:
     c2 << 12 | c3 << 18."""
     if codes.shape[-1] % 4:
         codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, -codes.shape[-1] % 4)])
-    quads = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], -1, 4)
+    quads = codes.astype(jnp.uint8).reshape(*codes.shape[:-1], codes.shape[-1] // 4, 4)
     v = jax.lax.bitcast_convert_type(quads, jnp.uint32)
     word = (v & 0x3F) | ((v >> 2) & 0xFC0) | ((v >> 4) & 0x3F000) | ((v >> 6) & 0xFC0000)
     three = jax.lax.bitcast_convert_type(word, jnp.uint8)[..., :3]
-    return three.reshape(*codes.shape[:-1], -1)
+    return three.reshape(*codes.shape[:-1], codes.shape[-1] // 4 * 3)
 
 
 def unpack_sextets(packed: jax.Array, n: int) -> jax.Array:
     """Inverse of `pack_sextets`: the first n 6-bit codes of each row, as uint8."""
-    three = packed.reshape(*packed.shape[:-1], -1, 3)
+    three = packed.reshape(*packed.shape[:-1], packed.shape[-1] // 3, 3)
     word = jax.lax.bitcast_convert_type(jnp.pad(three, [(0, 0)] * (three.ndim - 1) + [(0, 1)]),
                                         jnp.uint32)
     v = (word & 0x3F) | ((word & 0xFC0) << 2) | ((word & 0x3F000) << 4) | ((word & 0xFC0000) << 6)
     quads = jax.lax.bitcast_convert_type(v, jnp.uint8)
-    return quads.reshape(*packed.shape[:-1], -1)[..., :n]
+    return quads.reshape(*packed.shape[:-1], packed.shape[-1] // 3 * 4)[..., :n]
 
 
 def pack_codes(codes: jax.Array, bits: int) -> jax.Array:
@@ -153,11 +159,19 @@ def _nonzero(scale: jax.Array) -> jax.Array:
 
 
 def _amax(xb: jax.Array, fmt: Format) -> jax.Array:
-    """Per-group absolute max (*rest, nb), or per-tensor with all axes kept as size 1."""
+    """Per-group absolute max (*rest, nb), or per-tensor with all axes kept as size 1 (0
+    for an empty tensor). NaN or Inf where a group holds a non-finite value."""
     a = jnp.max(jnp.abs(xb), axis=-1)
+    # XLA:CPU's vectorized max may drop a NaN (max(NaN, x) = x in some lanes): say it here.
+    a = jnp.where(jnp.any(jnp.isnan(xb), axis=-1), jnp.nan, a)
     if fmt.granularity == "tensor":
-        a = jnp.max(a, keepdims=True)
+        a = jnp.where(jnp.any(jnp.isnan(a)), jnp.nan, jnp.max(a, keepdims=True, initial=0.0))
     return a
+
+
+def finite_or_zero(x: jax.Array) -> jax.Array:
+    """x with NaN and +-Inf replaced by 0: what the scales of INT and FP8 are computed from."""
+    return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
 def _log2_bits(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -240,33 +254,48 @@ def grid_values(xb: jax.Array, fmt: Format,
 
 def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = None) -> dict:
     """The stored scale arrays of blocks (*rest, nb, g) of float32 (not HiF4, HiF8, casts):
-    "scale", and "global_scale" / "zero_point" where the format has them."""
+    "scale", and "global_scale" / "zero_point" where the format has them.
+
+    Scales of INT and FP8 come from the finite values (an asymmetric INT group holding a
+    non-finite value gets a NaN scale); MX and NVFP4 blocks holding one get a NaN scale;
+    NVFP4's per-tensor scale comes from the finite values.
+    """
     kind = fmt.kind
-    # Materialized once: fused into its consumers, XLA:CPU may recompute each group's max
-    # for every element.
-    amax = _barrier(_amax(xb, fmt))
     if kind == "int":
         levels = 2**fmt.bits
+        xf = finite_or_zero(xb)
         if fmt.symmetric:
+            # Materialized once: fused into its consumers, XLA:CPU may recompute each
+            # group's max for every element.
+            amax = _barrier(_amax(xf, fmt))
             return {"scale": _nonzero(exact_div(amax, jnp.float32(levels // 2 - 1)))}
-        lo, hi = jnp.min(xb, axis=-1), jnp.max(xb, axis=-1)
+        lo, hi = jnp.min(xf, axis=-1), jnp.max(xf, axis=-1)
         if fmt.granularity == "tensor":
-            lo, hi = jnp.min(lo, keepdims=True), jnp.max(hi, keepdims=True)
+            lo = jnp.min(lo, keepdims=True, initial=jnp.inf)  # initial: empty tensors
+            hi = jnp.max(hi, keepdims=True, initial=-jnp.inf)
         scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1)))
         zero = jnp.clip(el.round_half_even(exact_div(-lo, scale)), 0, levels - 1)
+        # Every code is a value: a non-finite element can only live in a NaN scale.
+        scale = jnp.where(jnp.isfinite(_amax(xb, fmt)), scale, jnp.nan)
         return {"scale": scale, "zero_point": zero}
     if kind == "fp8":
+        amax = _barrier(_amax(finite_or_zero(xb), fmt))
         elem = el.element_format(fmt.element)
         return {"scale": _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))}
+    amax = _barrier(_amax(xb, fmt))
+    finite = jnp.isfinite(amax)
     if kind == "mx":
-        return {"scale": el.encode_e8m0(mx_scale_exponent(amax, fmt), nan=~jnp.isfinite(amax))}
+        return {"scale": el.encode_e8m0(mx_scale_exponent(amax, fmt), nan=~finite)}
     # nvfp4
-    if fmt.two_level:
-        g = nvfp4_global_scale(jnp.max(amax)) if global_scale is None else global_scale
-    else:
+    if not fmt.two_level:
         g = jnp.float32(1.0)
+    elif global_scale is None:
+        g = nvfp4_global_scale(jnp.max(jnp.abs(finite_or_zero(xb)), initial=0.0))
+    else:
+        g = global_scale
     block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,
                      _E4M3_MAX)
+    block = jnp.where(finite, block, jnp.nan)  # clip would saturate an Inf block to 448
     stored = {"scale": el.round_to_element(block, el.ELEMENTS["e4m3"]).astype(jnp.float8_e4m3fn)}
     if fmt.two_level:
         stored["global_scale"] = g.astype(jnp.float32)
@@ -286,13 +315,16 @@ def elements_given(xb: jax.Array, stored: dict, fmt: Format) -> jax.Array:
     scale = stored["scale"][..., None]
     if kind == "int":
         levels = 2**fmt.bits
-        if fmt.symmetric:
+        if fmt.symmetric:  # NaN and +-Inf (INT has no Inf) become NaN
             qmax = levels // 2 - 1
-            return jnp.clip(el.round_half_even(exact_div(xb, scale)), -qmax, qmax)
+            q = jnp.clip(el.round_half_even(exact_div(xb, scale)), -qmax, qmax)
+            return jnp.where(jnp.isfinite(xb), q, jnp.nan)
         q = el.round_half_even(exact_div(xb, scale)) + stored["zero_point"][..., None]
         return jnp.clip(q, 0, levels - 1)
-    if kind == "fp8":
-        return el.round_to_element(exact_div(xb, scale), el.element_format(fmt.element))
+    if kind == "fp8":  # NaN stays NaN; +-Inf too in E5M2, which has it, NaN in E4M3
+        elem = el.element_format(fmt.element)
+        v = el.round_to_element(exact_div(xb, scale), elem)
+        return jnp.where(jnp.isinf(xb), xb if elem.specials == "ieee" else jnp.nan, v)
     if kind == "mx":
         code = scale.astype(jnp.int32)
         e = jnp.where(code == 255, 0, code - el.E8M0_BIAS)  # NaN blocks decode to NaN anyway
@@ -330,9 +362,11 @@ def encode_elements(elements: jax.Array, fmt: Format) -> jax.Array:
         k = (jnp.abs(elements) * 4).astype(jnp.uint8)
         return k | jnp.where(elements < 0, jnp.uint8(8), jnp.uint8(0))
     if kind == "int":
-        if not fmt.symmetric:
-            return elements.astype(jnp.uint8)
-        q = elements.astype(jnp.int8)
+        nan = jnp.isnan(elements)
+        if not fmt.symmetric:  # NaN elements only occur under a NaN scale
+            return jnp.where(nan, 0.0, elements).astype(jnp.uint8)
+        # NaN takes the code -2^(bits-1), which the symmetric clamp leaves unused.
+        q = jnp.where(nan, -(2.0 ** (fmt.bits - 1)), elements).astype(jnp.int8)
         return q.astype(jnp.uint8) & 0xF if fmt.bits == 4 else q  # two's-complement nibbles
     if fmt.element == "int8":
         return elements.astype(jnp.int8)
@@ -352,10 +386,12 @@ def decode_elements(codes: jax.Array, fmt: Format) -> jax.Array:
         mag = (codes & 7).astype(jnp.float32) / 4
         return el.signed(mag, (codes & 8) > 0)
     if kind == "int":
-        if fmt.bits == 4 and fmt.symmetric:
-            c = codes.astype(jnp.int32)
-            return jnp.where(c >= 8, c - 16, c).astype(jnp.float32)
-        return codes.astype(jnp.float32)
+        if not fmt.symmetric:
+            return codes.astype(jnp.float32)
+        c = codes.astype(jnp.int32)
+        if fmt.bits == 4:
+            c = jnp.where(c >= 8, c - 16, c)
+        return jnp.where(c == -(2 ** (fmt.bits - 1)), jnp.nan, c.astype(jnp.float32))
     if fmt.element == "int8":
         return codes.astype(jnp.float32)
     return el.from_storage(codes, el.element_format(fmt.element))
@@ -415,8 +451,9 @@ def assemble(elements: jax.Array, stored: dict, fmt: Format, axis: int,
       fmt: the `Format`.
       axis, shape, dtype: the contraction axis, shape and dtype of the quantized array.
     """
-    codes = pack_codes(encode_elements(elements, fmt).reshape(*elements.shape[:-2], -1),
-                       fmt.bits)
+    rows = elements.shape[:-2]
+    codes = pack_codes(encode_elements(elements, fmt).reshape(
+        *rows, elements.shape[-2] * elements.shape[-1]), fmt.bits)
     return QArray(codes=codes, scale=stored.get("scale"), global_scale=stored.get("global_scale"),
                   zero_point=stored.get("zero_point"), levels=stored.get("levels"), fmt=fmt,
                   axis=axis, shape=shape, dtype=jnp.dtype(dtype).name)
@@ -469,9 +506,9 @@ def codes_to_values(codes: jax.Array, stored: dict, fmt: Format, k: int,
     """Stored codes (*rest, packed) of k padded elements per row, decoded and scaled by the
     arrays in `stored` ("scale", "zero_point", "levels", "global_scale" where given):
     float32 (*rest, k // group, group). `unpack(codes, bits, k)` undoes the packing."""
-    group = fmt.group_size if fmt.granularity == "group" else k
+    group = group_size(fmt, k)
     elements = decode_elements(unpack(codes, fmt.bits, k), fmt)
-    return apply_scale(elements.reshape(*elements.shape[:-1], -1, group), stored, fmt)
+    return apply_scale(elements.reshape(*elements.shape[:-1], k // group, group), stored, fmt)
 
 
 def dequantize(q: QArray, dtype=None) -> jax.Array:
@@ -505,4 +542,4 @@ def block_values(x: jax.Array, fmt: Format, axis: int) -> tuple[jax.Array, jax.A
     elements, stored = grid_values(xb, fmt)
     g = stored.pop("global_scale", None)
     values = apply_scale(elements, stored, fmt)
-    return values.reshape(*values.shape[:-2], -1), g
+    return values.reshape(*values.shape[:-2], values.shape[-2] * values.shape[-1]), g

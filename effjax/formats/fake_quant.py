@@ -12,6 +12,7 @@ from effjax.formats.core import (
     check_input,
     dequantize,
     filled_codes,
+    finite_or_zero,
     from_blocks,
     group_size,
     max_code,
@@ -88,13 +89,14 @@ def representable_range(q: QArray) -> tuple[jax.Array, jax.Array]:
 
 
 def group_amax(x: jax.Array, fmt: str | Format, axis: int = -1) -> jax.Array:
-    """|x|'s maximum over each quantization group, broadcast back to x's shape."""
+    """The maximum of |x| over the finite values of each quantization group, broadcast back
+    to x's shape (0 for a group without finite values)."""
     fmt = get_format(fmt)
     axis = check_input(x, axis)
     xb = to_blocks(x, axis, group_size(fmt, x.shape[axis]))
-    amax = jnp.max(jnp.abs(xb), axis=-1, keepdims=True)
+    amax = jnp.max(jnp.abs(finite_or_zero(xb)), axis=-1, keepdims=True)
     if fmt.granularity == "tensor":
-        amax = jnp.max(amax, keepdims=True)
+        amax = jnp.max(amax, keepdims=True, initial=0.0)
     return from_blocks(jnp.broadcast_to(amax, xb.shape), axis, x.shape).astype(x.dtype)
 
 
@@ -104,6 +106,8 @@ def fake_quant_learnable_clip(x: jax.Array, ratio: jax.Array, fmt: str | Format,
 
     The clip is differentiable (PACT-style): the gradient reaches `ratio` through the
     elements that were clipped, and x through the others (straight-through for the rest).
+    NaN and +-Inf are not clipped: they reach the quantizer, which treats them as
+    `fake_quant` does (see the `effjax.formats` docstring).
 
     Args:
       x: a real floating-point array.
@@ -117,4 +121,4 @@ def fake_quant_learnable_clip(x: jax.Array, ratio: jax.Array, fmt: str | Format,
     """
     fmt = get_format(fmt, **options)
     c = ratio * jax.lax.stop_gradient(group_amax(x, fmt, axis))
-    return fake_quant(jnp.clip(x, -c, c), fmt, axis)
+    return fake_quant(jnp.where(jnp.isfinite(x), jnp.clip(x, -c, c), x), fmt, axis)

@@ -20,7 +20,9 @@ Specials: 0x00 = 0 (there is no -0), 0x80 = NaN, 0x6F / 0xEF = +-Inf. Finite ran
 
 HiF4 (unit of 64 elements, viewed as 8 groups of 8, each 2 groups of 4): 4-bit sign-magnitude
 elements k/4 (k = 0..7), a one-bit level-1 scale per group of 8, a one-bit level-2 scale per
-group of 4, and an E6M2 unit scale. Decode: sign * k/4 * l1 * l2 * s.
+group of 4, and an E6M2 unit scale. Decode: sign * k/4 * l1 * l2 * s. A unit holding a
+NaN or +-Inf gets the NaN scale and decodes to NaN as a whole (the MX rule, see the
+`effjax.formats` docstring).
 """
 
 import functools
@@ -391,10 +393,9 @@ def hif4_quantize_units(
     l2) * 4), 7) / 4, where round_half_up(t) = floor(t + 0.5) taken exactly (the sum t + 0.5 is
     not rounded to float32 first).
 
-    An all-zero unit gets the smallest scale (2^-48) and zero codes. A unit holding a NaN gets
-    the NaN scale code 0xFF, zero element codes and zero levels (it decodes to all NaN). +-Inf
-    follows the steps literally: the scale saturates to 49152 and the Inf elements to code 7
-    with both levels 2 (they decode to +-7 * 49152), the rest of the unit to 0.
+    An all-zero unit gets the smallest scale (2^-48) and zero codes. A unit holding a NaN or
+    +-Inf gets the NaN scale code 0xFF, zero element codes and zero levels (it decodes to all
+    NaN), as an MX block does; other units are unaffected.
 
     Re-quantizing decoded units is not idempotent in general: the unit scale can change (a
     decoded maximum of 6 s gives a smaller scale), and for scales with mantissa field 3,
@@ -415,8 +416,9 @@ def hif4_quantize_units(
         raise ValueError(f"x must have last axis {HIF4_UNIT} (one HiF4 unit), got shape {x.shape}")
     batch = x.shape[:-1]
     # A max rather than jnp.any: reduce_or has no Pallas kernel lowerings.
-    has_nan = jnp.max(jnp.isnan(x).astype(jnp.int32), axis=-1) > 0
-    a = jnp.where(jnp.isnan(x), 0.0, jnp.abs(x))
+    finite = jnp.isfinite(x)
+    has_nan = jnp.max((~finite).astype(jnp.int32), axis=-1) > 0  # NaN or +-Inf: a NaN unit
+    a = jnp.where(finite, jnp.abs(x), 0.0)
     # 1. maxima per group of 4, of 8, and per unit.
     m4 = jnp.max(a.reshape(batch + (16, 4)), axis=-1)
     m8 = jnp.max(m4.reshape(batch + (8, 2)), axis=-1)

@@ -19,7 +19,9 @@ class QArray:
 
     Invariant: `effjax.formats.dequantize(q)` has shape `q.shape` and approximates the array
     that was quantized, within the format's rounding (half a grid step times the scale, or
-    clipping at the format's largest value).
+    clipping at the format's largest value). NaN and +-Inf follow the `effjax.formats`
+    docstring: a NaN scale marks a block that held one; in symmetric INT the code
+    -2^(bits-1) stands for a NaN element.
 
     Layout: the contraction axis `axis` is moved last and padded to a whole number of
     groups, giving `(*rest, k_padded)`; `codes` holds the elements in that layout (4-bit

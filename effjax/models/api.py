@@ -14,7 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import Params, forward
+from effjax.models.decoder import Params, check_token_ids, forward
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import load_hf_params, read_config
 from effjax.quant.recipe import Recipe
@@ -49,6 +49,10 @@ def check_tokens(tokens: Any, config: LMConfig) -> np.ndarray | jax.Array:
 
     Returns:
       The tokens as int32.
+
+    Raises:
+      ValueError: tokens not 2-D integers, longer than the context, or (when concrete) ids
+        outside [0, vocab) (`effjax.models.decoder.check_token_ids`).
     """
     if not isinstance(tokens, jax.core.Tracer):
         tokens = np.asarray(tokens)
@@ -59,11 +63,7 @@ def check_tokens(tokens: Any, config: LMConfig) -> np.ndarray | jax.Array:
     if tokens.shape[1] > config.max_position_embeddings:
         raise ValueError(f"sequence length {tokens.shape[1]} is past the context length "
                          f"{config.max_position_embeddings=}")
-    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= config.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got ids in "
-                             f"[{lo}, {hi}]")
+    check_token_ids(tokens, config.vocab_size)
     return tokens.astype(jnp.int32)
 
 

@@ -16,6 +16,9 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "Qwen3ForCausalLM": "qwen3",
 }
 ROPE_TYPES = ("default", "linear", "llama3")
+# config.json fields `LMConfig.from_hf` cannot do without.
+_REQUIRED_HF_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                       "num_attention_heads")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -163,7 +166,8 @@ class LMConfig:
           The matching `LMConfig`.
 
         Raises:
-          ValueError: an unsupported architecture or option, naming what is supported.
+          ValueError: an unsupported architecture or option, naming what is supported, or
+            a missing required field, naming it.
         """
         archs = list(hf.get("architectures") or [])
         family = next((SUPPORTED_ARCHITECTURES[a] for a in archs if a in SUPPORTED_ARCHITECTURES),
@@ -173,6 +177,13 @@ class LMConfig:
                 f"unsupported architecture {archs or hf.get('model_type')!r} in config.json; "
                 f"supported architectures: {sorted(SUPPORTED_ARCHITECTURES)}"
             )
+        missing = [k for k in _REQUIRED_HF_FIELDS if k not in hf]
+        if missing:
+            raise ValueError(f"config.json lacks the required field(s) {missing}; every "
+                             f"config needs {list(_REQUIRED_HF_FIELDS)}")
+        for k in _REQUIRED_HF_FIELDS:
+            if isinstance(hf[k], bool) or not isinstance(hf[k], int):
+                raise ValueError(f"config.json field {k!r} must be an integer, got {hf[k]!r}")
         act = hf.get("hidden_act", "silu")
         if act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {act!r}")
@@ -189,6 +200,8 @@ class LMConfig:
         if rope_type != "default":
             extra = {k: rope[k] for k in ("low_freq_factor", "high_freq_factor",
                                           "original_max_position_embeddings") if k in rope}
+            if "factor" not in rope:
+                raise ValueError(f"rope scaling of type {rope_type!r} lacks its 'factor'")
             scaling = RopeScaling(rope_type=rope_type, factor=float(rope["factor"]), **extra)
         attention_bias = bool(hf.get("attention_bias", False))
         eos = hf.get("eos_token_id")

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
@@ -46,6 +47,40 @@ class KVCache(NamedTuple):
     v: tuple[Array, ...]
     valid: Bool[Array, "b s"]
     length: Int[Array, ""]
+
+
+def check_token_ids(tokens: Any, vocab_size: int) -> None:
+    """Checks that concrete token ids lie in [0, vocab_size).
+
+    Traced ids (under jit, vmap or grad) have no values to check and pass; `embed_tokens`
+    then gives an out-of-range id a NaN embedding, and its sequence's logits come out NaN.
+
+    Args:
+      tokens: integer token ids of any shape (NumPy, list or a concrete jax.Array).
+      vocab_size: the model's vocabulary size.
+
+    Raises:
+      ValueError: an id is negative or at least vocab_size; the message gives the range
+        found.
+    """
+    if isinstance(tokens, jax.core.Tracer):
+        return
+    ids = np.asarray(tokens)
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids in "
+                             f"[{lo}, {hi}]")
+
+
+def embed_tokens(table: Float[Array, "v h"], tokens: Int[Array, "*ids"]) -> Float[Array, "*ids h"]:
+    """Rows of an embedding table; a row of NaN for an id outside [0, v), negative ids
+    included (which `jnp.take` alone would wrap around to real rows), so that a bad id
+    under jit cannot pass for a real token."""
+    v = table.shape[0]
+    inside = (tokens >= 0) & (tokens < v)
+    return jnp.take(table, jnp.where(inside, tokens, v), axis=0, mode="fill",
+                    fill_value=jnp.nan)
 
 
 def init_cache(config: LMConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
@@ -183,7 +218,7 @@ class DecoderLM(nnx.Module):
         embeds: Float[Array, "b t h"] | None = None,
     ):
         c = self.config
-        x = (jnp.take(self.embed.embedding.get_value(), tokens, axis=0) if embeds is None
+        x = (embed_tokens(self.embed.embedding.get_value(), tokens) if embeds is None
              else embeds).astype(dtype)
         inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
         positions = rope_positions(positions, c)
@@ -246,8 +281,15 @@ def _block_graph(config: LMConfig, index: int):
 
 
 def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float[Array, "b t h"]:
-    """The token embeddings: the residual stream entering layer 0."""
-    return jnp.take(params["embed"]["embedding"], tokens, axis=0).astype(dtype)
+    """The token embeddings: the residual stream entering layer 0.
+
+    Raises:
+      ValueError: concrete token ids outside [0, vocab) (see `check_token_ids`; traced
+        ones embed as NaN).
+    """
+    table = params["embed"]["embedding"]
+    check_token_ids(tokens, table.shape[0])
+    return embed_tokens(table, tokens).astype(dtype)
 
 
 def block_forward(
@@ -324,7 +366,11 @@ def forward(
 ) -> tuple[Float[Array, "b t v"], KVCache | None]:
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
-    Jittable; no input checks (see `LM.apply` for the checked entry point).
+    Jittable. Concrete token ids are checked (`check_token_ids`); traced ones (under jit)
+    cannot be: an id outside [0, vocab) embeds as NaN, which attention spreads to the logits
+    of its sequence (other sequences of the batch are unaffected), so a bad id never passes
+    for a real token. `LM.apply` checks the ids before it jits; call `check_token_ids`
+    yourself before jitting `forward`.
 
     Args:
       params: the parameter pytree (see the module docstring).
@@ -352,7 +398,13 @@ def forward(
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
       third element, the hidden states (b, t, hidden) float32.
+
+    Raises:
+      ValueError: concrete token ids outside [0, config.vocab_size) (not checked when
+        `embeds` replaces the lookup).
     """
+    if embeds is None:
+        check_token_ids(tokens, config.vocab_size)
     b, t = tokens.shape
     if mask is None:
         mask = jnp.ones((b, t), bool)

@@ -38,6 +38,60 @@ def _field(reader: gguf.GGUFReader, key: str, default=None):
     return default if field is None else field.contents()
 
 
+class _GGUFFileError(ValueError):
+    """A GGUF file that is truncated or malformed (the message names the file)."""
+
+
+def _check_tensor_bytes(data: np.ndarray, start: int, fields, path: str) -> None:
+    """Raises `_GGUFFileError` naming the first tensor whose data runs past the file's end.
+
+    Args:
+      data: the file's bytes (the reader's memmap).
+      start: offset of the tensor data section.
+      fields: the reader's tensor-info fields (name, dims, type and offset of each tensor).
+      path: the file, for the message.
+    """
+    import gguf  # noqa: PLC0415
+
+    for field in fields:
+        try:
+            _, name, _, dims, raw_type, offset = field.parts
+        except (TypeError, ValueError):  # another gguf version's layout: the reader checks
+            return
+        name = bytes(name).decode("utf-8", "replace")
+        try:
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(raw_type[0]))]
+        except (ValueError, KeyError):
+            raise _GGUFFileError(f"{path!r}: tensor {name!r} has unknown GGML type "
+                                 f"{int(raw_type[0])}") from None
+        need = int(np.prod(dims.astype(np.int64))) * type_size // block
+        at = start + int(offset[0])
+        have = max(len(data) - at, 0)
+        if have < need:
+            raise _GGUFFileError(
+                f"{path!r} is truncated: tensor {name!r} needs {need} bytes at offset {at}, "
+                f"but the file ({len(data)} bytes) holds only {have} there")
+
+
+def _open(path: str) -> gguf.GGUFReader:
+    """A `gguf.GGUFReader` for `path`, with a ValueError naming the file (and, for a
+    truncated file, the tensor cut short) where the reader would fail."""
+    import gguf  # noqa: PLC0415
+
+    class Reader(gguf.GGUFReader):
+        def _build_tensors(self, start_offs, fields):
+            _check_tensor_bytes(self.data, start_offs, fields, path)
+            super()._build_tensors(start_offs, fields)
+
+    try:
+        return Reader(path)
+    except _GGUFFileError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, OSError) as e:
+        raise ValueError(f"{path!r} is not a readable GGUF file (truncated or corrupt?): "
+                         f"{type(e).__name__}: {e}") from e
+
+
 def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undoes llama.cpp's interleaving of the rotary halves in q/k projection rows.
 
@@ -50,13 +104,25 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
-    """Builds an `LMConfig` from a GGUF file's llama.* metadata."""
+    """Builds an `LMConfig` from a GGUF file's llama.* metadata.
+
+    Raises:
+      ValueError: not a llama model, an unsupported RoPE option, or a missing metadata key
+        (naming `path` and the key).
+    """
     arch = _field(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"unsupported GGUF architecture {arch!r} in {path!r}; "
                          "supported: ['llama']")
     g = lambda key, default=None: _field(reader, f"llama.{key}", default)  # noqa: E731
-    hidden, heads = int(g("embedding_length")), int(g("attention.head_count"))
+
+    def need(key):
+        value = g(key)
+        if value is None:
+            raise ValueError(f"{path!r} lacks the GGUF metadata key 'llama.{key}'")
+        return value
+
+    hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise ValueError(f"{path!r} has per-frequency RoPE factors (rope_freqs), which are not "
@@ -68,13 +134,18 @@ def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
     elif scaling_type not in ("none", None):
         raise ValueError(f"GGUF rope.scaling.type must be 'none' or 'linear', got {scaling_type!r}")
     tok = lambda key: _field(reader, f"tokenizer.ggml.{key}")  # noqa: E731
-    vocab = g("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    vocab = g("vocab_size")
+    if vocab is None:
+        if "tokenizer.ggml.tokens" not in reader.fields:
+            raise ValueError(f"{path!r} has neither 'llama.vocab_size' nor "
+                             "'tokenizer.ggml.tokens' to give the vocabulary size")
+        vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     return LMConfig(
         family="llama",
         vocab_size=int(vocab),
         hidden_size=hidden,
-        intermediate_size=int(g("feed_forward_length")),
-        num_layers=int(g("block_count")),
+        intermediate_size=int(need("feed_forward_length")),
+        num_layers=int(need("block_count")),
         num_heads=heads,
         num_kv_heads=int(g("attention.head_count_kv", heads)),
         head_dim=int(g("rope.dimension_count", hidden // heads)),
@@ -98,13 +169,18 @@ def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[LMConfig, Par
 
     Returns:
       (config, params) with (in, out) kernels and q/k rows in Hugging Face order.
+
+    Raises:
+      ValueError: the file is missing, truncated (naming the tensor cut short, with the
+        bytes it needs and the bytes left), not a readable GGUF file, not a llama model,
+        or lacks a tensor or metadata key the config needs.
     """
     path = str(path)
     if not pathlib.Path(path).is_file():
         raise ValueError(f"GGUF file not found: {path!r}")
     import gguf  # noqa: PLC0415 (only reading a .gguf file needs it)
 
-    reader = gguf.GGUFReader(path)
+    reader = _open(path)
     config = read_gguf_config(reader, path)
     params: Params = {}
     for tensor in reader.tensors:

@@ -8,7 +8,7 @@ import re
 
 import jax
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, param_shapes
@@ -49,19 +49,49 @@ def hf_name_to_path(name: str) -> tuple | None:
     return None
 
 
+def read_json(file: pathlib.Path) -> dict:
+    """Reads a JSON object from a file.
+
+    Raises:
+      ValueError: the file is not valid JSON or holds something other than an object,
+        naming the file.
+    """
+    try:
+        value = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(file)!r} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{str(file)!r} must hold a JSON object, got a "
+                         f"{type(value).__name__}")
+    return value
+
+
 def read_config(path: str | pathlib.Path) -> LMConfig:
-    """Reads `config.json` from a checkpoint directory into an `LMConfig`."""
+    """Reads `config.json` from a checkpoint directory into an `LMConfig`.
+
+    Raises:
+      ValueError: config.json is missing, not valid JSON, lacks a required field or holds
+        an unsupported option; the message starts with the file's path.
+    """
     path = pathlib.Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ValueError(f"expected a config.json in the checkpoint directory {str(path)!r}")
-    return LMConfig.from_hf(json.loads(cfg_file.read_text()))
+    hf = read_json(cfg_file)
+    try:
+        return LMConfig.from_hf(hf)
+    except ValueError as e:
+        raise ValueError(f"{str(cfg_file)!r}: {e}") from e
 
 
 def _weight_files(path: pathlib.Path) -> list[pathlib.Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{str(index)!r} must map tensor names to files in a "
+                             f"'weight_map' object, got {weight_map!r:.80}")
+        names = sorted(set(weight_map.values()))
         files = [path / n for n in names]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
@@ -125,18 +155,25 @@ def read_tensors(path: pathlib.Path, name_to_path, dtype=np.float32) -> Params:
 
     Returns:
       The unchecked nested dict of NumPy arrays.
+
+    Raises:
+      ValueError: a weight file is truncated or not a safetensors file, naming the file.
     """
     params: Params = {}
     for file in _weight_files(path):
-        with safe_open(str(file), framework="flax") as f:
-            for name in f.keys():
-                target = name_to_path(name)
-                if target is None:
-                    continue
-                value = np.asarray(f.get_tensor(name), dtype=dtype)
-                if target[-1] == "kernel":
-                    value = value.reshape(value.shape[0], -1).T
-                set_path(params, target, value)
+        try:
+            with safe_open(str(file), framework="flax") as f:
+                for name in f.keys():
+                    target = name_to_path(name)
+                    if target is None:
+                        continue
+                    value = np.asarray(f.get_tensor(name), dtype=dtype)
+                    if target[-1] == "kernel":
+                        value = value.reshape(value.shape[0], -1).T
+                    set_path(params, target, value)
+        except SafetensorError as e:
+            raise ValueError(f"{str(file)!r} is not a readable safetensors file (truncated "
+                             f"or corrupt?): {e}") from e
     return params
 
 

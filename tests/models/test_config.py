@@ -62,3 +62,14 @@ def test_rope_inv_freq_matches_transformers(rope):
     else:
         ref = ROPE_INIT_FUNCTIONS[rope_type](hf, "cpu")[0].numpy()
     np.testing.assert_allclose(c.rope_inv_freq(), ref, rtol=1e-6)
+
+
+def test_from_hf_names_a_missing_or_mistyped_required_field():
+    for field in ("hidden_size", "num_attention_heads"):
+        hf = {k: v for k, v in BASE.items() if k != field}
+        with pytest.raises(ValueError, match=rf"lacks the required field\(s\) \['{field}'\]"):
+            LMConfig.from_hf(hf)
+    with pytest.raises(ValueError, match=r"field 'hidden_size' must be an integer, got '64'"):
+        LMConfig.from_hf({**BASE, "hidden_size": "64"})
+    with pytest.raises(ValueError, match=r"rope scaling of type 'linear' lacks its 'factor'"):
+        LMConfig.from_hf({**BASE, "rope_scaling": {"rope_type": "linear"}})

@@ -134,3 +134,35 @@ def test_return_hidden_is_the_heads_input(tied):
     head = params["embed"]["embedding"].T if tied else params["lm_head"]["kernel"]
     np.testing.assert_allclose(hidden @ head, logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(forward(params, tokens, config=config)[0], logits)
+
+
+def _small():
+    config = effjax.models.LMConfig(vocab_size=30, hidden_size=16, intermediate_size=24,
+                                    num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+                                    tie_word_embeddings=True)
+    return config, init_params(config, jax.random.PRNGKey(2))
+
+
+@pytest.mark.parametrize("bad", [30, -1])
+def test_forward_rejects_concrete_out_of_range_ids(bad):
+    config, params = _small()
+    tokens = np.array([[1, bad, 2]], np.int32)
+    lo, hi = min(bad, 1), max(bad, 2)
+    for ids in (tokens, jnp.asarray(tokens)):
+        with pytest.raises(ValueError, match=rf"token ids must lie in \[0, 30\), got ids in "
+                                             rf"\[{lo}, {hi}\]"):
+            forward(params, ids, config=config)
+        with pytest.raises(ValueError, match=r"must lie in \[0, 30\)"):
+            effjax.models.decoder.embed(params, ids)
+
+
+@pytest.mark.parametrize("bad", [30, -1])
+def test_forward_under_jit_gives_nan_for_out_of_range_ids(bad):
+    # traced ids cannot raise: the documented result is NaN logits for the bad id's
+    # sequence, other sequences untouched; -1 does not wrap around to the last row
+    config, params = _small()
+    step = jax.jit(lambda p, t: forward(p, t, config=config)[0])
+    logits = np.asarray(step(params, jnp.asarray([[1, 2, 3, 4], [1, bad, 3, 4]], jnp.int32)))
+    assert np.isfinite(logits[0]).all() and np.isnan(logits[1, 1:]).all()
+    good = np.asarray(forward(params, np.array([[1, 2, 3, 4]], np.int32), config=config)[0])
+    np.testing.assert_allclose(logits[0], good[0], rtol=1e-6, atol=1e-6)

@@ -1,6 +1,7 @@
 """Bad input raises ValueErrors that say what was expected and what was given."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -73,3 +74,44 @@ def test_bad_name_or_path(tmp_path):
         effjax.load(tmp_path / "nothing-here.bin")
     with pytest.raises(ValueError, match="GGUF file not found"):
         effjax.models.load_gguf(tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("keep", [-8, 40, 3], ids=["data-cut", "header-cut", "stub"])
+def test_truncated_safetensors_names_the_file(tmp_path, ckpt, keep):
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    data = (ckpt / "model.safetensors").read_bytes()
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(data[:keep])
+    with pytest.raises(ValueError, match=rf"{re.escape(repr(str(weights)))} is not a readable "
+                                         r"safetensors file \(truncated or corrupt\?\)"):
+        effjax.load(tmp_path)
+
+
+def test_bad_config_json_names_the_file_and_the_field(tmp_path, ckpt):
+    cfg_file = tmp_path / "config.json"
+    where = re.escape(repr(str(cfg_file)))
+    cfg_file.write_text('{"architectures": ["LlamaForCausalLM"], ')
+    with pytest.raises(ValueError, match=rf"{where} is not valid JSON"):
+        effjax.load(tmp_path)
+    cfg_file.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=rf"{where} must hold a JSON object, got a list"):
+        effjax.load(tmp_path)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    del cfg["hidden_size"]
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"{where}: config.json lacks the required "
+                                         r"field\(s\) \['hidden_size'\]"):
+        effjax.load(tmp_path)
+    with pytest.raises(ValueError, match=rf"{where}: .*'hidden_size'"):
+        effjax.models.read_config(tmp_path)
+
+
+def test_bad_safetensors_index_names_the_file(tmp_path, ckpt):
+    (tmp_path / "config.json").write_text((ckpt / "config.json").read_text())
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{re.escape(repr(str(index)))} is not valid JSON"):
+        effjax.load(tmp_path)
+    index.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(ValueError, match=r"must map tensor names to files in a 'weight_map'"):
+        effjax.load(tmp_path)

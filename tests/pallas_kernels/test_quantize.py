@@ -1,6 +1,7 @@
 """The quantize kernel against effjax.formats.quantize, in interpret mode."""
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import effjax.formats as F
@@ -44,3 +45,19 @@ def test_families_and_bad_input():
         K.block_quantize(jnp.stack([x, x]), "mxfp4")
     with pytest.raises(ValueError, match="backend must be one of"):
         K.block_quantize(x, "mxfp4", backend="metal")
+
+
+@pytest.mark.parametrize("fmt", lowerable("mxfp4", "nvfp4", "hif4"))
+def test_non_finite_blocks_follow_the_formats_policy(fmt):
+    # a NaN and an Inf each make their block's scale NaN (the codes stored under a NaN scale
+    # are not specified); NVFP4's global scale comes from the finite values, so every other
+    # block equals the reference's bit for bit (effjax.formats' policy)
+    x = heavy_tailed((M, KDIM)).at[2, 5].set(jnp.nan).at[9, 200].set(-jnp.inf)
+    got, ref = K.block_quantize(x, fmt, **TILES), F.quantize(x, fmt, axis=1)
+    for name, a in ref.stored().items():
+        np.testing.assert_array_equal(np.atleast_1d(np.asarray(getattr(got, name))).view(np.uint8),
+                                      np.atleast_1d(np.asarray(a)).view(np.uint8), err_msg=name)
+    values, expected = F.dequantize(got, jnp.float32), F.dequantize(ref, jnp.float32)
+    np.testing.assert_array_equal(values, expected)  # NaN where the reference has NaN
+    block = {"nvfp4": 16, "mxfp4": 32, "hif4": 64}[fmt]
+    assert int(jnp.isnan(values).sum()) == 2 * block
