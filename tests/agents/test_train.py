@@ -51,8 +51,15 @@ def test_diffusion_objective_depends_on_the_mask_choice():
 def test_train_agent_lowers_the_loss_and_round_trips(tmp_path, paradigm):
     run = AgentTraining(paradigm=paradigm, steps=200, batch_size=4, learning_rate=3e-3)
     params, info = train_agent(run, config=TINY, path=tmp_path, progress=False)
-    first, last = info["loss_curve"][0][1], info["loss_curve"][-1][1]
-    assert last < 0.8 * first
+    assert [s for s, _ in info["loss_curve"]] == [100, 200]
+    # the objective on one fixed batch (not trained on) and one fixed noise key, before and
+    # after: observed 0.10-0.12 (ar) and 0.35-0.36 (diffusion) x before over seeds 0-2
+    batch = jax.tree.map(jnp.asarray, training_batch(12345, 0, 16,
+                                                     seq_len=TINY.max_position_embeddings))
+    key = jax.random.PRNGKey(7)
+    before, after = (float(agent_loss(p, batch, key, config=TINY, run=run))
+                     for p in (init_params(TINY, jax.random.PRNGKey(run.seed)), params))
+    assert after < 0.6 * before, (before, after)
     loaded, info2 = load_agent(run, config=TINY, path=tmp_path)
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
     assert info2["run"]["paradigm"] == paradigm

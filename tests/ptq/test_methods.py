@@ -86,16 +86,50 @@ def test_scale_opt_lowers_each_kernels_weighted_error(tiny, fmt):
     assert better > 0
 
 
+def _projections(params):
+    """(layer path, projection dict) of every projection of a decoder."""
+    return [(f"layers/{i}/{block}/{proj}", entry) for i, layer in params["layers"].items()
+            for block in ("attn", "mlp") for proj, entry in layer[block].items()]
+
+
 @pytest.mark.parametrize("fmt", ["mxfp4", pytest.param("nvfp4", marks=pytest.mark.slow)])
-def test_mr_gptq_keeps_the_float_function_and_beats_rtn(tiny, fmt):
+def test_mr_gptq_rotation_keeps_the_float_function_and_gptq_beats_rtn_in_its_basis(tiny, fmt):
+    """(a) MR-GPTQ's rotations T with the float kernels behind them (T^-1 W, no quantization)
+    compute the float model's logits; (b) per kernel, in the rotated basis, MR-GPTQ's error
+    tr(D^T (T^T X^T X T) D) on the calibration inputs (GPTQ's own objective on its own data)
+    is below RTN's of the same rotated kernel."""
     config, params, tokens, calib = tiny
     r = recipe(fmt, pattern=r"_proj$")
     q = mr_gptq(params, calib, r, progress=False)
     down = q["layers"][0]["mlp"]["down_proj"]
     assert isinstance(down["kernel"], F.QArray) and "input_transform" in down
+    rotated = jax.tree.map(lambda a: a, q, is_leaf=lambda x: isinstance(x, F.QArray))  # new dicts
+    transforms = {}
+    for name, entry in _projections(rotated):
+        i, block, proj = name.split("/")[1:]
+        t = np.kron(*(np.asarray(entry["input_transform"][k], np.float64)
+                      for k in ("left", "right")))
+        w = np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64)
+        entry["kernel"] = jnp.asarray(np.linalg.solve(t, w), jnp.float32)  # T^-1 W
+        transforms[name] = t
     ref = forward(params, tokens[:4], config=config)[0]
-    err = {name: float(jnp.mean((forward(p, tokens[:4], config=config)[0] - ref) ** 2))
-           for name, p in (("mr_gptq", q), ("rtn", rtn(params, None, r)))}
-    assert err["mr_gptq"] < err["rtn"], err
+    got = forward(rotated, tokens[:4], config=config)[0]
+    # (a) float32 sums through the rotations: observed 7e-7 of the norm
+    assert float(jnp.linalg.norm(got - ref)) <= 1e-5 * float(jnp.linalg.norm(ref))
+    # (b) observed at most 0.55 x RTN's error over the 14 kernels (mxfp4 and nvfp4): the
+    # margin is GPTQ's, not noise; a kernel quantized outside the rotated basis is far off
+    for (name, mr), (_, rt), (_, fl) in zip(_projections(q), _projections(rtn(rotated, None, r)),
+                                            _projections(rotated), strict=True):
+        t = transforms[name]
+        h = t.T @ np.asarray(calib[name].xtx, np.float64) @ t
+        w = np.asarray(fl["kernel"], np.float64)
+        e_mr, e_rtn = (_weighted_error(p["kernel"], w, h) for p in (mr, rt))
+        assert e_mr < 0.9 * e_rtn, (name, e_mr, e_rtn)
     with pytest.raises(ValueError, match="mr_gptq rotates within the weight format's groups"):
         mr_gptq(params, calib, recipe("int8"), progress=False)
+
+
+def _weighted_error(qarray, w, h) -> float:
+    """tr(D^T H D), D the dequantized kernel minus w (float64)."""
+    d = np.asarray(F.dequantize(qarray, jnp.float32), np.float64) - w
+    return float(np.trace(d.T @ h @ d))

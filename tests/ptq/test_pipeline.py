@@ -7,7 +7,16 @@ import pytest
 
 import effjax
 import effjax.formats as F
-from effjax.ptq import METHODS, calibration_windows, quarot, run
+from effjax.ptq import (
+    METHODS,
+    awq,
+    calibrate,
+    calibrate_sequential,
+    calibration_windows,
+    gptq,
+    quarot,
+    run,
+)
 from effjax.quant import Recipe, Rule, recipe
 from tests.transforms.helpers import TOKENS, logits, rel_err, tiny, tiny_lm
 
@@ -64,9 +73,13 @@ def test_quarot_helps_per_token_int_activations_with_an_outlier(act):
     lm = effjax.models.LM(lm.config, params, lm.tokenizer, "outlier")
     r = recipe("int8", act, pattern=r"_proj$")
     ref = logits(lm.params, lm.config)
-    err = {m: rel_err(logits(res.lm.params, res.lm.config, r), ref) for m in ("rtn", "quarot")
+    err = {m: float(np.mean(np.square(np.asarray(logits(res.lm.params, res.lm.config, r)
+                                                 - ref, np.float64))))
+           for m in ("rtn", "quarot")
            for res in [run(lm, m, r, TEXT, num_windows=2, window=64, progress=False)]}
-    assert err["quarot"] < err["rtn"], err
+    # the logits' mean squared error, no training, a fixed key: observed 0.38 (int4) and
+    # 0.33 (int8) x RTN's
+    assert err["quarot"] < 0.5 * err["rtn"], err
 
 
 def test_calibration_cache_is_reused():
@@ -98,8 +111,19 @@ def test_bad_input():
         calibration_windows(no_tok, TEXT, num_windows=1, window=64)
 
 
+def _layer0_codes(params):
+    return {f"{block}/{proj}": np.asarray(params["layers"][0][block][proj]["kernel"].codes)
+            for block, projs in (("attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                 ("mlp", ("gate_proj", "up_proj", "down_proj")))
+            for proj in projs}
+
+
 @pytest.mark.parametrize("method", ["gptq", "awq", "quarot_gptq"])
 def test_sequential_mode(method):
+    """Sequential mode end to end; layer 0 sees the same inputs either way (its statistics
+    match to float32 sums' order), and the quantizer is a function of the statistics (the
+    same statistics give the same codes: layer 0's codes are exactly those of each mode's own
+    layer-0 statistics; between the modes a last-bit difference could flip a code)."""
     lm = tiny_lm(tied=False, bias=False)
     r = recipe("nvfp4", pattern=r"_proj$|^lm_head$")
     res = run(lm, method, r, TEXT, num_windows=2, window=64, sequential=True, progress=False)
@@ -109,6 +133,32 @@ def test_sequential_mode(method):
     a = res.lm.params["layers"][1]["attn"]["q_proj"]["kernel"]
     b = flat.lm.params["layers"][1]["attn"]["q_proj"]["kernel"]
     assert not np.array_equal(np.asarray(a.codes), np.asarray(b.codes))  # other statistics
-    np.testing.assert_array_equal(  # layer 0 sees the same inputs either way
-        np.asarray(res.lm.params["layers"][0]["attn"]["q_proj"]["kernel"].codes),
-        np.asarray(flat.lm.params["layers"][0]["attn"]["q_proj"]["kernel"].codes))
+    # layer 0's statistics, as each mode computes them for the (transformed) float model
+    tokens = calibration_windows(lm, TEXT, num_windows=2, window=64)
+    params, config = lm.params, lm.config
+    if method == "quarot_gptq":
+        params, config = quarot(params, config, key=jax.random.PRNGKey(0))  # run's default
+    seen = {}
+
+    def record(p, stats, index):
+        seen.setdefault(index, stats)
+        return p
+
+    calibrate_sequential(params, config, tokens, record, recipe=r, progress=False)
+    stats = {"sequential": seen[0],
+             "flat": {k: v for k, v in calibrate(params, config, tokens, progress=False).items()
+                      if k.startswith("layers/0/")}}
+    assert sorted(stats["sequential"]) == sorted(stats["flat"])
+    for path, st in stats["sequential"].items():
+        other = stats["flat"][path]
+        assert int(st.count) == int(other.count)
+        for field in ("xtx", "absmax", "sample"):  # observed: equal to the bit
+            np.testing.assert_allclose(getattr(st, field), getattr(other, field), rtol=1e-6,
+                                       atol=1e-6 * float(np.max(np.abs(getattr(other, field)))))
+    r0 = recipe("nvfp4", pattern=r"^layers/0/.*_proj$")
+    quantizer = {"gptq": gptq, "awq": awq, "quarot_gptq": gptq}[method]
+    for mode, out in (("sequential", res), ("flat", flat)):
+        want = _layer0_codes(quantizer(params, stats[mode], r0, progress=False))
+        got = _layer0_codes(out.lm.params)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{mode} {k}")

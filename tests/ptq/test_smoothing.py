@@ -11,6 +11,7 @@ import effjax.formats as F
 from effjax.models import forward
 from effjax.ptq import awq, awq_scales, calibrate, rtn, smoothquant, smoothquant_scales
 from effjax.quant import recipe
+from effjax.quant.recipe import get_layer
 from effjax.transforms import smooth
 from tests.transforms.helpers import rel_err
 
@@ -49,32 +50,48 @@ def test_smoothquant_helps_w8a8_with_an_outlier_channel(tiny):
     err = {name: float(jnp.mean((forward(p, tokens[:4], config=config, recipe=r)[0] - ref)
                                 ** 2))
            for name, p in (("sq", smoothquant(params, calib, r)), ("rtn", rtn(params, None, r)))}
-    assert err["sq"] < err["rtn"], err
+    assert err["sq"] < 0.7 * err["rtn"], err  # deterministic (no search): observed 0.49
 
 
-def test_awq_never_above_rtn_in_its_objective(tiny):
+def test_awq_never_above_rtn_in_its_objective_summed_over_each_group(tiny):
+    """AWQ's scale search picks, per group (q/k/v, gate/up, down), the alpha with the least
+    calibration output error summed over the group's projections; alpha = 0 is on its grid
+    (alphas = arange(grid) / grid) and gives s = 1, RTN exactly. So each group's summed
+    error is at most RTN's; a single projection of a group may be above its own."""
     config, params, _, calib = tiny
     fmt = F.get_format("int4", granularity="group", group_size=32)
     r = recipe(fmt, pattern=r"_proj$")
-    scaled = smooth(params, awq_scales(params, calib, r, progress=False))
+    scales = awq_scales(params, calib, r, progress=False)
     q_awq = awq(params, calib, r, clip=False, progress=False)
     q_rtn = rtn(params, None, r)
-    for name in ("layers/0/attn/q_proj", "layers/1/mlp/gate_proj", "layers/1/mlp/down_proj"):
+
+    def kernel(p, name):
         i, block, proj = name.split("/")[1:]
-        st = calib[name]
-        x = np.asarray(st.sample, np.float64)
-        w = np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64)
-        inv_s = (np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64) /
-                 np.asarray(scaled["layers"][int(i)][block][proj]["kernel"]))[:, :1]
-        # the weight AWQ's layer applies to the unscaled input: Q(diag(s) W) / s
-        wa = np.asarray(F.dequantize(q_awq["layers"][int(i)][block][proj]["kernel"],
-                                     jnp.float32), np.float64) * inv_s
-        wr = np.asarray(F.dequantize(q_rtn["layers"][int(i)][block][proj]["kernel"],
-                                     jnp.float32), np.float64)
-        xtx = np.asarray(st.xtx, np.float64)
-        ea, er = (float(np.sum((xtx @ (v - w)) * (v - w))) for v in (wa, wr))
-        assert ea <= er * (1 + 1e-5), (name, ea, er)
-        assert x.shape[1] == w.shape[0]
+        return np.asarray(F.dequantize(p["layers"][int(i)][block][proj]["kernel"],
+                                       jnp.float32), np.float64)
+
+    members = {"attn/qkv": ("attn/q_proj", "attn/k_proj", "attn/v_proj"),
+               "mlp/gate_up": ("mlp/gate_proj", "mlp/up_proj"),
+               "mlp/down_proj": ("mlp/down_proj",)}
+    assert sorted(scales) == sorted(f"layers/{i}/{g}" for i in range(2) for g in members)
+    for key, s in scales.items():
+        i, group = key.split("/", 2)[1:]
+        ea = er = 0.0
+        for m in members[group]:
+            name = f"layers/{i}/{m}"
+            w = np.asarray(get_layer(params, name)["kernel"], np.float64)
+            # the weight AWQ's layer applies to the unscaled input: Q(diag(s) W) / s, and
+            # up_proj's output columns, divided by down_proj's scales, multiplied back
+            cols = scales[f"layers/{i}/mlp/down_proj"] if m == "mlp/up_proj" else 1.0
+            wa = kernel(q_awq, name) / np.asarray(s)[:, None] * cols
+            wr = kernel(q_rtn, name)
+            xtx = np.asarray(calib[name].xtx, np.float64)
+            a, b = (float(np.sum((xtx @ (v - w)) * (v - w))) for v in (wa, wr))
+            ea, er = ea + a, er + b
+        # 1e-5: the search sums float32 errors and scales the kernels in float32, smooth in
+        # float64, and up_proj's column scaling commutes with its per-column group scales
+        # only up to rounding (last-bit differences); observed at most 0.85 x RTN per group
+        assert ea <= er * (1 + 1e-5), (key, ea, er)
 
 
 @pytest.mark.slow  # the clip search also runs, on a partial group, in the test below

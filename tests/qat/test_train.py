@@ -42,6 +42,8 @@ def test_step_learns_no_recompile_dtypes(tiny):
     for _ in range(12):
         state, m = step(state, _batch(0), None)
         losses.append(float(m["loss"]))
+    # one fixed batch, bf16 through INT4: observed 0.256 x the first loss; 0.254 to 0.258
+    # with every weight perturbed by 1e-6 (and in float32), far below 0.7
     assert losses[-1] < 0.7 * losses[0]
     assert step._cache_size() == 1  # compiled once, reused from the second step on
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(state.params))
