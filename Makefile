@@ -1,5 +1,5 @@
 # Two commands set up everything on a fresh machine:
-#   make demo   -- the main job: load SmolLM2-135M, perplexity in float32/bfloat16, a greedy generation
+#   make demo   -- the main job (python -m effjax.demo): SmolLM2-135M in float32 and six low-bit formats, generation, speculative decoding
 #   make test   -- the fast test tier (make test-slow runs the long tests)
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.quickstart
+	$(PY) -m effjax.demo
 
 # Two workers (one per core of the CI machine), whole files per worker so module fixtures
 # are built once: most of the fast tier is XLA compilation, which runs on one core.

@@ -1,6 +1,8 @@
-"""The main job: load SmolLM2-135M, report perplexity (float32, bfloat16) and a generation.
+"""The long quickstart tables: SmolLM2-135M perplexity (float32, bfloat16) on 32k tokens, 16
+round-to-nearest quantized variants (weight-only, W8A8, W4A4) and two generations. The main
+job, a short version of this, is `python -m effjax.demo` (`make demo`).
 
-    python -m experiments.quickstart [--config=configs/quickstart.py[:tiny]]
+    python -m experiments.quickstart_full [--config=configs/quickstart_full.py[:tiny]]
 
 Writes the Markdown report named by `config.output`.
 """
@@ -24,7 +26,7 @@ from experiments.cli import format_spec, main_with_config
 
 
 def run(config) -> str:
-    """Runs the quickstart and writes its report; returns the report text."""
+    """Runs the full quickstart and writes its report; returns the report text."""
     t0 = time.perf_counter()
     print(f"loading {config.model} ...", flush=True)
     lm = effjax.load(config.model)
@@ -54,7 +56,7 @@ def run(config) -> str:
     report = "\n".join([
         "# Quickstart: SmolLM2-135M-Instruct in effjax",
         "",
-        f"Command: `{' '.join(['python -m experiments.quickstart', *sys.argv[1:]])}`",
+        f"Command: `{' '.join(['python -m experiments.quickstart_full', *sys.argv[1:]])}`",
         f"Model: `{pathlib.Path(lm.source).name}` ({lm.config.num_layers} layers, hidden "
         f"{lm.config.hidden_size}); loaded in {load_s:.1f} s.",
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
@@ -115,4 +117,4 @@ def quantized_rows(lm, corpus, config) -> str:
 
 
 if __name__ == "__main__":
-    main_with_config(run, "quickstart")
+    main_with_config(run, "quickstart_full")

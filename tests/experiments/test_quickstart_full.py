@@ -1,14 +1,14 @@
-"""Smoke test: the main job's real loop on the tiny config."""
+"""Smoke test: the full quickstart tables' real loop on the tiny config."""
 
 import re
 
 import pytest
 
-from configs.quickstart import get_config
-from experiments.quickstart import run
+from configs.quickstart_full import get_config
+from experiments.quickstart_full import run
 
 
-@pytest.mark.slow  # the main job itself (`make demo`); ~110 s of compilation
+@pytest.mark.slow  # ~110 s of compilation
 def test_quickstart_tiny(smollm2, tmp_path):
     config = get_config("tiny")
     config.output = str(tmp_path / "quickstart.md")
