@@ -307,13 +307,18 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 
 def save_weights(params: dict, info: dict, path: str | os.PathLike) -> None:
-    """Writes nested-dict weights (model.safetensors, keys "a/b/0/c") and info (info.json)
-    into the directory `path`, each file atomically."""
+    """Writes nested-dict weights (model.safetensors, keys "a/b/0/c") and info (info.json,
+    with the weights file's SHA-256 as "weights_sha256") into the directory `path`, each
+    file atomically, the weights first."""
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
+
+    def write_info(f):
+        digest = _sha256(path / "model.safetensors")
+        pathlib.Path(f).write_text(json.dumps({**info, "weights_sha256": digest}, indent=1))
+
     for name, write in (("model.safetensors", lambda f: save_file(_flatten(params), f)),
-                        ("info.json", lambda f: pathlib.Path(f).write_text(
-                            json.dumps(info, indent=1)))):
+                        ("info.json", write_info)):
         fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
         os.close(fd)
         write(tmp)
@@ -331,9 +336,11 @@ def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict
       hint: how to make the weights, for the error when there are none.
 
     Returns:
-      (params, info).
+      (params, info), info as it was saved (without the recorded digest).
 
     Raises:
+      CheckpointError: model.safetensors differs from the SHA-256 that info.json recorded
+        (weights written before effjax recorded it load unverified).
       ValueError: `path` holds no weights (the message ends with `hint`), or they do not
         have `like`'s shapes.
     """
@@ -341,6 +348,10 @@ def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict
     if not (path / "model.safetensors").is_file():
         raise ValueError(f"no trained weights in {str(path)!r}; {hint}")
     info = json.loads((path / "info.json").read_text())
+    want = info.pop("weights_sha256", None)
+    if want is not None and (got := _sha256(path / "model.safetensors")) != want:
+        raise CheckpointError(f"{str(path / 'model.safetensors')!r} is damaged: its SHA-256 is "
+                              f"{got[:16]}..., info.json recorded {want[:16]}...")
     flat = load_file(str(path / "model.safetensors"))
     want = {k: tuple(v.shape) for k, v in _flatten(jax.tree.map(
         lambda a: np.zeros((0,)) if a is None else np.empty(a.shape, np.int8), like)).items()}

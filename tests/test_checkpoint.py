@@ -1,6 +1,8 @@
 """Atomic, checksummed orbax checkpoints of parameter pytrees."""
 
+import hashlib
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -181,3 +183,20 @@ def test_weights_roundtrip_and_shape_check(tmp_path):
         checkpoint.load_weights(tmp_path / "w", wrong, hint="make some")
     with pytest.raises(ValueError, match="no trained weights .*; make some"):
         checkpoint.load_weights(tmp_path / "none", tree, hint="make some")
+
+
+def test_weights_file_digest_catches_a_flipped_byte(tmp_path):
+    tree = {"w": jnp.arange(64.0).reshape(8, 8)}
+    checkpoint.save_weights(tree, {"steps": 3}, tmp_path / "w")
+    weights = tmp_path / "w" / "model.safetensors"
+    info = json.loads((tmp_path / "w" / "info.json").read_text())
+    assert info["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10  # inside the array's bytes: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors' is damaged"):
+        checkpoint.load_weights(tmp_path / "w", tree, hint="-")
+    del info["weights_sha256"]  # weights saved before the digest: loaded unverified
+    (tmp_path / "w" / "info.json").write_text(json.dumps(info))
+    back, got = checkpoint.load_weights(tmp_path / "w", tree, hint="-")
+    assert got == {"steps": 3} and not np.array_equal(back["w"], tree["w"])
