@@ -30,6 +30,13 @@ no such file: it restores unverified, with a warning (save it again to add them)
 `save_weights` / `load_weights` write a trained model's nested-dict weights as one
 safetensors file beside an info.json (the zoo's format), each file written to a temporary
 name and renamed into place.
+
+Contents: orbax save / restore of any parameter pytree: an overwrite is written beside the old
+checkpoint and swapped in by renames, so a kill at any point leaves one complete checkpoint;
+every file's SHA-256 is recorded at commit and checked on restore (`CheckpointError` names a
+damaged file; `verify`); `save_weights` / `load_weights`: a model's weights as atomic
+safetensors + info.json with the weights' digest, read back checked against the digest and the
+expected shapes.
 """
 
 from __future__ import annotations

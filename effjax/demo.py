@@ -148,7 +148,7 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
     greedy = effjax.generate(lm.params, lm.config, prompt, max_new_tokens=new_tokens)[0]
     say()
     say(f"Greedy, float32 ({time.perf_counter() - start:.1f} s with compilation):")
-    say(f"  {PROMPT}{lm.tokenizer.decode(greedy)!r}")
+    say(f"  {PROMPT!r} -> {lm.tokenizer.decode(greedy)!r}")
 
     draft = _dequantized(ptq_params["W4 MXFP4 + GPTQ"])
     start = time.perf_counter()

@@ -3,6 +3,16 @@
 Off TPU and GPU every kernel runs in interpret mode; `backend="tpu"` / `"gpu"` lowers for
 that target (e.g. to export). The references are `effjax.formats`' own functions, or the
 same arithmetic tiled the kernel's way for the matmuls.
+
+Contents: one Pallas kernel per file, each beside its pure-jnp reference: `block_quantize`
+(`mx_quantize`, `nvfp4_quantize`, `hif4_quantize`) -> the `QArray` of `effjax.formats.quantize`;
+`block_dequantize` (and the three families); `dequant_matmul` (W4A16 / W8A16: MXFP4/6/8, MXINT8,
+NVFP4, HiF4, INT4/INT8 per group, dequantized tile by tile in the K loop, float32 accumulation);
+`scaled_matmul` (both operands MXFP8 / MXFP4 / NVFP4); `fused_fake_quant` (one pass, custom_vjp
+with identity or clipped straight-through). Interpret mode off TPU and GPU; `backend="tpu"` /
+`"gpu"` (Triton) lowers for a target. `effjax.quant` uses them when `recipe(...,
+impl="pallas")`, or with `impl="auto"` on TPU (on GPUs `auto` runs XLA, which was faster on an
+H200).
 """
 
 from pallas_kernels.common import BLOCK_FORMATS, MATMUL_WEIGHT_FORMATS

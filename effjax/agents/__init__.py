@@ -1,5 +1,26 @@
 """Agents: the tool-use environment, multi-turn episodes with aligned span masks, the
-autoregressive and diffusion policies and their training, QuantClaw precision routing."""
+autoregressive and diffusion policies and their training, QuantClaw precision routing.
+
+Contents: Tool-use agents: `tools` (a per-task knowledge base `kb`, `calc`, `date`; the JSON
+call schema `{"tool":"kb","q":"boss ana"}` / `{"answer":...}` and `check_action`, which names
+malformed kinds: not JSON, schema, unknown tool, bad arguments; `tasks(seed, n, split=)`:
+multi-hop chains, chain + calculator, team/city intersections, dates, 1-3 calls, and `solve`'s
+reference trajectories); `episodes` (context and action spans, `span_attention_mask`:
+block-causal over turns, a context never sees its own turn's action, or bidirectional;
+`training_batch` with tool-call-focused rows; `ARPolicy` (KV-cached greedy) and
+`DiffusionPolicy` (the sampler with the span mask); `run_episodes`: malformed calls are counted
+and answered, never a crash); `AgentTraining` / `train_agent` / `load_agent` (AR cross-entropy
+or the LLaDA objective, optax; the study's agents shipped in `effjax/data/zoo/agent_*`).
+QuantClaw precision routing. `RuleDetector` (weighted patterns, score threshold and margin over
+the runner-up), `EmbeddingDetector` (task prototypes through any encoder, e.g. MiniLM: 0.5 best
++ 0.5 top-3 mean similarity + keyword bonus), `TaskDetector` (rules, then embeddings, then a
+default; decisions cached); `Policy` (task -> tier, one tier up when the detector is unsure,
+`escalate`); validators (`parse_tool_call`, `has_number`); `build_variants(params)` -> bfloat16
+/ MXFP8 / MXFP4 `Variant`s; `PrecisionRouter(variants, config, tokenizer).generate(prompt)` ->
+`RoutedOutput` (text, tier, tiers tried after failed validation, weight bytes moved, latency,
+routing time); `profile_sensitivity(router, tasks, tolerance)` -> the task -> tier map that
+keeps each task's quality within tolerance of the top tier.
+"""
 
 from effjax.agents import quantclaw
 from effjax.agents.episodes import (

@@ -1,4 +1,14 @@
-"""Evaluation: perplexity, token KL, tensor statistics, results tables."""
+"""Evaluation: perplexity, token KL, tensor statistics, results tables.
+
+Contents: sliding-window perplexity with a progress bar; `token_kl(ref, lm, texts)`: mean token
+KL divergence of a model's next-token distribution from a reference's, and `kl_and_perplexity`
+(both from one pass); tensor statistics: `tensor_stats(x, formats, kind)` (dynamic range in
+binades, kurtosis, crest factor per block of 32, each format's quantization SNR with float64
+sums), `model_tensors` / `model_tensor_stats` (every kernel, every distinct projection input,
+the cached keys and values after RoPE, seen by taps in one jitted forward), `format_wins`
+(narrow-range vs high-variance split, wins per format); Markdown tables and atomic writes for
+reports.
+"""
 
 from effjax.eval.kl import Comparison, kl_and_perplexity, token_kl
 from effjax.eval.perplexity import PerplexityResult, perplexity, sliding_windows

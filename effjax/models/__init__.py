@@ -1,5 +1,25 @@
 """Models: the Llama/Qwen-family decoder LM in Flax NNX, the masked-diffusion LM on the same
-decoder, their loaders and sharding."""
+decoder, their loaders and sharding.
+
+Contents: the Llama / Qwen2 / Qwen3 decoder in Flax NNX (RMSNorm, RoPE with `linear` and
+`llama3` scaling, grouped-query attention, SwiGLU, optional q/k norm and biases, tied or untied
+embeddings, explicit `head_dim`, float32 or bfloat16 compute, KV cache); every projection goes
+through one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
+sharded too) and llama GGUF files; `shard_params` for FSDP + head-parallel meshes. The
+masked-diffusion LM is the same decoder without the causal mask: `forward(..., attn_mask=...)`
+takes any (query, key) structure, with or without a cache; `bidirectional_forward`; the LLaDA
+objective (`noise_tokens`: t ~ U(0, 1], each answer token masked with probability t;
+`diffusion_loss`: cross-entropy on masked tokens / t per answer token); `load_llada` for LLaDA
+safetensors directories by the name map in `effjax/models/diffusion.py`. The Qwen2.5-VL
+vision-language model (`effjax.models.vlm`): `VisionConfig` / `VLMConfig` (`from_hf`), the
+vision transformer (conv patch embedding as a matmul, 2D rotary embeddings, window attention
+blocks and full attention blocks in Qwen's window-major token order, the 2x2 patch merger),
+`patchify` (the processor's patch layout), `encode_images`, `rope_index` (3-axis multimodal
+position ids and `rope_deltas`), `splice_images` (features over the image placeholders),
+`vlm_forward`, `init_vlm_params`, `load_qwen2_5_vl` (both hub name layouts); the decoder takes
+input embeddings, (3, b, t) positions (`LMConfig.mrope_section`) and per-layer attention masks,
+so a pruned prompt keeps each token's original position.
+"""
 
 from effjax.models.api import LM, ZOO, check_tokens, load, zoo_path
 from effjax.models.config import SUPPORTED_ARCHITECTURES, LMConfig, RopeScaling

@@ -1,5 +1,19 @@
 """Function-preserving transforms of parameter pytrees: Hadamard and learned rotations,
-smoothing scales, online (Kronecker, block-diagonal and per-token-type) transforms."""
+smoothing scales, online (Kronecker, block-diagonal and per-token-type) transforms.
+
+Contents: function-preserving transforms of parameter pytrees (each leaves the float model's
+logits unchanged within 1e-5, tested): `fuse_norms` (RMSNorm weights into the next projections;
+a tied head is untied), `rotate_residual(params, q)`, `rotate_values(params, config, r,
+online_kv)`, `add_input_transform(params, pattern, left, right)` (an online Kronecker transform
+x -> x (left (x) right) before matching projections, carried in the pytree as `input_transform`
+and applied by the forward), `add_block_transform(params, pattern, {"blocks"} or {"global",
+"private"})` (block-diagonal online transforms; `block_apply`, `gpk_apply`, `clip_blocks`: no
+energy crosses a block boundary), per-token-type online transforms (`{"per_type": (k, d, d)}`,
+`per_type_apply`: each token times its type's matrix, the types given to `forward(...,
+token_types=...)`), `smooth(params, scales)`; Hadamard matrices of every order Sylvester and
+Paley I/II reach (`hadamard`, `hadamard_pair` as Kronecker factors, `random_hadamard`,
+`random_orthogonal`).
+"""
 
 from effjax.transforms import online
 from effjax.transforms.fold import (
