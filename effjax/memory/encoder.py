@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from effjax.formats import quantize
+from effjax.models.hf import read_json
 from effjax.models.layers import attention, linear
 
 Params = dict[str, Any]
@@ -82,12 +82,12 @@ def minilm_path() -> pathlib.Path:
 def read_encoder_config(path: str | pathlib.Path) -> EncoderConfig:
     """The `EncoderConfig` of a sentence-transformers BERT folder (config.json)."""
     path = pathlib.Path(path)
-    hf = json.loads((path / "config.json").read_text())
+    hf = read_json(path / "config.json")
     if hf.get("model_type") != "bert":
         raise ValueError(f"expected a BERT encoder in {path}, "
                          f"got model_type={hf.get('model_type')}")
     st = path / "sentence_bert_config.json"
-    max_length = json.loads(st.read_text())["max_seq_length"] if st.exists() else 512
+    max_length = read_json(st)["max_seq_length"] if st.exists() else 512
     return EncoderConfig(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
                          num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
                          intermediate_size=hf["intermediate_size"],

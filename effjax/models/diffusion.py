@@ -25,7 +25,6 @@ LLaDA checkpoints (OLMo-style tensor names) load with `load_llada` by this name 
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 from typing import Any
@@ -37,7 +36,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
-from effjax.models.hf import read_weights
+from effjax.models.hf import read_json, read_weights
 from effjax.quant.recipe import Recipe
 
 LLADA_MASK_ID = 126336  # LLaDA-8B's [MASK]
@@ -232,6 +231,6 @@ def load_llada(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params, LMCo
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ValueError(f"expected a config.json in the LLaDA directory {str(path)!r}")
-    config, mask_id = llada_config(json.loads(cfg_file.read_text()))
+    config, mask_id = llada_config(read_json(cfg_file))
     return read_weights(path, llada_name_to_path, config, dtype), config, mask_id
 

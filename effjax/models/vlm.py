@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import re
 from collections.abc import Mapping, Sequence
@@ -42,7 +41,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from effjax.models.config import LMConfig
 from effjax.models.decoder import MLP, Linear, Params, RMSNorm, forward, init_params, param_shapes
-from effjax.models.hf import check_shapes, hf_name_to_path, read_tensors
+from effjax.models.hf import check_shapes, hf_name_to_path, read_json, read_tensors
 from effjax.models.layers import apply_rope, attention
 from effjax.quant.recipe import Recipe
 
@@ -582,7 +581,7 @@ def load_qwen2_5_vl(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params,
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ValueError(f"expected a config.json in the checkpoint directory {str(path)!r}")
-    config = VLMConfig.from_hf(json.loads(cfg_file.read_text()))
+    config = VLMConfig.from_hf(read_json(cfg_file))
     params = read_tensors(path, qwen2_5_vl_name_to_path, dtype)
     if config.text.tie_word_embeddings:
         params.get("lm", {}).pop("lm_head", None)

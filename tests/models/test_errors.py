@@ -115,3 +115,16 @@ def test_bad_safetensors_index_names_the_file(tmp_path, ckpt):
     index.write_text(json.dumps({"metadata": {}}))
     with pytest.raises(ValueError, match=r"must map tensor names to files in a 'weight_map'"):
         effjax.load(tmp_path)
+
+
+def test_other_loaders_name_a_config_json_that_is_not_json(tmp_path):
+    from effjax.memory.encoder import read_encoder_config
+    from effjax.models.diffusion import load_llada
+    from effjax.models.vlm import load_qwen2_5_vl
+
+    cfg_file = tmp_path / "config.json"
+    cfg_file.write_text('{"model_type": ')
+    where = re.escape(repr(str(cfg_file)))
+    for load in (load_qwen2_5_vl, load_llada, read_encoder_config):
+        with pytest.raises(ValueError, match=rf"{where} is not valid JSON"):
+            load(tmp_path)
