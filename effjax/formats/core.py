@@ -161,11 +161,14 @@ def _nonzero(scale: jax.Array) -> jax.Array:
 def _amax(xb: jax.Array, fmt: Format) -> jax.Array:
     """Per-group absolute max (*rest, nb), or per-tensor with all axes kept as size 1 (0
     for an empty tensor). NaN or Inf where a group holds a non-finite value."""
-    a = jnp.max(jnp.abs(xb), axis=-1)
-    # XLA:CPU's vectorized max may drop a NaN (max(NaN, x) = x in some lanes): say it here.
-    a = jnp.where(jnp.any(jnp.isnan(xb), axis=-1), jnp.nan, a)
+    # XLA:CPU's vectorized max may drop a NaN (max(NaN, x) = x in some lanes), so a NaN is
+    # found by a max over 0/1 flags (no boolean reduction: Pallas' Triton lowering has none).
+    def with_nan(amax, x, **kw):
+        return jnp.where(jnp.max(jnp.isnan(x).astype(jnp.float32), **kw) > 0, jnp.nan, amax)
+
+    a = with_nan(jnp.max(jnp.abs(xb), axis=-1), xb, axis=-1)
     if fmt.granularity == "tensor":
-        a = jnp.where(jnp.any(jnp.isnan(a)), jnp.nan, jnp.max(a, keepdims=True, initial=0.0))
+        a = with_nan(jnp.max(a, keepdims=True, initial=0.0), a, keepdims=True, initial=0.0)
     return a
 
 
