@@ -127,7 +127,7 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
                 params = quantize_params(lm.params, r)
             else:
                 params = effjax.ptq.run(lm, method, r, calib, num_windows=calib_windows,
-                                        window=512, progress=False).lm.params
+                                        window=512).lm.params  # with its progress bars
             ptq_params[label] = params
             run_params = _dequantized(params)
         result = effjax.perplexity(lm, corpus, params=run_params, **kwargs)
