@@ -56,6 +56,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from safetensors.numpy import load_file, save_file
 
+from effjax.durable import fsync_dir
+
 _COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
 _CHECKSUMS = "effjax_checksums.json"
 _ORBAX_TMP = ".orbax-checkpoint-tmp"
@@ -76,14 +78,6 @@ def _sibling(path: pathlib.Path, kind: str) -> pathlib.Path:
 
 def _has_markers(path: pathlib.Path) -> bool:
     return path.is_dir() and all((path / m).is_file() for m in _COMMIT_MARKERS)
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unmark(path: pathlib.Path) -> None:
@@ -134,7 +128,7 @@ def _write_checksums(directory: str | os.PathLike) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, directory / _CHECKSUMS)
     for d in [directory, *(p for p in directory.rglob("*") if p.is_dir())]:
-        _fsync_dir(d)
+        fsync_dir(d)
 
 
 def _resolve(path: pathlib.Path) -> pathlib.Path:
@@ -222,7 +216,7 @@ def save(path: str | pathlib.Path, tree: Any, *, overwrite: bool = False) -> pat
     new, old = _sibling(path, "new"), _sibling(path, "old")
     if not path.exists() and _has_markers(old):  # an overwrite killed between its renames
         os.rename(old, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     if path.exists() and not overwrite:
         raise ValueError(f"checkpoint path {str(path)!r} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,10 +233,10 @@ def save(path: str | pathlib.Path, tree: Any, *, overwrite: bool = False) -> pat
     _reached("checksummed")
     if path.exists():
         os.rename(path, old)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         _reached("set-aside")
     os.rename(new, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _reached("committed")
     if old.exists():
         _unmark(old)

@@ -8,7 +8,7 @@ MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.
            "effjax.checkpoint", "effjax.formats", "effjax.memory", "effjax.quant", "effjax.ptq",
            "effjax.transforms", "effjax.agents", "effjax.serve", "effjax.qat", "effjax.pruning",
            "effjax.data.arithmetic", "effjax.data.gsm8k", "effjax.data.shapes_vqa",
-           "pallas_kernels"]
+           "effjax.durable", "effjax.demo", "pallas_kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 
+from effjax.durable import fsync_dir
 from effjax.memory.snapshot import (
     CURRENT,
     orphans,
@@ -22,7 +23,6 @@ from effjax.memory.wal import (
     CorruptStoreError,
     LogScan,
     LogWriter,
-    fsync_dir,
     log_name,
     scan_log,
 )

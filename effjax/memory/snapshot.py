@@ -23,7 +23,8 @@ import pathlib
 import re
 import shutil
 
-from effjax.memory.wal import CorruptStoreError, fsync_dir
+from effjax.durable import fsync_dir
+from effjax.memory.wal import CorruptStoreError
 
 FORMAT = 2
 MANIFEST = "MANIFEST"

@@ -57,6 +57,7 @@ import zipfile
 import numpy as np
 from jaxtyping import Float, Int
 
+from effjax.durable import fsync_dir
 from effjax.memory.snapshot import (
     CURRENT,
     discard,
@@ -85,7 +86,6 @@ from effjax.memory.wal import (
     LogScan,
     LogWriter,
     check_chain,
-    fsync_dir,
     list_logs,
     log_name,
     scan_log,

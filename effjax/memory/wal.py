@@ -24,6 +24,8 @@ import pathlib
 import re
 import zlib
 
+from effjax.durable import fsync_dir
+
 _NAME = re.compile(r"^wal-(\d{12})\.log$")
 OPS = ("add", "update", "delete")
 
@@ -35,15 +37,6 @@ class CorruptStoreError(RuntimeError):
 def log_name(first: int) -> str:
     """The file name of a log whose first record is `first`."""
     return f"wal-{first:012d}.log"
-
-
-def fsync_dir(path: pathlib.Path) -> None:
-    """Makes a folder's entries (creations, renames, deletions) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def record_line(record: dict) -> bytes:

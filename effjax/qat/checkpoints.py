@@ -34,10 +34,10 @@ import orbax.checkpoint as ocp
 from effjax.checkpoint import (
     _CHECKSUMS,
     CheckpointError,
-    _fsync_dir,
     _verify_files,
     _write_checksums,
 )
+from effjax.durable import fsync_dir
 from effjax.qat.train import TrainState
 
 _SAVING = ".effjax-saving-"
@@ -91,7 +91,7 @@ class Checkpointer:
                             else:
                                 p.unlink()
                 marker.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("effjax_checkpointer_discard")
         self._manager.reload()
@@ -119,7 +119,7 @@ class Checkpointer:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(marker, "wb") as f:
                 os.fsync(f.fileno())
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         _reached("marked")
         saved = self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
         self._manager.wait_until_finished()
@@ -129,7 +129,7 @@ class Checkpointer:
                 _write_checksums(self.directory / str(step))
                 _reached("checksummed")
             marker.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("effjax_checkpointer_commit")
         return bool(saved)
