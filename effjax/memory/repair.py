@@ -66,7 +66,7 @@ def repair_store(path: str | os.PathLike) -> RepairReport:
     without a gap (ties: the newer snapshot) is loaded and those records are replayed.
     Then a fresh snapshot is written and verified, the old logs are moved into
     `quarantine-<n>/`, a new log is started and CURRENT is switched to the snapshot; the
-    old snapshot folders, CURRENT and leftovers are moved there too. An interrupted
+    old snapshot folders and leftovers are moved there too (CURRENT is copied). An interrupted
     repair is finished by running it again.
 
     Args:

@@ -31,7 +31,9 @@ Protocol (`effjax.memory.snapshot` and `effjax.memory.wal` have the details):
   CURRENT.tmp, snapshot folders CURRENT does not name, logs the snapshot supersedes.
 
 The end of the newest log cannot be told from a crash: a log cut at a line boundary
-reads as the writes after the cut never having happened.
+reads as the writes after the cut never having happened. An `add_batch` is one write of
+several records: killed part-way, the records written whole survive (their episodes appear
+although the call never returned); nothing acknowledged is ever lost.
 
 Consolidation (clustering, the tag DAG, the cluster-contiguous embedding layout) writes a
 new snapshot, so reopening rebuilds nothing. Searches run concurrently with writes
@@ -127,7 +129,7 @@ class SearchResult:
       hits: best first.
       path: the index path used, e.g. "temporal+dag(fine=16)" or "flat".
       candidates: episodes scored.
-      fallback: why a wider search was run, or None.
+      fallback: why a wider search was run, or a time hint was ignored; None otherwise.
       time_range: the (start, end) applied, or None.
       tags: the tags (DAG nodes) the search was restricted to.
     """
@@ -749,9 +751,11 @@ class MemoryStore:
         writer = None if self._wal.path == new_log else LogWriter(new_log)
         try:
             write_current(self.path, name, digest)
-        except BaseException:
+        except BaseException as e:
             if writer is not None:
                 writer.close()
+                if isinstance(e, Exception):  # the process goes on: CURRENT names the old
+                    new_log.unlink(missing_ok=True)  # snapshot, so writes go to the old log
             raise
         self._gen = gen
         if writer is not None:

@@ -180,6 +180,10 @@ class Crash(Exception):
     pass
 
 
+class Kill(BaseException):
+    """A kill between two steps: the store's error handling does not run."""
+
+
 @pytest.mark.parametrize("point,first", [
     (p, first) for p in CRASH_POINTS for first in (True, False)
     if (p, first) != ("snapshot-delete", True)])  # the first snapshot has none to delete
@@ -197,19 +201,22 @@ def test_crash_at_each_step_of_a_snapshot_switch_loses_nothing(bow, tmp_path, mo
     def crash(*args, **kwargs):
         raise Crash
 
+    def kill(*args, **kwargs):
+        raise Kill
+
     write_file = snapshot_module.write_file
     targets = {  # each raises just before that step
         "manifest": (snapshot_module, "write_file",
                      lambda p, d: crash() if p.name == "MANIFEST" else write_file(p, d)),
         "new-log": (store_module, "LogWriter", crash),
-        "current": (store_module, "write_current", crash),
+        "current": (store_module, "write_current", kill),
         "log-delete": (store_module, "list_logs", crash),
         "snapshot-delete": (store_module, "discard", crash),
     }
     try:
         with monkeypatch.context() as m:
             m.setattr(*targets[point])
-            with pytest.raises(Crash):
+            with pytest.raises((Crash, Kill)):
                 store.consolidate()
     finally:
         store.close()  # what the kernel does for a killed process: files closed, lock freed
@@ -329,3 +336,27 @@ def test_store_of_the_earlier_format_is_named(bow, tmp_path):
     (path / "CURRENT").write_text("snap-000000000160")
     with pytest.raises(CorruptStoreError, match="CURRENT: expected a sealed line.*before"):
         MemoryStore.open(path, encoder=bow)
+
+
+def test_a_failed_switch_leaves_a_store_that_keeps_writing_and_reopens(bow, tmp_path,
+                                                                         monkeypatch):
+    # CURRENT's switch fails (say the disk is full) but the process goes on writing: the
+    # new, empty log must not stay behind, or the old log's later records would overlap it
+    path = tmp_path / "m"
+    s = synthetic_episodes(12, seed=3)
+    with MemoryStore.open(path, encoder=bow, auto_consolidate=False, cluster_size=5) as store:
+        store.add_batch(s.texts[:8], speakers=s.speakers[:8], timestamps=list(s.timestamps[:8]))
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        with monkeypatch.context() as m:
+            m.setattr(store_module, "write_current", full)
+            with pytest.raises(OSError, match="No space"):
+                store.consolidate()
+        store.add_batch(s.texts[8:], speakers=s.speakers[8:], timestamps=list(s.timestamps[8:]))
+        live = {e.id: e for e in store.episodes()}
+    assert len(live) == 12
+    for readonly in (True, False):
+        with MemoryStore.open(path, encoder=bow, readonly=readonly) as again:
+            assert {e.id: e for e in again.episodes()} == live
