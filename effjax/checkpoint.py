@@ -324,7 +324,10 @@ def save_weights(params: dict, info: dict, path: str | os.PathLike) -> None:
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private
+        with open(tmp, "rb") as f:  # on disk before it is renamed in
+            os.fsync(f.fileno())
         os.replace(tmp, path / name)
+    fsync_dir(path)
 
 
 def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict, dict]:
@@ -351,7 +354,8 @@ def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict
     info = json.loads((path / "info.json").read_text())
     want = info.pop("weights_sha256", None)
     if want is not None and (got := _sha256(path / "model.safetensors")) != want:
-        raise CheckpointError(f"{str(path / 'model.safetensors')!r} is damaged: its SHA-256 is "
+        raise CheckpointError(f"{str(path / 'model.safetensors')!r} is damaged (or a save was "
+                              f"interrupted between its two files): its SHA-256 is "
                               f"{got[:16]}..., info.json recorded {want[:16]}...")
     flat = load_file(str(path / "model.safetensors"))
     want = {k: tuple(v.shape) for k, v in _flatten(jax.tree.map(

@@ -83,7 +83,7 @@ class Checkpointer:
         if jax.process_index() == 0:
             for marker in sorted(self.directory.glob(_SAVING + "*")):
                 name = marker.name[len(_SAVING):]
-                if not (self.directory / name / _CHECKSUMS).exists():
+                if name.isdigit() and not (self.directory / name / _CHECKSUMS).exists():
                     for p in self.directory.iterdir():
                         if p.name == name or p.name.startswith(name + ".orbax-checkpoint-tmp"):
                             if p.is_dir():
