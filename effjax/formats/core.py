@@ -158,12 +158,15 @@ def _nonzero(scale: jax.Array) -> jax.Array:
     return jnp.where(scale > 0, scale, 1.0)
 
 
-def _amax(xb: jax.Array, fmt: Format) -> jax.Array:
+def _amax(xb: jax.Array, fmt: Format, *, finite: bool = False) -> jax.Array:
     """Per-group absolute max (*rest, nb), or per-tensor with all axes kept as size 1 (0
-    for an empty tensor). NaN or Inf where a group holds a non-finite value."""
+    for an empty tensor). NaN or Inf where a group holds a non-finite value; `finite` says
+    the caller already replaced those (no NaN search)."""
     # XLA:CPU's vectorized max may drop a NaN (max(NaN, x) = x in some lanes), so a NaN is
     # found by a max over 0/1 flags (no boolean reduction: Pallas' Triton lowering has none).
     def with_nan(amax, x, **kw):
+        if finite:
+            return amax
         return jnp.where(jnp.max(jnp.isnan(x).astype(jnp.float32), **kw) > 0, jnp.nan, amax)
 
     a = with_nan(jnp.max(jnp.abs(xb), axis=-1), xb, axis=-1)
@@ -270,7 +273,7 @@ def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = No
         if fmt.symmetric:
             # Materialized once: fused into its consumers, XLA:CPU may recompute each
             # group's max for every element.
-            amax = _barrier(_amax(xf, fmt))
+            amax = _barrier(_amax(xf, fmt, finite=True))
             return {"scale": _nonzero(exact_div(amax, jnp.float32(levels // 2 - 1)))}
         lo, hi = jnp.min(xf, axis=-1), jnp.max(xf, axis=-1)
         if fmt.granularity == "tensor":
@@ -282,7 +285,7 @@ def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = No
         scale = jnp.where(jnp.isfinite(_amax(xb, fmt)), scale, jnp.nan)
         return {"scale": scale, "zero_point": zero}
     if kind == "fp8":
-        amax = _barrier(_amax(finite_or_zero(xb), fmt))
+        amax = _barrier(_amax(finite_or_zero(xb), fmt, finite=True))
         elem = el.element_format(fmt.element)
         return {"scale": _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))}
     amax = _barrier(_amax(xb, fmt))
