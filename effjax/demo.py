@@ -28,9 +28,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import effjax
+from effjax.agents.quantclaw import weight_bytes
 from effjax.decoding.speculative import GreedyMatch, speculative_generate
 from effjax.eval import markdown_table
-from effjax.formats import QArray, dequantize
+from effjax.formats import QArray
+from effjax.qat.init import dequantize_params
 from effjax.quant import quantize_params, recipe
 
 # (label, weight format, PTQ method): "rtn" rounds to nearest, "gptq" calibrates.
@@ -48,18 +50,6 @@ def _is_q(leaf) -> bool:
     return isinstance(leaf, QArray)
 
 
-def stored_megabytes(params) -> float:
-    """Bytes of every stored array of a parameter pytree (QArray codes and scales as
-    stored), in MB (10^6 bytes)."""
-    total = 0
-    for leaf in jax.tree.leaves(params, is_leaf=_is_q):
-        if _is_q(leaf):
-            total += sum(leaf.storage_bits().values()) // 8
-        else:
-            total += leaf.size * leaf.dtype.itemsize
-    return total / 1e6
-
-
 def projection_bits(params) -> float:
     """Stored bits per element over the projection kernels (QArray or float)."""
     bits = elements = 0
@@ -71,11 +61,6 @@ def projection_bits(params) -> float:
             bits += leaf.size * leaf.dtype.itemsize * 8
             elements += leaf.size
     return bits / elements
-
-
-def _dequantized(params):
-    return jax.tree.map(lambda a: dequantize(a, jnp.float32) if _is_q(a) else a, params,
-                        is_leaf=_is_q)
 
 
 def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
@@ -113,14 +98,14 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
     variants = [("float32", None, None), ("W16 bfloat16", None, None), *VARIANTS]
     bar = tqdm(variants, desc="perplexity", unit="variant", leave=False)
     base = None
-    ptq_params = {}
+    draft = None  # the GPTQ variant's dequantized weights, the speculative draft
     for label, fmt, method in bar:
         bar.set_postfix_str(label)
         start = time.perf_counter()
         if fmt is None:  # float32, or every weight stored in bfloat16
             dtype = jnp.float32 if label == "float32" else jnp.bfloat16
             params = jax.tree.map(lambda a, d=dtype: a.astype(d), lm.params)
-            run_params = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+            run_params = dequantize_params(params)
         else:
             r = recipe(fmt)
             if method == "rtn":
@@ -128,11 +113,11 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
             else:
                 params = effjax.ptq.run(lm, method, r, calib, num_windows=calib_windows,
                                         window=512).lm.params  # with its progress bars
-            ptq_params[label] = params
-            run_params = _dequantized(params)
+            run_params = dequantize_params(params)
+            draft = run_params if method == "gptq" else draft
         result = effjax.perplexity(lm, corpus, params=run_params, **kwargs)
         base = result.perplexity if base is None else base
-        rows.append([label, f"{projection_bits(params):.2f}", f"{stored_megabytes(params):.0f}",
+        rows.append([label, f"{projection_bits(params):.2f}", f"{weight_bytes(params) / 1e6:.0f}",
                      f"{result.perplexity:.3f}",
                      "-" if label == "float32" else f"{result.perplexity - base:+.3f}",
                      f"{time.perf_counter() - start:.1f}"])
@@ -150,7 +135,6 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
     say(f"Greedy, float32 ({time.perf_counter() - start:.1f} s with compilation):")
     say(f"  {PROMPT!r} -> {lm.tokenizer.decode(greedy)!r}")
 
-    draft = _dequantized(ptq_params["W4 MXFP4 + GPTQ"])
     start = time.perf_counter()
     spec = speculative_generate(lm.params, lm.config, draft, lm.config, prompt, k=4,
                                 rule=GreedyMatch(), max_new_tokens=new_tokens)
