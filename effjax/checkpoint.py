@@ -46,7 +46,6 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 import warnings
 from typing import Any
 
@@ -54,9 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from safetensors.numpy import load_file, save_file
+import safetensors.numpy
+from safetensors.numpy import load_file
 
-from effjax.durable import fsync_dir
+from effjax.durable import atomic_write, fsync_dir
 
 _COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
 _CHECKSUMS = "effjax_checksums.json"
@@ -121,12 +121,8 @@ def _write_checksums(directory: str | os.PathLike) -> None:
     """
     directory = pathlib.Path(directory)
     sums = {rel: _sha256(directory / rel, sync=True) for rel in _files(directory)}
-    tmp = directory / (_CHECKSUMS + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"format": 1, "algorithm": "sha256", "files": sums}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / _CHECKSUMS)
+    atomic_write(directory / _CHECKSUMS,
+                 json.dumps({"format": 1, "algorithm": "sha256", "files": sums}, indent=1))
     for d in [directory, *(p for p in directory.rglob("*") if p.is_dir())]:
         fsync_dir(d)
 
@@ -312,22 +308,10 @@ def save_weights(params: dict, info: dict, path: str | os.PathLike) -> None:
     with the weights file's SHA-256 as "weights_sha256") into the directory `path`, each
     file atomically, the weights first."""
     path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-
-    def write_info(f):
-        digest = _sha256(path / "model.safetensors")
-        pathlib.Path(f).write_text(json.dumps({**info, "weights_sha256": digest}, indent=1))
-
-    for name, write in (("model.safetensors", lambda f: save_file(_flatten(params), f)),
-                        ("info.json", write_info)):
-        fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        with open(tmp, "rb") as f:  # on disk before it is renamed in
-            os.fsync(f.fileno())
-        os.replace(tmp, path / name)
-    fsync_dir(path)
+    weights = safetensors.numpy.save(_flatten(params))
+    atomic_write(path / "model.safetensors", weights)
+    digest = hashlib.sha256(weights).hexdigest()
+    atomic_write(path / "info.json", json.dumps({**info, "weights_sha256": digest}, indent=1))
 
 
 def load_weights(path: str | os.PathLike, like: Any, *, hint: str) -> tuple[dict, dict]:

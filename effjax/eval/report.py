@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
+
+from effjax.durable import atomic_write
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -22,17 +23,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Writes `text` to `path` through a temporary file and a rename: never half-written."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes `text` to `path` through a temporary file and a rename: never half-written.
+
+    `effjax.durable.atomic_write` for text; missing parent folders are created.
+
+    Returns:
+      `path`, as a `pathlib.Path`.
+    """
+    return atomic_write(path, text)

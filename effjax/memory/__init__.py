@@ -8,7 +8,11 @@ Contents: SwiftMem agent memory. `Encoder`: all-MiniLM-L6-v2 as a pure JAX funct
 / `add_batch(texts, speakers=, timestamps=, sessions=, metadatas=)` -> ids, `update`, `delete`,
 `get`, `search(query, k, time_range=None / (start, end) / "auto", tags=, speaker=, session=,
 mode="swift" / "flat")` -> `SearchResult` (hits with scores, the index path used, candidates
-scored, any fallback and why), `consolidate()`. Durable: every write is in an fsync'ed,
+scored, any fallback and why), `consolidate()`. Modules: `store` (the public class, composing
+the others), `index` (the in-memory rows, timelines, keyphrase tags and tag DAG, and their
+upkeep), `planning` (which rows a search scores: the temporal, tag and DAG routes and their
+fallbacks, as a `Plan`), `wal` (the write-ahead log), `snapshot` (sealed snapshots named by
+CURRENT), `repair` (`repair_store`). Durable: every write is in an fsync'ed,
 CRC-checked write-ahead log before the call returns; consolidation writes an atomic snapshot
 (reopening re-encodes and re-clusters nothing); one writer process (flock), `readonly=True`
 readers, searches concurrent with adds. Indexes: `TemporalIndex` (sorted timelines per speaker /

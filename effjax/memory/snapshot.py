@@ -23,7 +23,7 @@ import pathlib
 import re
 import shutil
 
-from effjax.durable import fsync_dir
+from effjax.durable import atomic_write, fsync_dir
 from effjax.memory.wal import CorruptStoreError
 
 FORMAT = 2
@@ -183,10 +183,10 @@ def _read(path: pathlib.Path) -> bytes:
 
 
 def write_current(root: pathlib.Path, name: str, manifest_sha: str) -> None:
-    """Points CURRENT at a verified snapshot, atomically and durably."""
-    write_file(root / f"{CURRENT}.tmp", seal({"snapshot": name, "manifest_sha256": manifest_sha}))
-    os.replace(root / f"{CURRENT}.tmp", root / CURRENT)
-    fsync_dir(root)
+    """Points CURRENT at a verified snapshot, atomically and durably (through CURRENT.tmp,
+    which `orphans` finds if a write is interrupted)."""
+    atomic_write(root / CURRENT, seal({"snapshot": name, "manifest_sha256": manifest_sha}),
+                 tmp=root / f"{CURRENT}.tmp")
 
 
 def read_current(root: pathlib.Path) -> tuple[bytes, str, str] | None:

@@ -39,6 +39,10 @@ Consolidation (clustering, the tag DAG, the cluster-contiguous embedding layout)
 new snapshot, so reopening rebuilds nothing. Searches run concurrently with writes
 from other threads: they capture the arrays under a lock and score outside it, and rows
 are never written after they are published.
+
+This class composes the parts: the log (`effjax.memory.wal`), the snapshots
+(`effjax.memory.snapshot`), the in-memory indexes (`effjax.memory.index`) and the query
+planning (`effjax.memory.planning`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from effjax.durable import fsync_dir
+from effjax.memory.index import Index
+from effjax.memory.planning import Plan, plan
 from effjax.memory.snapshot import (
     CURRENT,
     discard,
@@ -71,17 +77,7 @@ from effjax.memory.snapshot import (
     write_current,
     write_snapshot,
 )
-from effjax.memory.tags import (
-    KeyphraseTagger,
-    TagDAG,
-    Tagger,
-    assign,
-    build_dag,
-    candidates,
-    spherical_kmeans,
-    words,
-)
-from effjax.memory.temporal import TemporalIndex
+from effjax.memory.tags import KeyphraseTagger, TagDAG, Tagger
 from effjax.memory.timeparse import TimeHint, parse_time_hint, parse_timestamp
 from effjax.memory.wal import (
     CorruptStoreError,
@@ -278,18 +274,7 @@ class MemoryStore:
         self.nprobe, self.beam, self.min_candidates = nprobe, beam, min_candidates
         self._lock = threading.RLock()
         self._episodes: dict[int, Episode] = {}
-        self._dim: int | None = None
-        self._emb = np.zeros((0, 0), np.float32)
-        self._row_id = np.zeros(0, np.int64)
-        self._row_fine = np.zeros(0, np.int32)
-        self._id_row = np.zeros(0, np.int64)
-        self._n = 0
-        self._ncons = 0
-        self._offsets = np.zeros(1, np.int64)
-        self._dag: TagDAG | None = None
-        self._kw: dict[str, set[int]] = {}
-        self._speaker_words: dict[str, set[str]] = {}
-        self._temporal = TemporalIndex()
+        self._index = Index()
         self._next_id = 0
         self._seq = 0
         self._gen = 0  # the live snapshot's number (0: none yet)
@@ -469,7 +454,7 @@ class MemoryStore:
     @property
     def dag(self) -> TagDAG | None:
         """The tag DAG of the last consolidation (None before the first)."""
-        return self._dag
+        return self._index.dag
 
     def layout(self) -> tuple[Float[np.ndarray, "n d"], Int[np.ndarray, " k1"]]:
         """The co-consolidated embedding rows and each fine topic's row range.
@@ -478,12 +463,12 @@ class MemoryStore:
           (embeddings, offsets): fine topic j owns rows offsets[j]:offsets[j+1] of the
           consolidated part (rows added since the last consolidation follow it).
         """
-        return self._emb[:self._n], self._offsets
+        return self._index.emb[:self._index.n], self._index.offsets
 
     def embedding(self, episode_id: int) -> np.ndarray:
         """The stored embedding of an episode."""
         episode_id = self.get(episode_id).id
-        return self._emb[self._id_row[episode_id]].copy()
+        return self._index.emb[self._index.id_row[episode_id]].copy()
 
     # ----------------------------------------------------------------------- writing
     def add(self, text: str, *, speaker: str, timestamp, session: str | None = None,
@@ -595,9 +580,10 @@ class MemoryStore:
             emb = np.asarray(self.encoder.encode(list(texts)), np.float32)
         else:
             emb = np.asarray(embeddings, np.float32)
+            dim = self._index.dim
             if emb.ndim != 2 or emb.shape[0] != len(texts) or (
-                    self._dim is not None and emb.shape[1] != self._dim):
-                want = f"({len(texts)}, {self._dim or 'd'})"
+                    dim is not None and emb.shape[1] != dim):
+                want = f"({len(texts)}, {dim or 'd'})"
                 raise ValueError(f"expected embeddings of shape {want}, got {emb.shape}")
             if not np.all(np.isfinite(emb)):
                 raise ValueError("expected finite embeddings")
@@ -615,14 +601,7 @@ class MemoryStore:
         """Applies one log record to the in-memory state."""
         self._seq = r["seq"]
         if r["op"] == "delete" or r["op"] == "update":
-            old = self._episodes.pop(r["id"])
-            self._temporal.remove(old.timestamp, old.id, self._keys(old))
-            for t in old.tags:
-                self._kw[t].discard(old.id)
-                if not self._kw[t]:
-                    del self._kw[t]
-            self._row_id[self._id_row[old.id]] = -1
-            self._id_row[old.id] = -1
+            self._index.remove(self._episodes.pop(r["id"]))
         if r["op"] == "delete":
             return
         if emb is None:
@@ -631,53 +610,17 @@ class MemoryStore:
                      r["metadata"], tuple(r["tags"]))
         self._episodes[ep.id] = ep
         self._next_id = max(self._next_id, ep.id + 1)
-        self._index(ep)
-        self._append_row(ep.id, emb)
-
-    def _index(self, ep: Episode) -> None:
-        """Puts an episode on its timelines, its keyphrase tags and its speaker's name."""
-        self._temporal.add(ep.timestamp, ep.id, self._keys(ep))
-        for t in ep.tags:
-            self._kw.setdefault(t, set()).add(ep.id)
-        for w in words(ep.speaker):
-            if len(w) >= 3:
-                self._speaker_words.setdefault(w, set()).add(ep.speaker)
-
-    @staticmethod
-    def _keys(ep: Episode) -> tuple:
-        return (("speaker", ep.speaker),) + ((("session", ep.session),) if ep.session else ())
-
-    def _append_row(self, episode_id: int, emb: np.ndarray) -> None:
-        if self._dim is None:
-            self._dim = emb.shape[0]
-            self._emb = np.zeros((0, self._dim), np.float32)
-        if emb.shape != (self._dim,):
-            raise ValueError(f"expected an embedding of shape ({self._dim},), got {emb.shape}")
-        if self._n == len(self._emb):  # grow into fresh arrays: readers keep the old ones
-            cap = max(1024, 2 * len(self._emb))
-            emb_buf = np.zeros((cap, self._dim), np.float32)
-            emb_buf[:self._n] = self._emb[:self._n]
-            self._emb = emb_buf
-            self._row_id = np.concatenate([self._row_id, np.full(cap - self._n, -1, np.int64)])
-            self._row_fine = np.concatenate([self._row_fine,
-                                             np.zeros(cap - self._n, np.int32)])
-        if episode_id >= len(self._id_row):
-            grow = max(1024, 2 * len(self._id_row), episode_id + 1) - len(self._id_row)
-            self._id_row = np.concatenate([self._id_row, np.full(grow, -1, np.int64)])
-        row = self._n
-        self._emb[row] = emb
-        self._row_id[row] = episode_id
-        self._row_fine[row] = 0 if self._dag is None else int(np.argmax(self._dag.fine @ emb))
-        self._id_row[episode_id] = row
-        self._n = row + 1
+        self._index.add(ep)
+        self._index.append_row(ep.id, emb)
 
     # ----------------------------------------------------------------- consolidation
     def _maybe_consolidate(self) -> None:
         if not self.auto_consolidate:
             return
-        tail = self._n - self._ncons
-        if (self._dag is None and len(self) >= 4 * self.cluster_size) or (
-                self._dag is not None and tail > max(self.cluster_size, self._ncons // 4)):
+        index = self._index
+        tail = index.n - index.ncons
+        if (index.dag is None and len(self) >= 4 * self.cluster_size) or (
+                index.dag is not None and tail > max(self.cluster_size, index.ncons // 4)):
             self.consolidate()
 
     def consolidate(self, *, seed: int = 0) -> None:
@@ -685,59 +628,27 @@ class MemoryStore:
         after another (co-consolidation) and writes a snapshot."""
         self._check_writable()
         with self._lock:
-            rows = np.nonzero(self._row_id[:self._n] >= 0)[0]
-            emb = self._emb[rows]
-            k2 = max(1, min(len(rows), round(len(rows) / self.cluster_size)))
-            if len(rows) == 0:
-                return
-            fine = spherical_kmeans(emb, k2, seed=seed)
-            fine_of = assign(emb, fine)
-            ids = self._row_id[rows]
-            tags = [list(self._episodes[int(i)].tags) for i in ids]
-            counts = {t: len(s) for t, s in self._kw.items()}
-            dag = build_dag(emb, fine_of, fine, tags, counts, seed=seed)
-            order = np.argsort(fine_of, kind="stable")
-            n = len(rows)
-            cap = max(1024, 2 * n)
-            new_emb = np.zeros((cap, emb.shape[1]), np.float32)
-            new_emb[:n] = emb[order]
-            new_row_id = np.full(cap, -1, np.int64)
-            new_row_id[:n] = ids[order]
-            new_fine = np.zeros(cap, np.int32)
-            new_fine[:n] = fine_of[order]
-            id_row = np.full(len(self._id_row), -1, np.int64)
-            id_row[ids[order]] = np.arange(n)
-            self._emb, self._row_id, self._row_fine, self._id_row = (new_emb, new_row_id,
-                                                                     new_fine, id_row)
-            self._offsets = np.searchsorted(fine_of[order], np.arange(k2 + 1)).astype(np.int64)
-            self._n = self._ncons = n
-            self._dag = dag
-            if self.path is not None:
+            if self._index.consolidate(self._episodes, self.cluster_size, seed=seed) and (
+                    self.path is not None):
                 self._snapshot()
 
     def _snapshot_files(self) -> tuple[dict[str, bytes], dict]:
         """The snapshot's files and the manifest's counts, from the in-memory state."""
-        n, dag = self._n, self._dag
-        arrays = dict(emb=self._emb[:n], row_id=self._row_id[:n], row_fine=self._row_fine[:n],
-                      offsets=self._offsets)
-        if dag is not None:
-            arrays.update(coarse=dag.coarse, fine=dag.fine)
+        index = self._index
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **index.arrays())
         episodes = b"".join(json.dumps(dataclasses.asdict(ep), ensure_ascii=False,
                                        allow_nan=False).encode() + b"\n"
                             for ep in self._episodes.values())
-        meta = dict(seq=self._seq, ncons=self._ncons, next_id=self._next_id,
+        meta = dict(seq=self._seq, ncons=index.ncons, next_id=self._next_id,
                     tagger=dict(max_tags=self.tagger.max_tags, df=dict(self.tagger.df),
                                 docs=self.tagger.docs)
                     if isinstance(self.tagger, KeyphraseTagger) else None,
-                    dag=None if dag is None else dict(
-                        fine_parents=dag.fine_parents, coarse_children=dag.coarse_children,
-                        fine_keyphrases=dag.fine_keyphrases, sizes=dag.sizes, names=dag.names))
+                    dag=index.dag_meta())
         files = {"arrays.npz": buf.getvalue(), "episodes.jsonl": episodes,
                  "meta.json": json.dumps(meta).encode()}
         counts = dict(seq=self._seq, next_id=self._next_id, episodes=len(self._episodes),
-                      rows=n, dim=self._dim)
+                      rows=index.n, dim=index.dim)
         return files, counts
 
     def _snapshot(self) -> None:
@@ -802,34 +713,16 @@ class MemoryStore:
         self._gen = manifest["gen"]
 
     def _restore(self, arrays: dict, episodes: list[dict], meta: dict) -> None:
-        n = len(arrays["row_id"])
-        cap = max(1024, 2 * n)
-        if n:  # a snapshot without rows leaves the dimension to the first episode
-            self._dim = arrays["emb"].shape[1]
-            self._emb = np.zeros((cap, self._dim), np.float32)
-            self._emb[:n] = arrays["emb"]
-        self._row_id = np.full(cap, -1, np.int64)
-        self._row_id[:n] = arrays["row_id"]
-        self._row_fine = np.zeros(cap, np.int32)
-        self._row_fine[:n] = arrays["row_fine"]
-        self._offsets = arrays["offsets"]
-        self._n, self._ncons = n, meta["ncons"]
         self._seq, self._next_id = meta["seq"], meta["next_id"]
-        self._id_row = np.full(max(1024, 2 * self._next_id), -1, np.int64)
-        live = self._row_id[:n] >= 0
-        self._id_row[self._row_id[:n][live]] = np.nonzero(live)[0]
+        self._index.restore(arrays, meta["dag"], ncons=meta["ncons"], next_id=self._next_id)
         for e in episodes:
             ep = Episode(**{**e, "tags": tuple(e["tags"])})
             self._episodes[ep.id] = ep
-            self._index(ep)
+            self._index.add(ep)
         if meta["tagger"] is not None and isinstance(self.tagger, KeyphraseTagger):
             self.tagger.max_tags = meta["tagger"]["max_tags"]
             self.tagger.df.update(meta["tagger"]["df"])
             self.tagger.docs = meta["tagger"]["docs"]
-        if meta["dag"] is not None:
-            d = meta["dag"]
-            self._dag = TagDAG(arrays["coarse"], arrays["fine"], d["fine_parents"],
-                               d["coarse_children"], d["fine_keyphrases"], d["sizes"], d["names"])
 
     # ----------------------------------------------------------------------- searching
     def search(self, query: str, k: int = 10, *, time_range=None, tags=None,
@@ -872,28 +765,23 @@ class MemoryStore:
                           else _check_int(min_candidates, "min_candidates", 0))
         if query_embedding is not None:
             q = np.asarray(query_embedding, np.float32).reshape(-1)
-            if (self._dim is not None and q.shape != (self._dim,)) or not np.all(np.isfinite(q)):
-                raise ValueError(f"expected query_embedding to be {self._dim or 'd'} finite "
+            dim = self._index.dim
+            if (dim is not None and q.shape != (dim,)) or not np.all(np.isfinite(q)):
+                raise ValueError(f"expected query_embedding to be {dim or 'd'} finite "
                                  f"numbers, got shape {np.shape(query_embedding)}")
         span, hint_note = self._time_range(query, time_range, reference)
-        if self._dim is None:  # nothing was ever added: nothing to score
+        if self._index.dim is None:  # nothing was ever added: nothing to score
             return SearchResult([], "empty", 0, hint_note, span)
         if query_embedding is None:
             q = self._embeddings([query], None)[0]
         with self._lock:
-            emb, row_id, n = self._emb, self._row_id, self._n
-            restrict, notes = self._restriction(span, speaker, session)
-            fallback, used_tags = hint_note, ()
-            if mode == "flat" or n == 0:  # every row as one slice: no gathered copy
-                rows = np.zeros(0, np.int64) if restrict is None else restrict
-                slices = [(0, n)] if restrict is None else []
-                path = "+".join(notes + ["flat"])
-            else:
-                rows, slices, route, routed, used_tags = self._route(
-                    query, q, k, tags, restrict, nprobe, beam, min_candidates)
-                fallback = "; ".join(f for f in (hint_note, routed) if f) or None
-                path = "+".join(notes + [route])
-        scores, cand = _score(q, emb, row_id, rows, slices)
+            emb, row_id = self._index.emb, self._index.row_id
+            found = plan(self._index, query, q, k, mode=mode, span=span, tags=tags,
+                         speaker=speaker, session=session, nprobe=nprobe, beam=beam,
+                         min_candidates=min_candidates, max_tag_episodes=self.max_tag_episodes,
+                         max_entity_episodes=self.max_entity_episodes)
+        fallback = "; ".join(f for f in (hint_note, found.fallback) if f) or None
+        scores, cand = _score(q, emb, row_id, found)
         best = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
         best = best[np.argsort(-scores[best], kind="stable")]
         hits = []
@@ -901,8 +789,8 @@ class MemoryStore:
             ep = self._episodes.get(int(row_id[cand[b]]))
             if np.isfinite(scores[b]) and ep is not None:
                 hits.append(Hit(ep, float(scores[b])))
-        return SearchResult(hits, path, int(np.isfinite(scores).sum()), fallback, span,
-                            used_tags)
+        return SearchResult(hits, found.path, int(np.isfinite(scores).sum()), fallback, span,
+                            found.tags)
 
     def _time_range(self, query, time_range, reference):
         """The (start, end) a search is restricted to, or None, and a note on a time hint
@@ -941,109 +829,14 @@ class MemoryStore:
                              f"end={time_range[1]!r}")
         return (start, end), None
 
-    def _restriction(self, span, speaker, session):
-        """Rows allowed by a time range and speaker / session (None = all), and path notes."""
-        keys = [("speaker", speaker)] if speaker is not None else []
-        keys += [("session", session)] if session is not None else []
-        if span is None and not keys:
-            return None, []
-        start, end = span if span is not None else (None, None)
-        ids = None
-        for key in keys or ["*"]:
-            found = self._temporal.range(start, end, key)
-            ids = found if ids is None else np.intersect1d(ids, found)
-        rows = self._id_row[ids]
-        notes = [f"temporal({len(rows)})"]
-        return rows[rows >= 0], notes
 
-    def _route(self, query, q, k, tags, restrict, nprobe, beam, min_candidates):
-        """Candidate rows and consolidated slices for a swift search."""
-        fallback, used = None, ()
-        if tags is not None:
-            tags = [tags] if isinstance(tags, str) else list(tags)
-            known = [t for t in tags if self._tag_known(t)]
-            if known:
-                rows = self._tag_rows(known)
-                if restrict is not None:
-                    rows = np.intersect1d(rows, restrict)
-                return rows, [], f"tags({','.join(known)})", None, tuple(known)
-            fallback = f"no episode carries the tags {tags}; searched without them"
-        if self._dag is None:
-            rows = restrict if restrict is not None else np.zeros(0, np.int64)
-            if restrict is not None:
-                return rows, [], "temporal-only", fallback, used
-            return rows, [(0, self._n)], "exhaustive(no clusters yet)", fallback, used
-        if restrict is not None and len(restrict) <= max(min_candidates, k):
-            return restrict, [], "temporal-only", fallback, used
-        fines = self._dag.route(q, beam, nprobe)
-        sizes = self._offsets[fines + 1] - self._offsets[fines]
-        if sizes.sum() < min_candidates:  # widen to the next closest fine topics
-            order = np.argsort(-(self._dag.fine @ q))
-            extra = order[~np.isin(order, fines)]
-            cum = sizes.sum() + np.cumsum(self._offsets[extra + 1] - self._offsets[extra])
-            fines = np.concatenate([fines, extra[:int(np.searchsorted(cum, min_candidates)) + 1]])
-        # Keyphrase tags and speakers (entity tags) the query names add their episodes.
-        named = sorted(t for t in set(candidates(query)) & self._kw.keys()
-                       if len(self._kw[t]) <= self.max_tag_episodes)
-        people = self._named_speakers(query)
-        extra = [self._tag_rows(named) if named else np.zeros(0, np.int64)]
-        for ids in people.values():
-            rows = self._id_row[ids]
-            extra.append(rows[rows >= 0])
-        extra = np.unique(np.concatenate(extra))
-        extra = extra[(extra >= self._ncons) | ~np.isin(self._row_fine[extra], fines)]
-        used = (tuple(f"fine:{f}" for f in fines) + tuple(named)
-                + tuple(f"speaker:{p}" for p in people))
-        route = (f"dag(coarse={beam},fine={len(fines)},keyphrases={len(named)},"
-                 f"speakers={len(people)})")
-        if restrict is None:
-            tail = np.arange(self._ncons, self._n)
-            tail = tail[np.isin(self._row_fine[tail], fines)]
-            slices = [(int(self._offsets[f]), int(self._offsets[f + 1])) for f in fines]
-            return np.union1d(tail, extra), slices, route, fallback, used
-        rows = np.union1d(restrict[np.isin(self._row_fine[restrict], fines)],
-                          np.intersect1d(extra, restrict))
-        if len(rows) < k:
-            return restrict, [], route, (f"fewer than k={k} episodes of the time range in the "
-                                         "routed topics; searched the whole range"), used
-        return rows, [], route, fallback, used
-
-    def _named_speakers(self, query: str) -> dict[str, np.ndarray]:
-        """Episode ids of each speaker the query names (a word of the name, 3+ letters,
-        case-insensitive) whose timeline holds at most `max_entity_episodes` episodes."""
-        found = set()
-        for w in words(query):
-            found |= self._speaker_words.get(w, set())
-        timelines = {p: self._temporal.range(None, None, ("speaker", p)) for p in sorted(found)}
-        return {p: ids for p, ids in timelines.items() if len(ids) <= self.max_entity_episodes}
-
-    def _tag_known(self, tag: str) -> bool:
-        if tag.startswith(("fine:", "coarse:")):
-            return self._dag is not None and tag in self._dag.sizes
-        return tag in self._kw
-
-    def _tag_rows(self, tags: list[str]) -> np.ndarray:
-        """Rows of the episodes under DAG nodes (expanded down the DAG)."""
-        fines, ids = set(), set()
-        for t in tags:
-            if t.startswith("coarse:"):
-                fines.update(self._dag.coarse_children[int(t.split(":")[1])])
-            elif t.startswith("fine:"):
-                fines.add(int(t.split(":")[1]))
-            else:
-                ids.update(self._kw[t])
-        rows = [self._id_row[np.fromiter(ids, np.int64, len(ids))]]
-        if fines:
-            live = np.arange(self._n)
-            rows.append(live[np.isin(self._row_fine[:self._n], list(fines))])
-        rows = np.unique(np.concatenate(rows))
-        return rows[(rows >= 0) & (self._row_id[rows] >= 0)]
-
-
-def _score(q, emb, row_id, rows, slices) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine scores of candidate rows (a list of row arrays and contiguous slices);
-    dead rows score -inf. Returns (scores, rows scored)."""
-    cand = [np.arange(a, b) for a, b in slices] + [np.asarray(rows, np.int64)]
-    scores = [emb[a:b] @ q for a, b in slices] + [emb[np.asarray(rows, np.int64)] @ q]
+def _score(q: Float[np.ndarray, " d"], emb: Float[np.ndarray, "cap d"],
+           row_id: Int[np.ndarray, " cap"], found: Plan
+           ) -> tuple[Float[np.ndarray, " c"], Int[np.ndarray, " c"]]:
+    """Cosine scores of a plan's candidate rows (its slices, then its rows); dead rows
+    score -inf. Returns (scores, rows scored)."""
+    rows = np.asarray(found.rows, np.int64)
+    cand = [np.arange(a, b) for a, b in found.slices] + [rows]
+    scores = [emb[a:b] @ q for a, b in found.slices] + [emb[rows] @ q]
     cand, scores = np.concatenate(cand), np.concatenate(scores)
     return np.where(row_id[cand] >= 0, scores, -np.inf), cand

@@ -13,6 +13,7 @@ import pytest
 
 from effjax.memory import CorruptStoreError, MemoryStore, SearchResult, synthetic_episodes
 from effjax.memory import tags as tags_module
+from effjax.memory.planning import named_speakers
 
 DAY = 86400.0
 
@@ -96,7 +97,7 @@ def test_query_naming_a_speaker_adds_their_episodes(bow):
     assert "speaker:Zelda Quill" in r.tags and said in r.ids
     small = MemoryStore.open(None, encoder=bow, max_entity_episodes=0)
     small.add("hello", speaker="Zelda", timestamp=1)
-    assert small._named_speakers("zelda?") == {}
+    assert named_speakers(small._index, "zelda?", small.max_entity_episodes) == {}
 
 
 def test_time_speaker_and_tag_restrictions(bow):
