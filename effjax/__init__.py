@@ -14,6 +14,7 @@ from effjax import (
     qat,
     quant,
     transforms,
+    zoo,
 )
 from effjax.decoding import generate
 from effjax.eval import perplexity
@@ -38,4 +39,5 @@ __all__ = [
     "qat",
     "quant",
     "transforms",
+    "zoo",
 ]

@@ -21,14 +21,21 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from effjax.agents.episodes import MASK_ID, SEQ_LEN, span_attention_mask, training_batch
+from effjax import zoo
+from effjax.agents.episodes import (
+    MASK_ID,
+    SEQ_LEN,
+    TOKENIZER,
+    span_attention_mask,
+    training_batch,
+)
 from effjax.checkpoint import load_weights, save_weights
 from effjax.data import arithmetic
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, init_params
 from effjax.models.diffusion import diffusion_loss
+from effjax.models.records import LM, DiffusionLM
 
-ZOO = pathlib.Path(__file__).resolve().parent.parent / "data" / "zoo"
 AGENT_CONFIG = LMConfig(
     family="llama", vocab_size=arithmetic.VOCAB_SIZE, hidden_size=96, intermediate_size=256,
     num_layers=3, num_heads=4, num_kv_heads=4, head_dim=24, max_position_embeddings=SEQ_LEN,
@@ -115,7 +122,9 @@ def train_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,
     Args:
       run: the `AgentTraining`.
       config: the architecture.
-      path: where to write the weights ("zoo": `ZOO / run.name`; None: do not write).
+      path: where to write the weights ("zoo": `effjax.zoo.trained_dir(run.name)` in the
+        user cache, which `load_agent` then prefers to the shipped copy; None: do not
+        write).
       progress: progress bar.
 
     Returns:
@@ -149,14 +158,41 @@ def train_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,
     info = {"run": dataclasses.asdict(run), "loss_curve": curve,
             "seconds": time.perf_counter() - t0}
     if path is not None:
-        save_weights(params, info, ZOO / run.name if path == "zoo" else path)
+        save_weights(params, info, zoo.trained_dir(run.name) if path == "zoo" else path)
     return params, info
 
 
 def load_agent(run: AgentTraining, *, config: LMConfig = AGENT_CONFIG,
-               path: str | os.PathLike | None = None) -> tuple[Params, dict]:
-    """The cached weights of `run` (from `ZOO / run.name` unless `path`): (params, info)."""
+               path: str | os.PathLike | None = None) -> LM:
+    """A trained agent's weights.
+
+    Args:
+      run: the training run that made them.
+      config: the architecture.
+      path: their folder; default `effjax.zoo.weights_dir(run.name)` (a retrained copy in
+        the user cache, else the shipped one).
+
+    Returns:
+      An `LM` for an autoregressive run, a `DiffusionLM` (mask token `MASK_ID`) for a
+      diffusion run; extras {"info": the run's info.json}; the package's character
+      tokenizer.
+
+    Raises:
+      ValueError: no weights there, or weights of other shapes.
+    """
+    folder = pathlib.Path(zoo.weights_dir(run.name) if path is None else path)
     like = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    return load_weights(ZOO / run.name if path is None else path, like,
-                        hint=f"train it with effjax.agents.train_agent(run) (run {run.name!r}, "
-                             "written to the zoo)")
+    params, info = load_weights(folder, like,
+                                hint=f"train it with effjax.agents.train_agent(run) (run "
+                                     f"{run.name!r}, written to the user cache)")
+    fields = dict(config=config, params=params, tokenizer=TOKENIZER, source=str(folder),
+                  extras={"info": info})
+    if run.paradigm == "diffusion":
+        return DiffusionLM(**fields, mask_id=MASK_ID)
+    return LM(**fields)
+
+
+RUNS: dict[str, AgentTraining] = {r.name: r for r in (
+    AgentTraining(paradigm="ar", steps=1500), AgentTraining(), AgentTraining(aligned=False),
+    AgentTraining(call_focus=0.0))}
+"""The zoo's agents by name (the runs of `experiments/dllm_agent.py`)."""

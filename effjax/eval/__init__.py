@@ -5,7 +5,7 @@ KL divergence of a model's next-token distribution from a reference's, and `kl_a
 (both from one pass); tensor statistics: `tensor_stats(x, formats, kind)` (dynamic range in
 binades, kurtosis, crest factor per block of 32, each format's quantization SNR with float64
 sums), `model_tensors` / `model_tensor_stats` (every kernel, every distinct projection input,
-the cached keys and values after RoPE, seen by taps in one jitted forward), `format_wins`
+the cached keys and values after RoPE, captured by one jitted forward), `format_wins`
 (narrow-range vs high-variance split, wins per format); Markdown tables and atomic writes for
 reports.
 """

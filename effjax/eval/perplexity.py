@@ -14,9 +14,9 @@ from jaxtyping import Array, Float, Int
 from tqdm.auto import tqdm
 
 from effjax.data.corpora import Corpus
-from effjax.models.api import LM, check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
+from effjax.models.records import LM, check_tokens
 from effjax.quant.recipe import Recipe
 
 

@@ -14,10 +14,9 @@ from jaxtyping import Array, Float, Int
 from tqdm.auto import tqdm
 
 from effjax.formats import Format, fake_quant, get_format
-from effjax.models.api import LM, check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
-from effjax.quant import taps
+from effjax.models.records import LM, check_tokens
 from effjax.quant.recipe import layer_path
 
 TENSOR_KINDS = ("weight", "activation", "kv")
@@ -103,17 +102,19 @@ def tensor_stats(x: Float[Array, "... d"], formats: Mapping[str, str | Format], 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _seen(params: Params, tokens: Int[Array, "b t"], config: LMConfig) -> dict[str, jax.Array]:
+    found = forward(params, tokens, config=config, capture=("inputs", "kv"))[2]
     seen: dict[str, jax.Array] = {}
     tracers: list[jax.Array] = []
-
-    def collect(path: str, x: jax.Array) -> None:
+    for path, x in found["inputs"].items():  # in model order, each layer's keys and values
+        if path.endswith("/attn/o_proj"):      # before its o_proj input
+            attn = path.removesuffix("/o_proj")
+            for kv in ("k", "v"):
+                a = found["kv"][f"{attn}/{kv}"]
+                seen[f"{attn}/{kv}"] = a.reshape(-1, a.shape[-1]).astype(jnp.float32)
         if any(x is t for t in tracers):  # q/k/v (and gate/up) share one input
-            return
+            continue
         tracers.append(x)
         seen[path] = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-
-    with taps.collecting(collect, kinds=("input", "kv")):
-        forward(params, tokens, config=config)
     return seen
 
 

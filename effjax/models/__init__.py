@@ -1,7 +1,11 @@
-"""Models: the Llama/Qwen-family decoder LM in Flax NNX, the masked-diffusion LM on the same
-decoder, their loaders and sharding.
+"""Models: the Llama/Qwen-family decoder LM, the masked-diffusion LM on the same decoder, the
+Qwen2.5-VL vision-language model, their loaders and sharding: plain functions over typed
+parameter pytrees.
 
-Contents: the Llama / Qwen2 / Qwen3 decoder in Flax NNX (RMSNorm, RoPE with `linear` and
+Contents: the Llama / Qwen2 / Qwen3 decoder (`init_params` makes the pytree, typed by
+`LayerParams` / `Projection`; `forward` reads it, online transforms included, and hands back
+what it saw when asked, `capture=CAPTURE_KINDS`: hidden states, projection inputs, keys and
+values, queries and keys as attention scores them; RMSNorm, RoPE with `linear` and
 `llama3` scaling, grouped-query attention, SwiGLU, optional q/k norm and biases, tied or untied
 embeddings, explicit `head_dim`, float32 or bfloat16 compute, KV cache); every projection goes
 through one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
@@ -21,12 +25,14 @@ input embeddings, (3, b, t) positions (`LMConfig.mrope_section`) and per-layer a
 so a pruned prompt keeps each token's original position.
 """
 
-from effjax.models.api import LM, ZOO, check_tokens, load, zoo_path
+from effjax.models.api import load
 from effjax.models.config import SUPPORTED_ARCHITECTURES, LMConfig, RopeScaling
 from effjax.models.decoder import (
-    DecoderLM,
+    CAPTURE_KINDS,
     KVCache,
+    LayerParams,
     Params,
+    Projection,
     block_forward,
     embed,
     forward,
@@ -46,6 +52,7 @@ from effjax.models.diffusion import (
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.models.records import LM, VLM, DiffusionLM, check_tokens
 from effjax.models.sharding import param_partition_specs, shard_params
 from effjax.models.vlm import (
     VisionConfig,
@@ -66,9 +73,12 @@ from effjax.models.vlm import (
 __all__ = [
     "LLADA_MASK_ID",
     "LM",
-    "ZOO",
+    "VLM",
+    "DiffusionLM",
     "SUPPORTED_ARCHITECTURES",
-    "DecoderLM",
+    "CAPTURE_KINDS",
+    "LayerParams",
+    "Projection",
     "KVCache",
     "LMConfig",
     "Params",
@@ -99,7 +109,6 @@ __all__ = [
     "read_config",
     "rms_norm",
     "shard_params",
-    "zoo_path",
     "encode_images",
     "image_token_count",
     "init_vlm_params",

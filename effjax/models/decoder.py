@@ -1,33 +1,39 @@
-"""The decoder LM in Flax NNX and its pure entry point over a parameter pytree.
+"""The decoder LM as plain functions over a typed parameter pytree.
 
-Parameters are a plain nested dict (`init_params`, loaders) with kernels laid out
-(in, out):
+`init_params` makes the pytree, the loaders fill it, `forward` reads it: every array the
+model computes with, the online transforms included, is a leaf of `params`, and every
+other input is an argument. Kernels are laid out (in, out):
 
-    {"embed": {"embedding": (vocab, hidden)},
-     "layers": {i: {"input_norm": {"weight"}, "attn": {"q_proj": {"kernel", ["bias"]}, "k_proj",
-                    "v_proj", "o_proj", ["q_norm", "k_norm"]},
-                    "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}},
-     "norm": {"weight"}, ["lm_head": {"kernel": (hidden, vocab)}]}
+    DecoderParams = {"embed": {"embedding": (vocab, hidden)},
+                     "layers": {i: LayerParams},
+                     "norm": {"weight": (hidden,)},
+                     ["lm_head": Projection (hidden -> vocab), untied models only]}
+    LayerParams = {"input_norm": {"weight"}, "attn": AttentionParams,
+                   "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}
+    AttentionParams = {"q_proj", "k_proj", "v_proj", "o_proj": Projection,
+                       ["q_norm", "k_norm": {"weight": (head_dim,)}], ["kv_rotation"]}
+    Projection = {"kernel": (in, out) array or QArray, ["bias": (out,)],
+                  ["input_transform": an `effjax.transforms.online.Transform`]}
 
-A transformed model may also hold online transforms (`effjax.transforms.online`): an
-"input_transform" beside a projection's kernel, a "kv_rotation" in an attention layer.
+A projection's path ("layers/3/attn/q_proj") is what quantization recipes match against.
+What a forward pass saw on the way (hidden states, projection inputs, keys and values,
+queries and keys as attention scores them) comes back when asked for by `capture`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from effjax.formats import fake_quant
 from effjax.models.config import LMConfig
 from effjax.models.layers import apply_rope, attention, linear, rms_norm
-from effjax.quant import taps
 from effjax.quant.recipe import Recipe
 from effjax.transforms import online
 
@@ -90,173 +96,190 @@ def init_cache(config: LMConfig, batch: int, max_len: int, dtype=jnp.float32) ->
     return KVCache(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
 
 
-class Linear(nnx.Module):
-    """A projection whose math is `effjax.models.layers.linear`.
+class Projection(TypedDict, total=False):
+    """A linear layer's parameters: "kernel" (in, out) array or QArray; optional "bias"
+    (out,) and "input_transform" (`effjax.transforms.online.Transform`)."""
 
-    `path` ("layers/3/attn/q_proj") is what quantization recipes match against.
+    kernel: Any
+    bias: Float[Array, " out"]
+    input_transform: online.Transform
+
+
+class Norm(TypedDict):
+    weight: Float[Array, " d"]
+
+
+class AttentionParams(TypedDict, total=False):
+    """q/k/v/o projections, optional q/k norms and an optional kv_rotation (head_dim,
+    head_dim)."""
+
+    q_proj: Projection
+    k_proj: Projection
+    v_proj: Projection
+    o_proj: Projection
+    q_norm: Norm
+    k_norm: Norm
+    kv_rotation: Float[Array, "d d"]
+
+
+class MLPParams(TypedDict):
+    gate_proj: Projection
+    up_proj: Projection
+    down_proj: Projection
+
+
+class LayerParams(TypedDict):
+    input_norm: Norm
+    attn: AttentionParams
+    post_attn_norm: Norm
+    mlp: MLPParams
+
+
+CAPTURE_KINDS = ("hidden", "inputs", "kv", "qk", "qk_prerope")
+"""What `forward(..., capture=...)` can hand back, each a {path: array} dict except hidden:
+
+- "hidden": the final normalized hidden states (b, t, hidden) float32 (the head's input);
+- "inputs": each projection's input after its online transform (what its activation
+  quantizer sees), at the projection's path ("layers/3/attn/q_proj");
+- "kv": the keys and values the KV cache holds before any KV-cache quantization,
+  (b, t, kv_heads, head_dim) after RoPE and the kv_rotation, at "layers/3/attn/k" / "/v";
+- "qk": queries (b, t, heads, head_dim) and keys (b, s, kv_heads, head_dim) exactly as the
+  attention scores them (after q/k norm, RoPE, the kv_rotation and KV-cache quantization;
+  with a cache, the keys of every slot), at "layers/3/attn/q" / "/k";
+- "qk_prerope": queries and keys after the projections and q/k norm, before RoPE.
+"""
+
+
+class Capture:
+    """The arrays a forward pass was asked to hand back, collected while it traces.
+
+    Made by the forward from its `capture` argument and returned by it: it lives for
+    one call, nothing global.
     """
 
-    def __init__(self, d_in: int, d_out: int, *, use_bias: bool, path: str, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (d_in, d_out)) * d_in**-0.5)
-        self.bias = nnx.Param(jnp.zeros((d_out,))) if use_bias else None
-        self.path = path
+    def __init__(self, kinds: Sequence[str]):
+        kinds = tuple(kinds)
+        bad = [k for k in kinds if k not in CAPTURE_KINDS]
+        if bad:
+            raise ValueError(f"capture must name kinds from {CAPTURE_KINDS}, got {bad}")
+        self.kinds = frozenset(kinds)
+        self.found: dict[str, Any] = {k: {} for k in kinds if k != "hidden"}
 
-    def __call__(self, x, recipe: Recipe | None = None):
-        x = online.apply_input(self.path, x)
-        taps.record(self.path, x)
-        act = None if recipe is None else recipe.activation_format(self.path)
-        return linear(x, self.kernel.get_value(),
-                      None if self.bias is None else self.bias.get_value(), act,
-                      impl="auto" if recipe is None else recipe.impl)
-
-
-class RMSNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float):
-        self.weight = nnx.Param(jnp.ones((dim,)))
-        self.eps = eps
-
-    def __call__(self, x):
-        return rms_norm(x, self.weight.get_value(), self.eps)
+    def put(self, kind: str, path: str, value: Array) -> None:
+        """Keeps value at path if this kind was asked for."""
+        if kind in self.kinds:
+            self.found[kind][path] = value
 
 
-class Attention(nnx.Module):
-    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
-        c = config
-        self.config = c
-        self.path = path
-        kv = c.num_kv_heads * c.head_dim
-        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, use_bias=c.qkv_bias,
-                             path=f"{path}/q_proj", rngs=rngs)
-        self.k_proj = Linear(c.hidden_size, kv, use_bias=c.qkv_bias, path=f"{path}/k_proj",
-                             rngs=rngs)
-        self.v_proj = Linear(c.hidden_size, kv, use_bias=c.qkv_bias, path=f"{path}/v_proj",
-                             rngs=rngs)
-        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, use_bias=c.o_bias,
-                             path=f"{path}/o_proj", rngs=rngs)
-        if c.qk_norm:
-            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
-            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
-        else:
-            self.q_norm = self.k_norm = None
+def project(p: Projection, x: Float[Array, "... d_in"], *, path: str,
+            recipe: Recipe | None = None, token_types: Int[Array, "b t"] | None = None,
+            capture: Capture | None = None) -> Float[Array, "... d_out"]:
+    """A projection: its online input transform, its activation format from the recipe,
+    then `effjax.models.layers.linear`.
 
-    def __call__(self, x, positions, inv_freq, allowed, cache_kv, start, recipe):
-        c = self.config
-        b, t, _ = x.shape
-        q = self.q_proj(x, recipe).reshape(b, t, c.num_heads, c.head_dim)
-        k = self.k_proj(x, recipe).reshape(b, t, c.num_kv_heads, c.head_dim)
-        v = self.v_proj(x, recipe).reshape(b, t, c.num_kv_heads, c.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = apply_rope(q, positions, inv_freq)
-        k = apply_rope(k, positions, inv_freq)
-        q, k = online.rotate_qk(self.path, q, k)
-        taps.record(f"{self.path}/k", k, kind="kv")
-        taps.record(f"{self.path}/v", v, kind="kv")
-        if recipe is not None and recipe.kv_cache is not None:  # what the cache would hold
-            k = fake_quant(k, recipe.kv_cache, axis=-1)
-            v = fake_quant(v, recipe.kv_cache, axis=-1)
-        if cache_kv is not None:
-            ck, cv = cache_kv
-            zero = jnp.zeros((), jnp.int32)
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, start, zero, zero))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, start, zero, zero))
-        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
-        return self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim), recipe), (k, v)
+    Args:
+      p: the projection's parameters.
+      x: its input.
+      path: its path ("layers/3/attn/q_proj"), matched by the recipe's rules.
+      recipe: activation formats and the matmul implementation.
+      token_types: for a per-type input transform.
+      capture: receives the transformed input as "inputs".
+
+    Returns:
+      x's projection, x's dtype.
+    """
+    transform = p.get(online.INPUT)
+    if transform is not None:
+        x = transform.apply(x, token_types)
+    if capture is not None:
+        capture.put("inputs", path, x)
+    act = None if recipe is None else recipe.activation_format(path)
+    return linear(x, p["kernel"], p.get("bias"), act,
+                  impl="auto" if recipe is None else recipe.impl)
 
 
-class MLP(nnx.Module):
-    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
-        c = config
-        h, i, bias = c.hidden_size, c.intermediate_size, c.mlp_bias
-        self.gate_proj = Linear(h, i, use_bias=bias, path=f"{path}/gate_proj", rngs=rngs)
-        self.up_proj = Linear(h, i, use_bias=bias, path=f"{path}/up_proj", rngs=rngs)
-        self.down_proj = Linear(i, h, use_bias=bias, path=f"{path}/down_proj", rngs=rngs)
+def attention_layer(
+    p: AttentionParams,
+    x: Float[Array, "b t h"],
+    *,
+    config: LMConfig,
+    path: str,
+    positions: Int[Array, "b t"] | Int[Array, "b t f"],
+    inv_freq: Float[Array, " f"],
+    allowed: Bool[Array, "b t s"],
+    cache_kv: tuple[Array, Array] | None = None,
+    start: Int[Array, ""] | None = None,
+    recipe: Recipe | None = None,
+    token_types: Int[Array, "b t"] | None = None,
+    capture: Capture | None = None,
+) -> tuple[Float[Array, "b t h"], tuple[Array, Array]]:
+    """Grouped-query attention with RoPE, optional q/k norm and kv_rotation.
 
-    def __call__(self, x, recipe):
-        hidden = jax.nn.silu(self.gate_proj(x, recipe)) * self.up_proj(x, recipe)
-        return self.down_proj(hidden, recipe)
+    Returns:
+      (the output projection (b, t, hidden), the (keys, values) the cache holds now: the
+      new ones, or with `cache_kv` every slot, the new ones written at `start`).
+    """
+    c = config
+    b, t, _ = x.shape
+    kw = dict(recipe=recipe, token_types=token_types, capture=capture)
+    q = project(p["q_proj"], x, path=f"{path}/q_proj", **kw).reshape(b, t, c.num_heads,
+                                                                      c.head_dim)
+    k = project(p["k_proj"], x, path=f"{path}/k_proj", **kw).reshape(b, t, c.num_kv_heads,
+                                                                      c.head_dim)
+    v = project(p["v_proj"], x, path=f"{path}/v_proj", **kw).reshape(b, t, c.num_kv_heads,
+                                                                      c.head_dim)
+    if c.qk_norm:
+        q = rms_norm(q, p["q_norm"]["weight"], c.rms_norm_eps)
+        k = rms_norm(k, p["k_norm"]["weight"], c.rms_norm_eps)
+    if capture is not None:
+        capture.put("qk_prerope", f"{path}/q", q)
+        capture.put("qk_prerope", f"{path}/k", k)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    r = p.get(online.KV)
+    if r is not None:
+        q, k = online.rotate(q, r), online.rotate(k, r)
+    if capture is not None:
+        capture.put("kv", f"{path}/k", k)
+        capture.put("kv", f"{path}/v", v)
+    if recipe is not None and recipe.kv_cache is not None:  # what the cache would hold
+        k = fake_quant(k, recipe.kv_cache, axis=-1)
+        v = fake_quant(v, recipe.kv_cache, axis=-1)
+    if cache_kv is not None:
+        ck, cv = cache_kv
+        zero = jnp.zeros((), jnp.int32)
+        k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (zero, start, zero, zero))
+        v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (zero, start, zero, zero))
+    if capture is not None:
+        capture.put("qk", f"{path}/q", q)
+        capture.put("qk", f"{path}/k", k.astype(q.dtype))
+    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+    return project(p["o_proj"], out.reshape(b, t, c.num_heads * c.head_dim),
+                   path=f"{path}/o_proj", **kw), (k, v)
 
 
-class Block(nnx.Module):
-    def __init__(self, config: LMConfig, *, path: str, rngs: nnx.Rngs):
-        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attn = Attention(config, path=f"{path}/attn", rngs=rngs)
-        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config, path=f"{path}/mlp", rngs=rngs)
-
-    def __call__(self, x, positions, inv_freq, allowed, cache_kv, start, recipe):
-        h, kv = self.attn(self.input_norm(x), positions, inv_freq, allowed, cache_kv, start,
-                          recipe)
-        x = x + h
-        return x + self.mlp(self.post_attn_norm(x), recipe), kv
+def mlp(p: MLPParams, x: Float[Array, "b t h"], *, path: str, recipe: Recipe | None = None,
+        token_types: Int[Array, "b t"] | None = None,
+        capture: Capture | None = None) -> Float[Array, "b t h"]:
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    kw = dict(recipe=recipe, token_types=token_types, capture=capture)
+    hidden = (jax.nn.silu(project(p["gate_proj"], x, path=f"{path}/gate_proj", **kw))
+              * project(p["up_proj"], x, path=f"{path}/up_proj", **kw))
+    return project(p["down_proj"], hidden, path=f"{path}/down_proj", **kw)
 
 
-class DecoderLM(nnx.Module):
-    """Llama / Qwen2 / Qwen3 decoder-only LM."""
-
-    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs):
-        c = config
-        self.config = c
-        self.embed = nnx.Embed(c.vocab_size, c.hidden_size, rngs=rngs)
-        self.layers = nnx.List([Block(c, path=f"layers/{i}", rngs=rngs)
-                                for i in range(c.num_layers)])
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.lm_head = (None if c.tie_word_embeddings
-                        else Linear(c.hidden_size, c.vocab_size, use_bias=False, path="lm_head",
-                                    rngs=rngs))
-
-    def __call__(
-        self,
-        tokens: Int[Array, "b t"],
-        positions: Int[Array, "b t"],
-        mask: Bool[Array, "b t"],
-        cache: KVCache | None,
-        dtype,
-        recipe: Recipe | None = None,
-        return_hidden: bool = False,
-        attn_mask: Bool[Array, "b t s"] | None = None,
-        embeds: Float[Array, "b t h"] | None = None,
-    ):
-        c = self.config
-        x = (embed_tokens(self.embed.embedding.get_value(), tokens) if embeds is None
-             else embeds).astype(dtype)
-        inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
-        positions = rope_positions(positions, c)
-        t = tokens.shape[1]
-        if cache is None:
-            structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
-            keys = mask
-            start = None
-        else:
-            start = cache.length
-            zero = jnp.zeros((), jnp.int32)
-            keys = valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
-            slots = jnp.arange(valid.shape[1])
-            query_slots = start + jnp.arange(t)
-            structure = ((slots[None, :] <= query_slots[:, None])[None] if attn_mask is None
-                         else attn_mask)
-        keys = keys[:, None, :]
-        allowed = structure & (keys[None] if structure.ndim == 4 else keys)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = layer(x, positions, inv_freq, allowed[i] if allowed.ndim == 4 else allowed,
-                              layer_cache, start, recipe)
-            new_k.append(k)
-            new_v.append(v)
-        x = self.norm(x)
-        if self.lm_head is None:
-            act = None if recipe is None else recipe.activation_format("lm_head")
-            logits = linear(x, self.embed.embedding.get_value().T, act=act,
-                            impl="auto" if recipe is None else recipe.impl)
-        else:
-            logits = self.lm_head(x, recipe)
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(tuple(new_k), tuple(new_v), valid, cache.length + t)
-        if return_hidden:
-            return logits.astype(jnp.float32), new_cache, x.astype(jnp.float32)
-        return logits.astype(jnp.float32), new_cache
+def layer_forward(p: LayerParams, x: Float[Array, "b t h"], *, config: LMConfig, index: int,
+                  **kw) -> tuple[Float[Array, "b t h"], tuple[Array, Array]]:
+    """One pre-norm decoder layer (attention then MLP, each added to the residual);
+    `kw` are `attention_layer`'s keyword arguments (path aside). Returns (x, cache kv)."""
+    path = f"layers/{index}"
+    eps = config.rms_norm_eps
+    h, kv = attention_layer(p["attn"], rms_norm(x, p["input_norm"]["weight"], eps),
+                            config=config, path=f"{path}/attn", **kw)
+    x = x + h
+    rest = {k: kw.get(k) for k in ("recipe", "token_types", "capture")}
+    return x + mlp(p["mlp"], rms_norm(x, p["post_attn_norm"]["weight"], eps),
+                   path=f"{path}/mlp", **rest), kv
 
 
 def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: LMConfig):
@@ -265,19 +288,6 @@ def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: L
     if positions.ndim == 3:
         return jnp.moveaxis(positions, 0, -1)[..., jnp.asarray(config.mrope_axes())]
     return positions
-
-
-@functools.lru_cache(maxsize=32)
-def _graph(config: LMConfig):
-    """The NNX graph definition and abstract state of a config (no arrays allocated)."""
-    abstract = nnx.eval_shape(lambda: DecoderLM(config, rngs=nnx.Rngs(0)))
-    return nnx.split(abstract, nnx.Param)
-
-
-@functools.lru_cache(maxsize=256)
-def _block_graph(config: LMConfig, index: int):
-    abstract = nnx.eval_shape(lambda: Block(config, path=f"layers/{index}", rngs=nnx.Rngs(0)))
-    return nnx.split(abstract, nnx.Param)
 
 
 def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float[Array, "b t h"]:
@@ -293,7 +303,7 @@ def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float
 
 
 def block_forward(
-    layer_params: Params,
+    layer_params: LayerParams,
     x: Float[Array, "b t h"],
     *,
     config: LMConfig,
@@ -302,7 +312,8 @@ def block_forward(
     positions: Int[Array, "b t"] | Int[Array, "3 b t"] | None = None,
     attn_mask: Bool[Array, "b t t"] | None = None,
     token_types: Int[Array, "b t"] | None = None,
-) -> Float[Array, "b t h"]:
+    capture: Sequence[str] = (),
+):
     """One decoder layer on the residual stream (no padding, no cache): what `forward` does
     to x in layer `index`, for layer-by-layer work (sequential calibration).
 
@@ -316,37 +327,113 @@ def block_forward(
       positions: RoPE positions as in `forward`; default 0..t-1.
       attn_mask: as in `forward`; default causal.
       token_types: as in `forward`.
+      capture: kinds of `CAPTURE_KINDS` to hand back ("hidden" aside), as in `forward`.
 
     Returns:
-      The residual stream leaving the layer, x's dtype.
+      The residual stream leaving the layer, x's dtype; with `capture`, the pair (that,
+      {kind: {path: array}}).
+
+    Raises:
+      ValueError: capture names an unknown kind.
     """
-    wrapped, transforms = online.split({"layers": {index: layer_params}})
-    graphdef, state = _block_graph(config, index)
-    state = jax.tree.map(lambda a: a, state)
-    nnx.replace_by_pure_dict(state, wrapped["layers"][index])
-    block = nnx.merge(graphdef, state)
+    cap = Capture(capture) if capture else None
     b, t, _ = x.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     allowed = (jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool))[None], (b, t, t))
                if attn_mask is None else attn_mask)
     inv_freq = jnp.asarray(config.rope_inv_freq(), jnp.float32)
-    with online.active(transforms, token_types):
-        return block(x, rope_positions(positions, config), inv_freq, allowed, None, None,
-                     recipe)[0]
+    out, _ = layer_forward(layer_params, x, config=config, index=index,
+                           positions=rope_positions(positions, config), inv_freq=inv_freq,
+                           allowed=allowed, recipe=recipe, token_types=token_types,
+                           capture=cap)
+    return out if cap is None else (out, cap.found)
 
 
 def init_params(config: LMConfig, key: jax.Array, dtype=jnp.float32) -> Params:
-    """Randomly initialized parameters (for tests and training from scratch)."""
-    model = DecoderLM(config, rngs=nnx.Rngs(params=key))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    """Randomly initialized parameters (for tests and training from scratch).
+
+    Kernels are N(0, 1 / d_in), the embedding is variance-scaled normal, norms are ones and
+    biases zeros; the keys are `fold_in(key, i)` for the i-th random array in model order
+    (embedding, then per layer q, k, v, o, gate, up, down, then the head).
+
+    Args:
+      config: the model's config.
+      key: a PRNG key.
+      dtype: the parameters' dtype.
+
+    Returns:
+      The parameter pytree (see the module docstring).
+    """
+    keys = KeyStream(key)
+    c = config
+    params = {"embed": {"embedding": _EMBED_INIT(keys(), (c.vocab_size, c.hidden_size),
+                                                  jnp.float32)},
+              "layers": {i: init_layer(c, keys) for i in range(c.num_layers)},
+              "norm": {"weight": jnp.ones((c.hidden_size,))}}
+    if not c.tie_word_embeddings:
+        params["lm_head"] = init_projection(keys, c.hidden_size, c.vocab_size, bias=False)
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
 
+_EMBED_INIT = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+
+
+class KeyStream:
+    """Successive PRNG keys fold_in(key, 0), fold_in(key, 1), ... (a raw uint32 key is
+    wrapped first), the keys Flax NNX's `Rngs` hands out, so parameters initialized here
+    equal those of the NNX modules this model was once written with."""
+
+    def __init__(self, key: jax.Array):
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)
+        self.key, self.count = key, 0
+
+    def __call__(self) -> jax.Array:
+        self.count += 1
+        return jax.random.fold_in(self.key, self.count - 1)
+
+
+def init_projection(keys: KeyStream, d_in: int, d_out: int, *, bias: bool) -> Projection:
+    """A projection with an N(0, 1 / d_in) (d_in, d_out) kernel and optional zero bias."""
+    p: Projection = {"kernel": jax.random.normal(keys(), (d_in, d_out)) * d_in**-0.5}
+    if bias:
+        p["bias"] = jnp.zeros((d_out,))
+    return p
+
+
+def init_mlp(config, keys: KeyStream) -> MLPParams:
+    """SwiGLU parameters for any config with hidden_size, intermediate_size and mlp_bias."""
+    h, i, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+    return {"gate_proj": init_projection(keys, h, i, bias=bias),
+            "up_proj": init_projection(keys, h, i, bias=bias),
+            "down_proj": init_projection(keys, i, h, bias=bias)}
+
+
+def init_layer(config: LMConfig, keys: KeyStream) -> LayerParams:
+    """One decoder layer's parameters."""
+    c = config
+    kv = c.num_kv_heads * c.head_dim
+    attn: AttentionParams = {
+        "q_proj": init_projection(keys, c.hidden_size, c.num_heads * c.head_dim,
+                                  bias=c.qkv_bias),
+        "k_proj": init_projection(keys, c.hidden_size, kv, bias=c.qkv_bias),
+        "v_proj": init_projection(keys, c.hidden_size, kv, bias=c.qkv_bias),
+        "o_proj": init_projection(keys, c.num_heads * c.head_dim, c.hidden_size,
+                                  bias=c.o_bias)}
+    if c.qk_norm:
+        attn["q_norm"] = {"weight": jnp.ones((c.head_dim,))}
+        attn["k_norm"] = {"weight": jnp.ones((c.head_dim,))}
+    return {"input_norm": {"weight": jnp.ones((c.hidden_size,))}, "attn": attn,
+            "post_attn_norm": {"weight": jnp.ones((c.hidden_size,))},
+            "mlp": init_mlp(c, keys)}
+
+
+@functools.lru_cache(maxsize=32)
 def param_shapes(config: LMConfig) -> Params:
-    """The expected shape of every parameter, as a pytree of tuples."""
-    _, state = _graph(config)
-    return jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(state))
+    """The expected shape of every parameter, as a pytree of tuples (no arrays made)."""
+    abstract = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    return jax.tree.map(lambda a: tuple(a.shape), abstract)
 
 
 def forward(
@@ -359,11 +446,11 @@ def forward(
     cache: KVCache | None = None,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
-    return_hidden: bool = False,
     attn_mask: Bool[Array, "b t s"] | None = None,
     embeds: Float[Array, "b t h"] | None = None,
     token_types: Int[Array, "b t"] | None = None,
-) -> tuple[Float[Array, "b t v"], KVCache | None]:
+    capture: Sequence[str] = (),
+):
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
     Jittable. Concrete token ids are checked (`check_token_ids`); traced ones (under jit)
@@ -384,7 +471,6 @@ def forward(
       dtype: compute dtype (float32 or bfloat16). Logits are always float32.
       recipe: optional `effjax.quant.Recipe`: activation formats per layer and the KV-cache
         format (weights are quantized in params by `effjax.quant.quantize_params`).
-      return_hidden: also return the final normalized hidden states (the head's input).
       attn_mask: which keys each query may attend to, in place of the causal structure
         ((b, t, t) without a cache, (b, t, cache slots) with one); padding and unwritten
         cache slots stay excluded. All True gives bidirectional attention (masked diffusion).
@@ -394,28 +480,67 @@ def forward(
         vision-language model); `tokens` still gives the shape.
       token_types: each token's type (int32 in [0, k)), read by per-type input transforms
         (FreeAct: vision / text, or masked / unmasked); traced, so any types, one compile.
+      capture: kinds from `CAPTURE_KINDS` to hand back (static: a tuple of names).
 
     Returns:
-      (logits (b, t, vocab) float32, the updated cache or None), and with return_hidden a
-      third element, the hidden states (b, t, hidden) float32.
+      (logits (b, t, vocab) float32, the updated cache or None); with `capture`, the triple
+      (logits, cache, captured): captured["hidden"] the (b, t, hidden) float32 final hidden
+      states, every other kind a {path: array} dict.
 
     Raises:
       ValueError: concrete token ids outside [0, config.vocab_size) (not checked when
-        `embeds` replaces the lookup).
+        `embeds` replaces the lookup); capture names an unknown kind.
     """
     if embeds is None:
         check_token_ids(tokens, config.vocab_size)
+    cap = Capture(capture) if capture else None
+    c = config
     b, t = tokens.shape
     if mask is None:
         mask = jnp.ones((b, t), bool)
     if positions is None:
         offset = jnp.zeros((), jnp.int32) if cache is None else cache.length
         positions = jnp.broadcast_to(offset + jnp.arange(t, dtype=jnp.int32), (b, t))
-    params, transforms = online.split(params)
-    graphdef, state = _graph(config)
-    state = jax.tree.map(lambda x: x, state)  # a fresh copy: the cached one stays abstract
-    nnx.replace_by_pure_dict(state, params)
-    model = nnx.merge(graphdef, state)
-    with online.active(transforms, token_types):
-        return model(tokens, positions, mask, cache, dtype, recipe, return_hidden, attn_mask,
-                     embeds)
+    x = (embed_tokens(params["embed"]["embedding"], tokens) if embeds is None
+         else embeds).astype(dtype)
+    inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
+    positions = rope_positions(positions, c)
+    if cache is None:
+        structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
+        keys = mask
+        start = None
+    else:
+        start = cache.length
+        zero = jnp.zeros((), jnp.int32)
+        keys = valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
+        slots = jnp.arange(valid.shape[1])
+        query_slots = start + jnp.arange(t)
+        structure = ((slots[None, :] <= query_slots[:, None])[None] if attn_mask is None
+                     else attn_mask)
+    keys = keys[:, None, :]
+    allowed = structure & (keys[None] if structure.ndim == 4 else keys)
+    new_k, new_v = [], []
+    for i in range(c.num_layers):
+        x, (k, v) = layer_forward(
+            params["layers"][i], x, config=c, index=i, positions=positions, inv_freq=inv_freq,
+            allowed=allowed[i] if allowed.ndim == 4 else allowed,
+            cache_kv=None if cache is None else (cache.k[i], cache.v[i]), start=start,
+            recipe=recipe, token_types=token_types, capture=cap)
+        new_k.append(k)
+        new_v.append(v)
+    x = rms_norm(x, params["norm"]["weight"], c.rms_norm_eps)
+    if c.tie_word_embeddings:
+        act = None if recipe is None else recipe.activation_format("lm_head")
+        logits = linear(x, params["embed"]["embedding"].T, act=act,
+                        impl="auto" if recipe is None else recipe.impl)
+    else:
+        logits = project(params["lm_head"], x, path="lm_head", recipe=recipe,
+                         token_types=token_types, capture=cap)
+    new_cache = None
+    if cache is not None:
+        new_cache = KVCache(tuple(new_k), tuple(new_v), valid, cache.length + t)
+    if cap is None:
+        return logits.astype(jnp.float32), new_cache
+    if "hidden" in cap.kinds:
+        cap.found["hidden"] = x.astype(jnp.float32)
+    return logits.astype(jnp.float32), new_cache, cap.found

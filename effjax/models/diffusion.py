@@ -37,6 +37,7 @@ from jaxtyping import Array, Bool, Float, Int
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
 from effjax.models.hf import read_json, read_weights
+from effjax.models.records import DiffusionLM
 from effjax.quant.recipe import Recipe
 
 LLADA_MASK_ID = 126336  # LLaDA-8B's [MASK]
@@ -217,7 +218,7 @@ def llada_config(hf: dict[str, Any]) -> tuple[LMConfig, int]:
     return config, int(hf.get("mask_token_id", LLADA_MASK_ID))
 
 
-def load_llada(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params, LMConfig, int]:
+def load_llada(path: str | pathlib.Path, *, dtype=np.float32) -> DiffusionLM:
     """Loads a LLaDA checkpoint directory (config.json + safetensors).
 
     Args:
@@ -225,12 +226,17 @@ def load_llada(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params, LMCo
       dtype: dtype of the returned arrays.
 
     Returns:
-      (params, config, mask_id).
+      A `DiffusionLM` (no tokenizer) with the config's mask token.
+
+    Raises:
+      ValueError: no config.json, a config without the OLMo-style keys, or weights that do
+        not fit it.
     """
     path = pathlib.Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ValueError(f"expected a config.json in the LLaDA directory {str(path)!r}")
     config, mask_id = llada_config(read_json(cfg_file))
-    return read_weights(path, llada_name_to_path, config, dtype), config, mask_id
+    return DiffusionLM(config=config, params=read_weights(path, llada_name_to_path, config, dtype),
+                       tokenizer=None, source=str(path), mask_id=mask_id)
 

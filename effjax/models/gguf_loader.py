@@ -11,6 +11,7 @@ import numpy as np
 from effjax.models.config import LMConfig, RopeScaling
 from effjax.models.decoder import Params
 from effjax.models.hf import check_params, set_path
+from effjax.models.records import LM
 
 if TYPE_CHECKING:
     import gguf
@@ -160,15 +161,16 @@ def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
     )
 
 
-def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[LMConfig, Params]:
-    """Reads a llama GGUF file: config and dequantized parameters.
+def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = False) -> LM:
+    """Reads a llama GGUF file: config, dequantized parameters and optionally its tokenizer.
 
     Args:
       path: the .gguf file.
       dtype: dtype of the returned arrays.
+      tokenizer: also build the file's tokenizer (`transformers`).
 
     Returns:
-      (config, params) with (in, out) kernels and q/k rows in Hugging Face order.
+      An `LM` whose params have (in, out) kernels and q/k rows in Hugging Face order.
 
     Raises:
       ValueError: the file is missing, truncated (naming the tensor cut short, with the
@@ -204,4 +206,11 @@ def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[LMConfig, Par
             value = value.T
         set_path(params, target, np.ascontiguousarray(value, dtype=dtype))
     check_params(params, config, source=path)
-    return config, jax.tree.map(jax.numpy.asarray, params)
+    tok = None
+    if tokenizer:
+        from transformers import AutoTokenizer  # noqa: PLC0415
+
+        file = pathlib.Path(path)
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+    return LM(config=config, params=jax.tree.map(jax.numpy.asarray, params), tokenizer=tok,
+              source=path)

@@ -1,4 +1,4 @@
-"""A Qwen2.5-VL-compatible vision-language model in Flax NNX.
+"""A Qwen2.5-VL-compatible vision-language model as plain functions over its parameters.
 
 The vision transformer turns an image into patch tokens (a linear patch embedding over
 `temporal_patch_size` x `patch_size`^2 pixels per channel), runs blocks of window attention
@@ -36,13 +36,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import MLP, Linear, Params, RMSNorm, forward, init_params, param_shapes
+from effjax.models.decoder import (
+    Capture,
+    KeyStream,
+    Params,
+    forward,
+    init_mlp,
+    init_params,
+    init_projection,
+    mlp,
+    param_shapes,
+    project,
+)
 from effjax.models.hf import check_shapes, hf_name_to_path, read_json, read_tensors
-from effjax.models.layers import apply_rope, attention
+from effjax.models.layers import apply_rope, attention, rms_norm
+from effjax.models.records import VLM
 from effjax.quant.recipe import Recipe
 
 Grid = tuple[int, int, int]  # (frames, patch rows, patch columns) of one image
@@ -200,70 +211,54 @@ class VLMConfig:
                    vision_end_token_id=hf["vision_end_token_id"])
 
 
-class VisionAttention(nnx.Module):
-    def __init__(self, config: VisionConfig, *, path: str, rngs: nnx.Rngs):
-        h = config.hidden_size
-        self.config = config
-        self.qkv = Linear(h, 3 * h, use_bias=True, path=f"{path}/qkv", rngs=rngs)
-        self.proj = Linear(h, h, use_bias=True, path=f"{path}/proj", rngs=rngs)
-
-    def __call__(self, x, positions, inv_freq, allowed, recipe):
-        c = self.config
-        b, n, _ = x.shape
-        qkv = self.qkv(x, recipe).reshape(b, n, 3, c.num_heads, c.head_dim)
-        q = apply_rope(qkv[:, :, 0], positions, inv_freq)
-        k = apply_rope(qkv[:, :, 1], positions, inv_freq)
-        out = attention(q, k, qkv[:, :, 2], allowed)
-        return self.proj(out.reshape(b, n, c.hidden_size), recipe)
-
-
-class VisionBlock(nnx.Module):
-    def __init__(self, config: VisionConfig, *, path: str, rngs: nnx.Rngs):
-        self.norm1 = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attn = VisionAttention(config, path=f"{path}/attn", rngs=rngs)
-        self.norm2 = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config, path=f"{path}/mlp", rngs=rngs)
-
-    def __call__(self, x, positions, inv_freq, allowed, recipe):
-        x = x + self.attn(self.norm1(x), positions, inv_freq, allowed, recipe)
-        return x + self.mlp(self.norm2(x), recipe)
+def vision_attention(p: Params, x: Float[Array, "b n h"], *, config: VisionConfig, path: str,
+                     positions: Int[Array, "b n f"], inv_freq: Float[Array, " f"],
+                     allowed: Bool[Array, "1 n n"], recipe: Recipe | None = None,
+                     capture: Capture | None = None) -> Float[Array, "b n h"]:
+    """A vision block's attention: fused qkv, 2D RoPE, attention within `allowed`, proj.
+    Captures "qk" (after RoPE) and "qk_prerope" at f"{path}/q" and f"{path}/k"."""
+    c = config
+    b, n, _ = x.shape
+    qkv = project(p["qkv"], x, path=f"{path}/qkv", recipe=recipe, capture=capture).reshape(
+        b, n, 3, c.num_heads, c.head_dim)
+    q, k = qkv[:, :, 0], qkv[:, :, 1]
+    if capture is not None:
+        capture.put("qk_prerope", f"{path}/q", q)
+        capture.put("qk_prerope", f"{path}/k", k)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if capture is not None:
+        capture.put("qk", f"{path}/q", q)
+        capture.put("qk", f"{path}/k", k)
+    out = attention(q, k, qkv[:, :, 2], allowed)
+    return project(p["proj"], out.reshape(b, n, c.hidden_size), path=f"{path}/proj",
+                   recipe=recipe, capture=capture)
 
 
-class PatchMerger(nnx.Module):
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs):
-        wide = config.hidden_size * config.spatial_merge_size**2
-        self.ln_q = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.fc1 = Linear(wide, wide, use_bias=True, path="vision/merger/fc1", rngs=rngs)
-        self.fc2 = Linear(wide, config.out_hidden_size, use_bias=True, path="vision/merger/fc2",
-                          rngs=rngs)
-        self.wide = wide
-
-    def __call__(self, x, recipe):
-        b, n, _ = x.shape
-        x = self.ln_q(x).reshape(b, n * x.shape[-1] // self.wide, self.wide)
-        return self.fc2(jax.nn.gelu(self.fc1(x, recipe), approximate=False), recipe)
+def vision_block(p: Params, x: Float[Array, "b n h"], *, config: VisionConfig, path: str,
+                 recipe: Recipe | None = None, capture: Capture | None = None,
+                 **geometry) -> Float[Array, "b n h"]:
+    """A pre-norm vision block (`geometry`: `vision_attention`'s positions, inv_freq and
+    allowed)."""
+    eps = config.rms_norm_eps
+    x = x + vision_attention(p["attn"], rms_norm(x, p["norm1"]["weight"], eps), config=config,
+                             path=f"{path}/attn", recipe=recipe, capture=capture, **geometry)
+    return x + mlp(p["mlp"], rms_norm(x, p["norm2"]["weight"], eps), path=f"{path}/mlp",
+                   recipe=recipe, capture=capture)
 
 
-class VisionTransformer(nnx.Module):
-    """Qwen2.5-VL's vision encoder: patches of one image size to merged tokens."""
-
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.patch_embed = Linear(config.patch_dim, config.hidden_size, use_bias=False,
-                                  path="vision/patch_embed", rngs=rngs)
-        self.blocks = nnx.List([VisionBlock(config, path=f"vision/blocks/{i}", rngs=rngs)
-                                for i in range(config.depth)])
-        self.merger = PatchMerger(config, rngs=rngs)
-
-    def __call__(self, patches, positions, window, full, dtype, recipe):
-        c = self.config
-        quarter = jnp.asarray(_vision_inv_freq(c), jnp.float32)
-        inv_freq = jnp.concatenate([quarter, quarter])
-        x = self.patch_embed(patches.astype(dtype), recipe)
-        for i, block in enumerate(self.blocks):
-            x = block(x, positions, inv_freq, full if i in c.fullatt_block_indexes else window,
-                      recipe)
-        return self.merger(x, recipe).astype(jnp.float32)
+def patch_merger(p: Params, x: Float[Array, "b n h"], *, config: VisionConfig,
+                 recipe: Recipe | None = None,
+                 capture: Capture | None = None) -> Float[Array, "b n_merged out_hidden"]:
+    """Folds each spatial_merge_size^2 block of patches into one token: norm, then a GELU
+    MLP over the concatenated patches."""
+    wide = config.hidden_size * config.spatial_merge_size**2
+    b, n, _ = x.shape
+    x = rms_norm(x, p["ln_q"]["weight"], config.rms_norm_eps)
+    x = x.reshape(b, n * x.shape[-1] // wide, wide)
+    kw = dict(recipe=recipe, capture=capture)
+    return project(p["fc2"], jax.nn.gelu(project(p["fc1"], x, path="vision/merger/fc1", **kw),
+                                         approximate=False), path="vision/merger/fc2", **kw)
 
 
 def _vision_inv_freq(config: VisionConfig) -> np.ndarray:
@@ -322,12 +317,6 @@ def vision_geometry(grid: Grid, config: VisionConfig) -> tuple[np.ndarray, np.nd
     return positions.astype(np.int32), window, frame
 
 
-@functools.lru_cache(maxsize=8)
-def _vision_graph(config: VisionConfig):
-    abstract = nnx.eval_shape(lambda: VisionTransformer(config, rngs=nnx.Rngs(0)))
-    return nnx.split(abstract, nnx.Param)
-
-
 def encode_images(
     params: Params,
     patches: Float[Array, "k n patch_dim"],
@@ -336,7 +325,8 @@ def encode_images(
     grid: Grid,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
-) -> Float[Array, "k n_merged out_hidden"]:
+    capture: Sequence[str] = (),
+):
     """Runs the vision transformer over k images of one size.
 
     Args:
@@ -346,23 +336,36 @@ def encode_images(
       grid: the images' (frames, patch rows, patch columns); n = frames * rows * columns.
       dtype: compute dtype; the result is float32.
       recipe: optional activation formats (paths "vision/blocks/<i>/...").
+      capture: kinds to hand back, as `effjax.models.forward`'s ("inputs", "qk",
+        "qk_prerope"; paths "vision/blocks/<i>/attn/q" and so on).
 
     Returns:
-      The merged image tokens, n / spatial_merge_size^2 per image, in the order the
-      placeholders take them.
+      The merged image tokens (k, n / spatial_merge_size^2, out_hidden) float32, in the
+      order the placeholders take them; with `capture`, the pair (those, {kind: {path:
+      array}}).
+
+    Raises:
+      ValueError: a bad grid, patches of the wrong shape, or an unknown capture kind.
     """
     positions, window, frame = vision_geometry(check_grid(grid, config), config)
     if patches.shape[1:] != (len(frame), config.patch_dim):
         raise ValueError(f"patches must be (images, {len(frame)}, {config.patch_dim}) for "
                          f"grid {grid}, got {tuple(patches.shape)}")
-    graphdef, state = _vision_graph(config)
-    state = jax.tree.map(lambda a: a, state)
-    nnx.replace_by_pure_dict(state, params)
-    model = nnx.merge(graphdef, state)
+    cap = Capture(capture) if capture else None
     pos = jnp.broadcast_to(jnp.asarray(positions), (patches.shape[0], *positions.shape))
     win = jnp.asarray(window[:, None] == window[None, :])[None]
     full = jnp.asarray(frame[:, None] == frame[None, :])[None]
-    return model(patches, pos, win, full, dtype, recipe)
+    quarter = jnp.asarray(_vision_inv_freq(config), jnp.float32)
+    inv_freq = jnp.concatenate([quarter, quarter])
+    x = project(params["patch_embed"], patches.astype(dtype), path="vision/patch_embed",
+                recipe=recipe, capture=cap)
+    for i in range(config.depth):
+        x = vision_block(params["blocks"][i], x, config=config, path=f"vision/blocks/{i}",
+                         recipe=recipe, capture=cap, positions=pos, inv_freq=inv_freq,
+                         allowed=full if i in config.fullatt_block_indexes else win)
+    out = patch_merger(params["merger"], x, config=config, recipe=recipe,
+                       capture=cap).astype(jnp.float32)
+    return out if cap is None else (out, cap.found)
 
 
 def patchify(images: Float[Array, "k height width channels"],
@@ -493,8 +496,8 @@ def vlm_forward(
     mask: Bool[Array, "b t"] | None = None,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
-    return_hidden: bool = False,
     token_types: Int[Array, "b t"] | None = None,
+    capture: Sequence[str] = (),
 ):
     """The language model over a prompt with its images' features spliced in.
 
@@ -507,32 +510,49 @@ def vlm_forward(
       mask: True for real tokens.
       dtype: compute dtype.
       recipe: optional formats for the language model.
-      return_hidden: also return the final hidden states.
       token_types: as in `effjax.models.forward` (per-type input transforms).
+      capture: as in `effjax.models.forward`.
 
     Returns:
-      As `effjax.models.forward` without a cache: (logits (b, t, vocab) float32, None).
+      As `effjax.models.forward` without a cache: (logits (b, t, vocab) float32, None),
+      and with `capture` the captured arrays third.
     """
     embeds = splice_images(params, tokens, image_features, config, dtype)
     return forward(params["lm"], tokens, config=config.text, positions=positions, mask=mask,
-                   dtype=dtype, recipe=recipe, return_hidden=return_hidden, embeds=embeds,
-                   token_types=token_types)
+                   dtype=dtype, recipe=recipe, embeds=embeds, token_types=token_types,
+                   capture=capture)
 
 
 def init_vlm_params(config: VLMConfig, key: jax.Array, dtype=jnp.float32) -> Params:
     """Randomly initialized VLM parameters."""
     k_vis, k_lm = jax.random.split(key)
-    model = VisionTransformer(config.vision, rngs=nnx.Rngs(params=k_vis))
-    vision = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    return {"vision": jax.tree.map(lambda a: a.astype(dtype), vision),
+    return {"vision": jax.tree.map(lambda a: a.astype(dtype), init_vision(config.vision, k_vis)),
             "lm": init_params(config.text, k_lm, dtype)}
+
+
+def init_vision(config: VisionConfig, key: jax.Array) -> Params:
+    """Random float32 vision parameters (kernels N(0, 1 / d_in), keys drawn as in
+    `effjax.models.decoder.init_params`: patch_embed, each block's qkv, proj, gate, up,
+    down, then the merger's fc1, fc2)."""
+    keys = KeyStream(key)
+    c = config
+    h, wide = c.hidden_size, c.hidden_size * c.spatial_merge_size**2
+    ones = lambda d: {"weight": jnp.ones((d,))}
+    patch_embed = init_projection(keys, c.patch_dim, h, bias=False)
+    blocks = {i: {"norm1": ones(h),
+                  "attn": {"qkv": init_projection(keys, h, 3 * h, bias=True),
+                           "proj": init_projection(keys, h, h, bias=True)},
+                  "norm2": ones(h), "mlp": init_mlp(c, keys)} for i in range(c.depth)}
+    merger = {"ln_q": ones(h), "fc1": init_projection(keys, wide, wide, bias=True),
+              "fc2": init_projection(keys, wide, c.out_hidden_size, bias=True)}
+    return {"patch_embed": patch_embed, "blocks": blocks, "merger": merger}
 
 
 def vlm_param_shapes(config: VLMConfig) -> Params:
     """The expected shape of every VLM parameter, as a pytree of tuples."""
-    _, state = _vision_graph(config.vision)
-    vision = jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(state))
-    return {"vision": vision, "lm": param_shapes(config.text)}
+    vision = jax.eval_shape(lambda: init_vision(config.vision, jax.random.PRNGKey(0)))
+    return {"vision": jax.tree.map(lambda a: tuple(a.shape), vision),
+            "lm": param_shapes(config.text)}
 
 
 _VISION_RE = re.compile(r"(?:model\.)?visual\.(.+)")
@@ -567,7 +587,7 @@ def qwen2_5_vl_name_to_path(name: str) -> tuple | None:
     return None if lm is None else ("lm", *lm)
 
 
-def load_qwen2_5_vl(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params, VLMConfig]:
+def load_qwen2_5_vl(path: str | pathlib.Path, *, dtype=np.float32) -> VLM:
     """Loads a Hugging Face Qwen2.5-VL checkpoint directory.
 
     Args:
@@ -575,7 +595,10 @@ def load_qwen2_5_vl(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params,
       dtype: dtype of the returned arrays.
 
     Returns:
-      (params, config).
+      A `VLM` (no tokenizer).
+
+    Raises:
+      ValueError: no config.json, or weights that do not fit the config.
     """
     path = pathlib.Path(path)
     cfg_file = path / "config.json"
@@ -586,4 +609,5 @@ def load_qwen2_5_vl(path: str | pathlib.Path, dtype=np.float32) -> tuple[Params,
     if config.text.tie_word_embeddings:
         params.get("lm", {}).pop("lm_head", None)
     check_shapes(params, vlm_param_shapes(config), source=str(path))
-    return jax.tree.map(jnp.asarray, params), config
+    return VLM(config=config, params=jax.tree.map(jnp.asarray, params), tokenizer=None,
+               source=str(path))

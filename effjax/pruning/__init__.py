@@ -37,7 +37,6 @@ from effjax.pruning.hawk import (
 )
 from effjax.pruning.shapes_vlm import (
     SHAPES_VLM_CONFIG,
-    SHAPES_VLM_DIR,
     image_features,
     lm_inputs,
     load_shapes_vlm,
@@ -48,7 +47,7 @@ from effjax.pruning.shapes_vlm import (
 )
 
 __all__ = [
-    "METHODS", "PruneConfig", "Pruned", "SHAPES_VLM_CONFIG", "SHAPES_VLM_DIR", "answer_logits",
+    "METHODS", "PruneConfig", "Pruned", "SHAPES_VLM_CONFIG", "answer_logits",
     "check_keep_ratio", "compact", "dart_scores", "fastv_attn_mask", "fastv_scores",
     "hawk_scores", "head_importance", "head_qk", "image_features", "keep_count", "keep_mask",
     "lm_inputs", "load_shapes_vlm", "normalize", "positions_of", "prune", "random_scores",

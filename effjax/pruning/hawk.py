@@ -33,10 +33,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from effjax.models.config import LMConfig
-from effjax.models.decoder import Params, forward, rope_positions
-from effjax.models.layers import apply_rope, linear, rms_norm
-from effjax.models.vlm import VisionConfig, vision_geometry
-from effjax.quant import taps
+from effjax.models.decoder import Params, block_forward, forward
+from effjax.models.vlm import VisionConfig, encode_images, vision_geometry
 
 NEG = -jnp.inf
 
@@ -83,15 +81,15 @@ def token_roles(tokens: Int[np.ndarray, "b t"], mask: Bool[np.ndarray, "b t"],
     return visual, query
 
 
-def head_qk(lm_params: Params, embeds: Float[Array, "b t h"], config: LMConfig, layer: int = 0
+def head_qk(lm_params: Params, embeds: Float[Array, "b t h"], *, config: LMConfig
             ) -> tuple[Float[Array, "b t heads d"], Float[Array, "b t heads d"]]:
-    """Queries and keys of a layer before RoPE, keys repeated to every query head."""
-    p = lm_params["layers"][layer]
-    x = rms_norm(embeds, p["input_norm"]["weight"], config.rms_norm_eps)
-    proj = lambda name: linear(x, p["attn"][name]["kernel"], p["attn"][name].get("bias"))
-    b, t, _ = embeds.shape
-    q = proj("q_proj").reshape(b, t, config.num_heads, config.head_dim)
-    k = proj("k_proj").reshape(b, t, config.num_kv_heads, config.head_dim)
+    """Layer 0's queries and keys as its attention computes them before RoPE (after the
+    input norm, any online input transforms and q/k norm), read from the model's own
+    layer (`block_forward(..., capture=("qk_prerope",))`), keys repeated to every query
+    head. Under jit the rest of the layer is dead code and not run."""
+    _, found = block_forward(lm_params["layers"][0], embeds, config=config, index=0,
+                             capture=("qk_prerope",))
+    q, k = found["qk_prerope"]["layers/0/attn/q"], found["qk_prerope"]["layers/0/attn/k"]
     return q, jnp.repeat(k, config.num_groups, axis=2)
 
 
@@ -117,7 +115,7 @@ def hawk_scores(
     Returns:
       float32 scores.
     """
-    q, k = head_qk(lm_params, embeds, config)
+    q, k = head_qk(lm_params, embeds, config=config)
     qk = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32)
     qk = qk * config.head_dim**-0.5
     w_query = text_query.astype(jnp.float32) / jnp.sum(text_query, axis=1, keepdims=True,
@@ -179,22 +177,14 @@ def fastv_scores(
     layer: int,
 ) -> Float[Array, "b t"]:
     """FastV's scores: the attention the last prompt token pays each visual token at
-    `layer` (RoPE applied, causal, averaged over heads), from a full forward pass."""
-    seen = {}
-    with taps.collecting(lambda path, x: seen.__setitem__(path, x), kinds=("input", "kv")):
-        forward(lm_params, jnp.zeros(mask.shape, jnp.int32), config=config, positions=positions,
-                mask=mask, embeds=embeds)
-    p = lm_params["layers"][layer]["attn"]
-    x = seen[f"layers/{layer}/attn/q_proj"]
-    rows = jnp.arange(x.shape[0])
-    q = linear(x[rows, last], p["q_proj"]["kernel"], p["q_proj"].get("bias"))
-    q = q.reshape(-1, 1, config.num_heads, config.head_dim)
-    if config.qk_norm:
-        q = rms_norm(q, p["q_norm"]["weight"], config.rms_norm_eps)
-    q_pos = positions[:, rows, last][:, :, None]
-    q = apply_rope(q, rope_positions(q_pos, config),
-                   jnp.asarray(config.rope_inv_freq(), jnp.float32))[:, 0]
-    k = jnp.repeat(seen[f"layers/{layer}/attn/k"], config.num_groups, axis=2)
+    `layer` (causal, averaged over heads), from the queries and keys that layer's attention
+    scores (`forward(..., capture=("qk",))`: after q/k norm, RoPE, any rotation and
+    input transform); -inf off the visual tokens."""
+    found = forward(lm_params, jnp.zeros(mask.shape, jnp.int32), config=config,
+                    positions=positions, mask=mask, embeds=embeds, capture=("qk",))[2]["qk"]
+    rows = jnp.arange(mask.shape[0])
+    q = found[f"layers/{layer}/attn/q"][rows, last]
+    k = jnp.repeat(found[f"layers/{layer}/attn/k"], config.num_groups, axis=2)
     logits = jnp.einsum("bhd,bjhd->bhj", q, k, preferred_element_type=jnp.float32)
     causal = (jnp.arange(mask.shape[1])[None] <= last[:, None]) & mask
     logits = jnp.where(causal[:, None], logits * config.head_dim**-0.5, NEG)
@@ -221,30 +211,19 @@ def visionzip_scores(
     grid: tuple[int, int, int],
 ) -> Float[Array, "b n_merged"]:
     """VisionZip-style dominance of each merged token: the attention its patches receive in
-    the vision encoder's last block, averaged over heads and queries, summed over the
-    patches it merges. Returns (b, n_merged) scores over the image's tokens."""
-    from effjax.models.vlm import encode_images
-
+    the vision encoder's last block (its own queries and keys, `encode_images(...,
+    capture=("qk",))`), averaged over heads and queries, summed over the patches it merges.
+    Returns (b, n_merged) scores over the image's tokens."""
     last = config.depth - 1
-    seen = {}
-    with taps.collecting(lambda path, x: seen.__setitem__(path, x)):
-        encode_images(vision_params, patches, config=config, grid=grid)
-    x = seen[f"vision/blocks/{last}/attn/qkv"]
-    p = vision_params["blocks"][last]["attn"]["qkv"]
-    b, n, _ = x.shape
-    qkv = linear(x, p["kernel"], p["bias"]).reshape(b, n, 3, config.num_heads, config.head_dim)
-    positions, window, frame = vision_geometry(grid, config)
-    quarter = 1.0 / config.rope_theta ** (np.arange(0, config.head_dim // 2, 2) /
-                                          (config.head_dim // 2))
-    inv_freq = jnp.asarray(np.concatenate([quarter, quarter]), jnp.float32)
-    pos = jnp.broadcast_to(jnp.asarray(positions), (b, *positions.shape))
-    q, k = (apply_rope(qkv[:, :, i], pos, inv_freq) for i in (0, 1))
+    _, found = encode_images(vision_params, patches, config=config, grid=grid, capture=("qk",))
+    q, k = (found["qk"][f"vision/blocks/{last}/attn/{n}"] for n in ("q", "k"))
+    _, window, frame = vision_geometry(grid, config)
     group = frame if last in config.fullatt_block_indexes else window
     allowed = jnp.asarray(group[:, None] == group[None, :])
     logits = jnp.einsum("bihd,bjhd->bhij", q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(allowed[None, None], logits * config.head_dim**-0.5, NEG)
     received = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=(1, 2))
-    return received.reshape(b, -1, config.spatial_merge_size**2).sum(-1)
+    return received.reshape(q.shape[0], -1, config.spatial_merge_size**2).sum(-1)
 
 
 def dart_scores(embeds: Float[Array, "b t h"], visual: Bool[Array, "b t"], *,

@@ -22,11 +22,12 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 from tqdm.auto import tqdm
 
-from effjax import checkpoint
+from effjax import checkpoint, zoo
 from effjax.checkpoint import load_weights, save_weights
 from effjax.data import shapes_vqa
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
+from effjax.models.records import VLM
 from effjax.models.vlm import (
     VisionConfig,
     VLMConfig,
@@ -48,7 +49,6 @@ SHAPES_VLM_CONFIG = VLMConfig(
                         spatial_merge_size=2, window_size=32, fullatt_block_indexes=(1,)),
     image_token_id=shapes_vqa.IMAGE_ID, vision_start_token_id=shapes_vqa.VISION_START_ID,
     vision_end_token_id=shapes_vqa.VISION_END_ID)
-SHAPES_VLM_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "zoo" / "shapes_vlm"
 GRID = (1, shapes_vqa.IMAGE_SIZE // 4, shapes_vqa.IMAGE_SIZE // 4)
 
 
@@ -138,7 +138,7 @@ def train_shapes_vlm(
     tag_weight: float = 1.0,
     seed: int = 0,
     config: VLMConfig = SHAPES_VLM_CONFIG,
-    path: str | os.PathLike | None = SHAPES_VLM_DIR,
+    path: str | os.PathLike | None = "zoo",
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
     progress: bool = True,
@@ -154,7 +154,8 @@ def train_shapes_vlm(
       questions: questions per training image (`shapes_vqa.training_batch`).
       tag_weight: weight of the auxiliary per-token read-out loss (0: answers only).
       config: the architecture.
-      path: where to write the final weights and info (None: do not write).
+      path: where to write the final weights and info ("zoo":
+        `effjax.zoo.trained_dir("shapes_vlm")` in the user cache; None: do not write).
       checkpoint_dir: resumable training state, written every `checkpoint_every` steps; a
         run restarted with the same directory continues from its last checkpoint.
       checkpoint_every: steps between checkpoints.
@@ -220,14 +221,29 @@ def train_shapes_vlm(
             "seed": seed, "seconds_this_run": time.perf_counter() - t0, "resumed_at": start,
             "curve": curve}
     if path is not None:
-        save_weights(params, info, path)
+        save_weights(params, info, zoo.trained_dir("shapes_vlm") if path == "zoo" else path)
     return params, info
 
 
-def load_shapes_vlm(path: str | os.PathLike = SHAPES_VLM_DIR,
-                    config: VLMConfig = SHAPES_VLM_CONFIG) -> tuple[Params, VLMConfig, dict]:
-    """The shipped (or a re-trained) shapes VLM: (params, config, info)."""
+def load_shapes_vlm(path: str | os.PathLike | None = None, *,
+                    config: VLMConfig = SHAPES_VLM_CONFIG) -> VLM:
+    """The shapes VLM.
+
+    Args:
+      path: its folder; default `effjax.zoo.weights_dir("shapes_vlm")` (a retrained copy in
+        the user cache, else the shipped one).
+      config: its architecture.
+
+    Returns:
+      A `VLM` (no tokenizer: `shapes_vqa.encode` makes its ids) with extras {"info": its
+      info.json}.
+
+    Raises:
+      ValueError: no weights there, or weights of other shapes.
+    """
+    folder = pathlib.Path(zoo.weights_dir("shapes_vlm") if path is None else path)
     like = jax.eval_shape(lambda: init_vlm_params(config, jax.random.PRNGKey(0)))
-    params, info = load_weights(path, like, hint="train it with effjax.pruning."
+    params, info = load_weights(folder, like, hint="train it with effjax.pruning."
                                 "train_shapes_vlm() (about 18 minutes on 2 CPU cores)")
-    return params, config, info
+    return VLM(config=config, params=params, tokenizer=None, source=str(folder),
+               extras={"info": info})

@@ -2,8 +2,8 @@
 
 Contents: post-training quantization over parameter pytrees, each method `method(params, calib,
 recipe, **options) -> params`: `calibrate(params, config, windows)` -> per-layer `LayerStats`
-(X^T X, token count, per-channel absmax, a bounded input sample) gathered by taps on the
-decoder's linear layers inside one jitted forward per batch; `calibrate_sequential(params,
+(X^T X, token count, per-channel absmax, a bounded input sample) captured from the
+decoder's linear layers by one jitted forward per batch; `calibrate_sequential(params,
 config, windows, quantize_layer)` (layer by layer: each layer's statistics from the
 already-quantized layers before it); `rtn`; `gptq` (and `gptq_quantize` for one layer: blocked
 lazy updates from the upper Cholesky factor of the damped inverse Hessian, onto every effjax

@@ -28,6 +28,8 @@ activations (`effjax.transforms.online.clip_blocks`), applied after the transfor
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,16 +109,16 @@ def factor_matrices(f: dict, size: int) -> tuple[jax.Array, jax.Array]:
 
 
 def block_matrices(t: dict, variant: str, nb: int, block: int):
-    """The online transform to store ({"blocks"} or {"global", "private"}) and the
+    """The online transform to store (`online.GPK` or `online.BlockDiag`) and the
     (nb, block, block) inverse blocks for the kernel rows."""
     if variant == "gpk":
         g, p = gpk_split(block)
         gm, ginv = factor_matrices(t["global"], g)
         pm, pinv = factor_matrices(t["private"], p)
         inv = jax.vmap(lambda pk: jnp.kron(ginv, pk))(pinv)
-        return {"global": gm, "private": pm}, inv
+        return online.GPK(gm, pm), inv
     m, inv = factor_matrices(t["blocks"], block)
-    return {"blocks": m}, inv
+    return online.BlockDiag(m), inv
 
 
 def _init(layer, recipe: Recipe, index: int, *, variant: str, block: int,
@@ -156,7 +158,7 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool, 
         nb = d_in // block
         stored, inv = block_matrices(entry["t"], variant, nb, block)
         if "aclip" in entry:
-            stored = {**stored, "clip": clip_ratio(entry["aclip"])}
+            stored = dataclasses.replace(stored, clip=clip_ratio(entry["aclip"]))
         for p in projs:
             fmt = weight_format(recipe, index, blk, p)
             w = out[blk][p]["kernel"].astype(jnp.float32)

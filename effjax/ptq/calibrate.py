@@ -1,4 +1,4 @@
-"""Calibration: per linear layer input statistics, collected by taps inside the forward pass."""
+"""Calibration: per linear layer input statistics, captured by the forward pass."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 from effjax.models.config import LMConfig
 from effjax.models.decoder import block_forward, embed, forward
 from effjax.models.layers import rms_norm
-from effjax.quant import taps
 from effjax.quant.recipe import Recipe
 
 
@@ -38,14 +37,12 @@ class LayerStats(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("config", "sample_size"))
 def _batch_stats(params, tokens: Int[Array, "b t"], config: LMConfig,
                  sample_size: int) -> dict[str, LayerStats]:
-    seen: dict[str, jax.Array] = {}
+    inputs = forward(params, tokens, config=config, capture=("inputs",))[2]["inputs"]
+    return _reduce(_rows(inputs), sample_size)
 
-    def collect(path: str, x: jax.Array) -> None:
-        seen[path] = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
 
-    with taps.collecting(collect):
-        forward(params, tokens, config=config)
-    return _reduce(seen, sample_size)
+def _rows(inputs: dict[str, jax.Array]) -> dict[str, Float[Array, "tokens d"]]:
+    return {path: x.reshape(-1, x.shape[-1]).astype(jnp.float32) for path, x in inputs.items()}
 
 
 def _reduce(seen: dict[str, jax.Array], sample_size: int) -> dict[str, LayerStats]:
@@ -66,17 +63,12 @@ def _context_options(context) -> dict:
 
 def block_inputs(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None = None,
                  context=None) -> dict[str, jax.Array]:
-    """Every projection's input in one layer, (tokens, d_in) float32 per path, read by taps
-    (`block_forward` with `context`'s positions, attention mask and token types)."""
-    seen: dict[str, jax.Array] = {}
-
-    def collect(path: str, a: jax.Array) -> None:
-        seen[path] = a.reshape(-1, a.shape[-1]).astype(jnp.float32)
-
-    with taps.collecting(collect):
-        block_forward(layer_params, x, config=config, index=index, recipe=recipe,
-                      **_context_options(context))
-    return seen
+    """Every projection's input in one layer, (tokens, d_in) float32 per path, as the layer
+    captures it (`block_forward` with `context`'s positions, attention mask and token
+    types)."""
+    _, found = block_forward(layer_params, x, config=config, index=index, recipe=recipe,
+                             capture=("inputs",), **_context_options(context))
+    return _rows(found["inputs"])
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "sample_size"))

@@ -57,9 +57,9 @@ def affine_init(layer, recipe: Recipe, index: int, x=None, context=None) -> dict
     return learn
 
 
-def kron_input(t: dict) -> dict:
+def kron_input(t: dict) -> online.Kron:
     """A group's online input transform: P = left (x) right."""
-    return {"left": t["left"], "right": t["right"]}
+    return online.Kron(t["left"], t["right"])
 
 
 def affine_layer(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool,

@@ -33,6 +33,7 @@ from effjax.ptq.calibrate import block_inputs
 from effjax.ptq.flatquant import affine_init, affine_layer
 from effjax.ptq.layerwise import GROUPS, LayerContext, train_layerwise
 from effjax.quant.recipe import Recipe
+from effjax.transforms import online
 
 
 def _check_energy(energy: float) -> None:
@@ -75,8 +76,8 @@ def type_transforms(t: dict) -> Float[Array, "k d d"]:
                                 precision=jax.lax.Precision.HIGHEST)
 
 
-def _per_type_input(t: dict) -> dict:
-    return {"per_type": type_transforms(t)}
+def _per_type_input(t: dict) -> online.PerType:
+    return online.PerType(type_transforms(t))
 
 
 def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool):

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from effjax.models.api import LM
 from effjax.models.config import LMConfig
+from effjax.models.records import LM
 from effjax.ptq.batquant import batquant
 from effjax.ptq.calibrate import calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant

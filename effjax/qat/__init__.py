@@ -23,7 +23,7 @@ policy with the jitted sampler, a reward per completion), `group_advantages`, `g
 (clipped ratio, k3 KL to a reference), `make_grpo_step`, `grpo_iteration`. The reasoning
 teacher: `load_teacher()` (4-layer decoder, hidden 128, char vocabulary, shipped in
 `effjax/data/zoo/arith_teacher/`, trained here by `train_teacher`) and its one-block draft for
-speculative decoding (`load_teacher(DRAFT_DIR, DRAFT_CONFIG)`, `effjax/data/zoo/arith_draft/`,
+speculative decoding (`load_teacher(config=DRAFT_CONFIG)`, `effjax/data/zoo/arith_draft/`,
 `train_teacher(config=DRAFT_CONFIG)`: 2,000 steps, 3 minutes), `accuracy`, `generate_solutions`.
 """
 
@@ -51,12 +51,10 @@ from effjax.qat.losses import (
 )
 from effjax.qat.reasoning import (
     DRAFT_CONFIG,
-    DRAFT_DIR,
     TEACHER_CONFIG,
     accuracy,
     generate_solutions,
     load_teacher,
-    save_teacher,
     train_teacher,
 )
 from effjax.qat.train import (
@@ -85,7 +83,6 @@ __all__ = [
     "QATConfig",
     "StepShardings",
     "DRAFT_CONFIG",
-    "DRAFT_DIR",
     "TEACHER_CONFIG",
     "TrainState",
     "accuracy",
@@ -113,7 +110,6 @@ __all__ = [
     "ptq_quantize",
     "reverse_kl",
     "rollout",
-    "save_teacher",
     "sequences",
     "step_shardings",
     "student_logits",

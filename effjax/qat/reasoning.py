@@ -1,10 +1,11 @@
 """The in-house reasoning teacher and its draft: small decoders trained on the arithmetic task.
 
-`load_teacher()` reads the weights shipped in `effjax/data/zoo/arith_teacher/` (trained here
-by `train_teacher`, so nothing is downloaded); `load_teacher(DRAFT_DIR, DRAFT_CONFIG)` the
-one-block draft in `effjax/data/zoo/arith_draft/` (the speculative-decoding pair's proposer,
-trained the same way). `accuracy` scores any parameter pytree of either architecture (float,
-fake-quantized or with QArray kernels) by greedy generation.
+`load_teacher()` (= `effjax.zoo.load("arith_teacher")`) reads the weights shipped in
+`effjax/data/zoo/arith_teacher/` (trained here by `train_teacher`, so nothing is downloaded),
+or a retrained copy from the user cache; `load_teacher(config=DRAFT_CONFIG)` the one-block
+draft (the speculative-decoding pair's proposer, trained the same way). `accuracy` scores any
+parameter pytree of either architecture (float, fake-quantized or with QArray kernels) by greedy
+generation.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ from collections.abc import Sequence
 import jax
 from tqdm.auto import tqdm
 
+from effjax import zoo
 from effjax.checkpoint import load_weights, save_weights
 from effjax.data import arithmetic
 from effjax.decoding.generate import generate
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, init_params
+from effjax.models.records import LM
 from effjax.quant.recipe import Recipe
 
-TEACHER_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "zoo" / "arith_teacher"
 TEACHER_CONFIG = LMConfig(
     family="llama", vocab_size=arithmetic.VOCAB_SIZE, hidden_size=128, intermediate_size=384,
     num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, max_position_embeddings=128,
     rope_theta=10000.0, eos_token_id=arithmetic.EOS_ID, pad_token_id=arithmetic.PAD_ID)
-DRAFT_DIR = TEACHER_DIR.parent / "arith_draft"
 DRAFT_CONFIG = dataclasses.replace(TEACHER_CONFIG, num_layers=1)
 SEQ_LEN = 64  # every level-1..4 problem fits
 
@@ -82,7 +83,7 @@ def generate_solutions(params: Params, config: LMConfig, prompts: Sequence[str],
 def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
                   batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
                   eval_every: int = 500, target: float = 0.97,
-                  path: str | os.PathLike | None = TEACHER_DIR, progress: bool = True
+                  path: str | os.PathLike | None = "zoo", progress: bool = True
                   ) -> tuple[Params, dict]:
     """Trains a model from scratch on the arithmetic stream (CE on solution tokens).
 
@@ -97,7 +98,8 @@ def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
       seed: initialization and data seed.
       eval_every: steps between accuracy checks.
       target: stop at this accuracy.
-      path: where to write the weights (None: do not write).
+      path: where to write the weights ("zoo": `effjax.zoo.trained_dir` of "arith_teacher"
+        or, for `DRAFT_CONFIG`, "arith_draft", in the user cache; None: do not write).
       progress: progress bar.
 
     Returns:
@@ -129,28 +131,35 @@ def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
             "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
             "curve": curve}
     if path is not None:
-        save_teacher(state.params, info, path)
+        save_weights(state.params, info, zoo.trained_dir(_zoo_name(config)) if path == "zoo"
+                     else path)
     return state.params, info
 
 
-def save_teacher(params: Params, info: dict, path: str | os.PathLike = TEACHER_DIR) -> None:
-    """Writes weights (safetensors) and info (JSON) into `path`, each atomically."""
-    save_weights(params, info, path)
+def _zoo_name(config: LMConfig) -> str:
+    return "arith_draft" if config == DRAFT_CONFIG else "arith_teacher"
 
 
-def load_teacher(path: str | os.PathLike = TEACHER_DIR, config: LMConfig = TEACHER_CONFIG
-                 ) -> tuple[Params, LMConfig, dict]:
-    """A cached model written by `train_teacher`: (params, config, info).
+def load_teacher(path: str | os.PathLike | None = None, *, config: LMConfig = TEACHER_CONFIG
+                 ) -> LM:
+    """A model written by `train_teacher`.
 
     Args:
-      path: its directory (`TEACHER_DIR`, `DRAFT_DIR`).
+      path: its directory; default `effjax.zoo.weights_dir` of "arith_teacher" (or
+        "arith_draft" for `DRAFT_CONFIG`): a retrained copy in the user cache, else the
+        shipped one.
       config: its architecture (`TEACHER_CONFIG`, `DRAFT_CONFIG`).
+
+    Returns:
+      An `LM` with the character tokenizer and extras {"info": its info.json}.
 
     Raises:
       ValueError: when `path` holds no trained model (run `train_teacher()` to make one), or
         its weights do not have `config`'s shapes.
     """
+    folder = pathlib.Path(zoo.weights_dir(_zoo_name(config)) if path is None else path)
     like = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    params, info = load_weights(path, like, hint="train one with effjax.qat.train_teacher() "
+    params, info = load_weights(folder, like, hint="train one with effjax.qat.train_teacher() "
                                 "(about 15 minutes on 2 CPU cores)")
-    return params, config, info
+    return LM(config=config, params=params, tokenizer=arithmetic.CharTokenizer(),
+              source=str(folder), extras={"info": info})

@@ -5,11 +5,11 @@ Contents: function-preserving transforms of parameter pytrees (each leaves the f
 logits unchanged within 1e-5, tested): `fuse_norms` (RMSNorm weights into the next projections;
 a tied head is untied), `rotate_residual(params, q)`, `rotate_values(params, config, r,
 online_kv)`, `add_input_transform(params, pattern, left, right)` (an online Kronecker transform
-x -> x (left (x) right) before matching projections, carried in the pytree as `input_transform`
-and applied by the forward), `add_block_transform(params, pattern, {"blocks"} or {"global",
-"private"})` (block-diagonal online transforms; `block_apply`, `gpk_apply`, `clip_blocks`: no
-energy crosses a block boundary), per-token-type online transforms (`{"per_type": (k, d, d)}`,
-`per_type_apply`: each token times its type's matrix, the types given to `forward(...,
+x -> x (left (x) right) before matching projections, carried in the pytree as a typed
+`input_transform` leaf and applied by the layer it feeds), `add_block_transform(params,
+pattern, BlockDiag | GPK)` (block-diagonal online transforms; `block_apply`, `gpk_apply`,
+`clip_blocks`: no energy crosses a block boundary), the typed transforms (`Kron`, `BlockDiag`,
+`GPK`, `PerType`: each token times its type's matrix, the types given to `forward(...,
 token_types=...)`), `smooth(params, scales)`; Hadamard matrices of every order Sylvester and
 Paley I/II reach (`hadamard`, `hadamard_pair` as Kronecker factors, `random_hadamard`,
 `random_orthogonal`).
@@ -32,7 +32,11 @@ from effjax.transforms.hadamard import (
     random_orthogonal,
 )
 from effjax.transforms.online import (
-    apply_transform,
+    GPK,
+    BlockDiag,
+    Kron,
+    PerType,
+    Transform,
     block_apply,
     clip_blocks,
     gpk_apply,
@@ -41,9 +45,13 @@ from effjax.transforms.online import (
 )
 
 __all__ = [
+    "GPK",
+    "BlockDiag",
+    "Kron",
+    "PerType",
+    "Transform",
     "add_block_transform",
     "add_input_transform",
-    "apply_transform",
     "block_apply",
     "clip_blocks",
     "gpk_apply",

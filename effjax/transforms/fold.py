@@ -202,11 +202,13 @@ def add_input_transform(params, pattern: str, left: Float[Array, "m m"],
     """
     left64, right64 = _f64(left), _f64(right)
     inv = np.kron(np.linalg.inv(left64), np.linalg.inv(right64))
-    return _attach(params, pattern, {"left": left64, "right": right64}, inv.shape[0],
-                   lambda w: inv @ w)
+    return _attach(params, pattern, online.Kron(jnp.asarray(left64, jnp.float32),
+                                                jnp.asarray(right64, jnp.float32)),
+                   inv.shape[0], lambda w: inv @ w)
 
 
-def add_block_transform(params, pattern: str, transform: dict) -> dict:
+def add_block_transform(params, pattern: str,
+                        transform: online.BlockDiag | online.GPK) -> dict:
     """A block-diagonal online transform before every projection whose path matches
     `pattern`: block k of the input features times B_k, the kernel's rows of block k
     replaced by B_k^-1 times them (inverses in float64), so the float layer is unchanged.
@@ -214,25 +216,25 @@ def add_block_transform(params, pattern: str, transform: dict) -> dict:
     Args:
       params: float parameters.
       pattern: a regular expression searched in layer paths.
-      transform: {"blocks": (nb, b, b)} (B_k given) or {"global": (g, g), "private":
-        (nb, p, p)} (B_k = kron(global, private_k), b = g p), with nb b = the layer's d_in;
-        every B_k invertible. An optional "clip": (nb,) activation clipping ratio is kept
-        (`online.clip_blocks`: 1 leaves the function unchanged).
+      transform: `BlockDiag(blocks (nb, b, b))` (B_k given) or `GPK(glob (g, g), private
+        (nb, p, p))` (B_k = kron(glob, private_k), b = g p), with nb b = the layer's d_in;
+        every B_k invertible. Its optional clip (nb,) is kept (`online.clip_blocks`: 1
+        leaves the function unchanged).
 
     Returns:
-      The transformed parameters.
+      The transformed parameters, the transform stored in float32.
 
     Raises:
-      ValueError: as `add_input_transform`, or for a transform of neither form.
+      ValueError: as `add_input_transform`, or for a transform of neither kind.
     """
-    if "blocks" in transform:
-        blocks = _f64(transform["blocks"])
-    elif "global" in transform and "private" in transform:
-        g, priv = _f64(transform["global"]), _f64(transform["private"])
+    if isinstance(transform, online.BlockDiag):
+        blocks = _f64(transform.blocks)
+    elif isinstance(transform, online.GPK):
+        g, priv = _f64(transform.glob), _f64(transform.private)
         blocks = np.stack([np.kron(g, pk) for pk in priv])
     else:
-        raise ValueError("transform must hold 'blocks', or 'global' and 'private'; got keys "
-                         f"{sorted(transform)}")
+        raise ValueError("transform must be an online.BlockDiag or an online.GPK, got "
+                         f"{type(transform).__name__}")
     if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
         raise ValueError(f"expected (nb, b, b) blocks, got shape {blocks.shape}")
     inv = np.linalg.inv(blocks)
@@ -241,11 +243,12 @@ def add_block_transform(params, pattern: str, transform: dict) -> dict:
     def rows(w):
         return np.einsum("kab,kbo->kao", inv, w.reshape(nb, b, -1)).reshape(w.shape)
 
-    return _attach(params, pattern, {k: _f64(v) for k, v in transform.items()}, nb * b, rows)
+    stored = jax.tree.map(lambda a: jnp.asarray(_f64(a), jnp.float32), transform)
+    return _attach(params, pattern, stored, nb * b, rows)
 
 
-def _attach(params, pattern: str, stored: dict, d_in: int, inverse_rows) -> dict:
-    """Stores `stored` (float32) as the input transform of every projection matching
+def _attach(params, pattern: str, stored: online.Transform, d_in: int, inverse_rows) -> dict:
+    """Stores `stored` as the input transform of every projection matching
     pattern, its kernel (d_in, out) replaced by inverse_rows(kernel in float64)."""
     out = copy_dicts(params)
     hits = 0
@@ -259,7 +262,7 @@ def _attach(params, pattern: str, stored: dict, d_in: int, inverse_rows) -> dict
             raise ValueError(f"a transform of {d_in} features does not fit {path}, whose "
                              f"kernel is {np.shape(kernel)}")
         block["kernel"] = _like(inverse_rows(_f64(kernel)), kernel)
-        block[online.INPUT] = {k: jnp.asarray(v, jnp.float32) for k, v in stored.items()}
+        block[online.INPUT] = stored
         hits += 1
     if not hits:
         raise ValueError(f"pattern {pattern!r} matches no projection")

@@ -1,32 +1,31 @@
 """Online transforms: matrices a transformed model applies to activations while it runs.
 
-A transform that cannot be folded into weights alone lives in the parameter pytree beside the
-layer it feeds, so the pytree stays the whole model:
+A transform that cannot be folded into weights alone is a typed pytree node stored in the
+parameter pytree beside the layer it feeds, and that layer applies it, so the pytree stays
+the whole model and the forward reads nothing from anywhere else:
 
-- `params[...][<proj>]["input_transform"] = {"left": (m, m), "right": (n, n)}`: the layer's
-  input x (..., m * n) becomes x (left (x) right) before the layer (and before its activation
-  quantizer); the kernel was multiplied by the inverse (QuaRot's online Hadamard before
-  down_proj, MR-GPTQ's block-wise Hadamard, FlatQuant's Kronecker affine maps).
-- `... = {"blocks": (nb, b, b)}` or `{"global": (g, g), "private": (nb, p, p)}` (b = g p): a
-  block-diagonal transform, block k of the features times its own matrix B_k (given, or
-  kron(global, private_k)), optionally with `"clip": (nb,)`: each block of the transformed
-  input clipped at ratio_k times its absolute max (BATQuant's block-wise affine maps and
-  activation clipping). Energy never crosses a block boundary.
-- `... = {"per_type": (k, d, d)}`: a token-type-specific transform, each token's input times
-  the matrix of its type (FreeAct's activation-side transforms; the types are the forward's
-  `token_types`, traced, so new types never recompile).
-- `params["layers"][i]["attn"]["kv_rotation"] = (head_dim, head_dim)` orthogonal R: queries
-  and keys are multiplied by R after RoPE, so the cached keys are rotated while q k^T is not
-  changed (QuaRot's KV-cache Hadamard).
-
-`effjax.models.forward` takes these out of params and makes them visible to the layers while
-it traces (`active`).
+- `params[...][<proj>]["input_transform"]`: the layer's input x (..., d) becomes
+  `t.apply(x, token_types)` before the layer (and before its activation quantizer); the
+  kernel was multiplied by the inverse. The kinds:
+  - `Kron(left (m, m), right (n, n))`: x (left (x) right), d = m n (QuaRot's online
+    Hadamard before down_proj, MR-GPTQ's block-wise Hadamard, FlatQuant's Kronecker maps);
+  - `BlockDiag(blocks (nb, b, b))`: block k of the features times its own matrix, d = nb b;
+  - `GPK(glob (g, g), private (nb, p, p))`: the same with B_k = kron(glob, private_k),
+    b = g p, without forming the blocks (BATQuant's block-wise affine maps);
+  - any of those three with `clip (nb,)`: each block of the transformed input clipped at
+    ratio_k times its absolute max (BATQuant's activation clipping; energy never crosses a
+    block boundary);
+  - `PerType(matrices (k, d, d))`: each token's input times the matrix of its type
+    (FreeAct's activation-side transforms; the types are the forward's `token_types`,
+    traced, so new types never recompile).
+- `params["layers"][i]["attn"]["kv_rotation"]`: a (head_dim, head_dim) orthogonal R: the
+  attention layer multiplies queries and keys by R after RoPE, so the cached keys are
+  rotated while q k^T is not changed (QuaRot's KV-cache Hadamard).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +33,6 @@ from jaxtyping import Array, Float, Int
 
 INPUT = "input_transform"
 KV = "kv_rotation"
-
-_ACTIVE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("effjax_online",
-                                                                      default=None)
-_TYPES: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar("effjax_token_types",
-                                                                          default=None)
 
 
 def kron_apply(x: Float[Array, "... d"], left: Float[Array, "m m"],
@@ -103,76 +97,127 @@ def per_type_apply(x: Float[Array, "... d"], types: Int[Array, ...],
     return jnp.einsum("...ke,...k->...e", y, pick).astype(x.dtype)
 
 
-def apply_transform(x: Float[Array, "... d"], t: dict,
-                    types: Int[Array, ...] | None = None) -> Float[Array, "... d"]:
-    """x after an input transform of any of the module's kinds (see the module docstring);
-    `types` are the tokens' types, needed by a per-type transform only."""
-    if "per_type" in t:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Kron:
+    """x -> x (left (x) right), then the optional block clipping.
+
+    Attributes:
+      left: (m, m).
+      right: (n, n); the layer's input has m * n features.
+      clip: (nb,) clipping ratio per block of the transformed input, or None.
+    """
+
+    left: Float[Array, "m m"]
+    right: Float[Array, "n n"]
+    clip: Float[Array, " nb"] | None = None
+
+    def apply(self, x: Float[Array, "... d"], types: Int[Array, ...] | None = None
+              ) -> Float[Array, "... d"]:
+        """x transformed (types unused). Raises ValueError if d != m * n."""
+        return _clipped(kron_apply(x, self.left, self.right), self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BlockDiag:
+    """x -> x blockdiag(blocks[0], ..., blocks[nb-1]), then the optional block clipping.
+
+    Attributes:
+      blocks: (nb, b, b); the layer's input has nb * b features.
+      clip: (nb,) clipping ratio per block, or None.
+    """
+
+    blocks: Float[Array, "nb b b"]
+    clip: Float[Array, " nb"] | None = None
+
+    def apply(self, x: Float[Array, "... d"], types: Int[Array, ...] | None = None
+              ) -> Float[Array, "... d"]:
+        """x transformed (types unused). Raises ValueError if d != nb * b."""
+        return _clipped(block_apply(x, self.blocks), self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GPK:
+    """x -> x blockdiag(kron(glob, private[k]) for each block k), then the optional block
+    clipping.
+
+    Attributes:
+      glob: (g, g), shared by every block.
+      private: (nb, p, p), one per block; the layer's input has nb * g * p features.
+      clip: (nb,) clipping ratio per block, or None.
+    """
+
+    glob: Float[Array, "g g"]
+    private: Float[Array, "nb p p"]
+    clip: Float[Array, " nb"] | None = None
+
+    def apply(self, x: Float[Array, "... d"], types: Int[Array, ...] | None = None
+              ) -> Float[Array, "... d"]:
+        """x transformed (types unused). Raises ValueError if d != nb * g * p."""
+        return _clipped(gpk_apply(x, self.glob, self.private), self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PerType:
+    """Each token's x times the matrix of its type.
+
+    Attributes:
+      matrices: (k, d, d), one per token type.
+    """
+
+    matrices: Float[Array, "k d d"]
+
+    def apply(self, x: Float[Array, "... d"], types: Int[Array, ...] | None = None
+              ) -> Float[Array, "... d"]:
+        """x transformed by each token's type (int in [0, k), x's leading shape).
+
+        Raises:
+          ValueError: types is None (the forward was given no token_types), or shapes do
+            not fit.
+        """
         if types is None:
             raise ValueError("a per-type input transform needs the tokens' types: pass "
                              "token_types to the forward")
-        return per_type_apply(x, types, t["per_type"])
-    if "left" in t:
-        y = kron_apply(x, t["left"], t["right"])
-    elif "blocks" in t:
-        y = block_apply(x, t["blocks"])
-    else:
-        y = gpk_apply(x, t["global"], t["private"])
-    return clip_blocks(y, t["clip"]) if "clip" in t else y
+        return per_type_apply(x, types, self.matrices)
 
 
-def split(params) -> tuple[dict, dict[str, object]]:
-    """(params without online transforms, {path: transform}); paths like
-    "layers/3/mlp/down_proj/input_transform" and "layers/3/attn/kv_rotation"."""
-    found: dict[str, object] = {}
+Transform = Kron | BlockDiag | GPK | PerType
+"""An online input transform (the value stored under `INPUT`)."""
 
-    def strip(tree, prefix):
-        if not isinstance(tree, dict):
-            return tree
-        out = {}
+
+def _clipped(y: Float[Array, "... d"], clip: Float[Array, " nb"] | None) -> Float[Array, "... d"]:
+    return y if clip is None else clip_blocks(y, clip)
+
+
+def rotate(a: Float[Array, "... d"], r: Float[Array, "d d"]) -> Float[Array, "... d"]:
+    """a times r along the last axis (queries or keys by a kv_rotation), in a's dtype
+    (float32 products at full precision)."""
+    return jnp.einsum("...d,de->...e", a.astype(jnp.float32), r.astype(jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST).astype(a.dtype)
+
+
+def find(params) -> dict[str, Transform | Float[Array, "d d"]]:
+    """Every online transform stored in a parameter pytree, by path.
+
+    Args:
+      params: a parameter pytree (nested dicts).
+
+    Returns:
+      {path: transform}, paths like "layers/3/mlp/down_proj/input_transform" and
+      "layers/3/attn/kv_rotation", in the pytree's order.
+    """
+    found: dict[str, Transform | Float[Array, "d d"]] = {}
+
+    def visit(tree, prefix: str) -> None:
         for k, v in tree.items():
             path = f"{prefix}/{k}" if prefix else str(k)
             if k in (INPUT, KV):
                 found[path] = v
-            else:
-                out[k] = strip(v, path)
-        return out
+            elif isinstance(v, dict):
+                visit(v, path)
 
-    return strip(params, ""), found
-
-
-@contextlib.contextmanager
-def active(transforms: dict[str, object], token_types: Int[Array, "b t"] | None = None):
-    """Makes `transforms` (from `split`) visible to `lookup`, and the tokens' types to the
-    per-type transforms, inside the block (one trace)."""
-    token, types = _ACTIVE.set(transforms), _TYPES.set(token_types)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
-        _TYPES.reset(types)
-
-
-def lookup(path: str):
-    """The active transform at `path`, or None."""
-    transforms = _ACTIVE.get()
-    return None if transforms is None else transforms.get(path)
-
-
-def apply_input(path: str, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-    """A linear layer's input after its online transform (x itself when it has none)."""
-    t = lookup(f"{path}/{INPUT}")
-    return x if t is None else apply_transform(x, t, _TYPES.get())
-
-
-def rotate_qk(path: str, q: Float[Array, "b t h d"], k: Float[Array, "b s kv d"]):
-    """Queries and keys times the attention layer's kv_rotation, if it has one."""
-    r = lookup(f"{path}/{KV}")
-    if r is None:
-        return q, k
-    return _times(q, r), _times(k, r)
-
-
-def _times(a: Float[Array, "... d"], r: Float[Array, "d d"]) -> Float[Array, "... d"]:
-    return jnp.einsum("...d,de->...e", a.astype(jnp.float32), r.astype(jnp.float32),
-                      precision=jax.lax.Precision.HIGHEST).astype(a.dtype)
+    visit(params, "")
+    return found

@@ -16,7 +16,7 @@ from effjax.agents.train import (
     load_agent,
     train_agent,
 )
-from effjax.models import forward, init_params
+from effjax.models import DiffusionLM, forward, init_params
 
 TINY = dataclasses.replace(AGENT_CONFIG, hidden_size=32, intermediate_size=48, num_layers=1,
                            num_heads=2, num_kv_heads=2, head_dim=16)
@@ -60,9 +60,10 @@ def test_train_agent_lowers_the_loss_and_round_trips(tmp_path, paradigm):
     before, after = (float(agent_loss(p, batch, key, config=TINY, run=run))
                      for p in (init_params(TINY, jax.random.PRNGKey(run.seed)), params))
     assert after < 0.6 * before, (before, after)
-    loaded, info2 = load_agent(run, config=TINY, path=tmp_path)
-    jax.tree.map(np.testing.assert_array_equal, loaded, params)
-    assert info2["run"]["paradigm"] == paradigm
+    loaded = load_agent(run, config=TINY, path=tmp_path)
+    jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
+    assert loaded.extras["info"]["run"]["paradigm"] == paradigm
+    assert isinstance(loaded, DiffusionLM) == (paradigm == "diffusion")
 
 
 def test_agent_training_validation_and_names():

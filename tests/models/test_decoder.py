@@ -108,28 +108,40 @@ def test_init_params_matches_param_shapes():
     assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(params))
 
 
-def test_decoder_module_runs_eagerly():
-    from flax import nnx
-
+def test_capture_hands_back_what_the_forward_saw():
     config = effjax.models.LMConfig(vocab_size=30, hidden_size=16, intermediate_size=24,
-                                    num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-                                    tie_word_embeddings=True)
-    model = effjax.models.DecoderLM(config, rngs=nnx.Rngs(0))
-    tokens = jnp.zeros((1, 5), jnp.int32)
-    logits, cache = model(tokens, jnp.arange(5)[None], jnp.ones((1, 5), bool), None, jnp.float32)
-    assert logits.shape == (1, 5, 30) and cache is None
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    np.testing.assert_allclose(forward(params, tokens, config=config)[0], logits, atol=1e-6)
+                                    num_layers=2, num_heads=2, num_kv_heads=1, head_dim=8,
+                                    qk_norm=True)
+    params = init_params(config, jax.random.PRNGKey(2))
+    tokens = jnp.asarray(_tokens(config, (2, 6)))
+    logits, _, found = forward(params, tokens, config=config,
+                               capture=("inputs", "kv", "qk", "qk_prerope"))
+    np.testing.assert_array_equal(logits, forward(params, tokens, config=config)[0])
+    assert sorted(found) == ["inputs", "kv", "qk", "qk_prerope"]
+    assert len(found["inputs"]) == 2 * 7 + 1  # 7 projections a layer, and the head
+    # the first layer's q_proj input is the normalized embedding
+    x = effjax.models.rms_norm(params["embed"]["embedding"][tokens],
+                               params["layers"][0]["input_norm"]["weight"], config.rms_norm_eps)
+    np.testing.assert_allclose(found["inputs"]["layers/0/attn/q_proj"], x, rtol=1e-6)
+    q = found["qk"]["layers/1/attn/q"]
+    assert q.shape == (2, 6, 2, 8) and found["kv"]["layers/1/attn/k"].shape == (2, 6, 1, 8)
+    np.testing.assert_array_equal(found["kv"]["layers/1/attn/k"], found["qk"]["layers/1/attn/k"])
+    # before RoPE the q/k norm leaves unit RMS per head (weights are ones at init)
+    pre = np.asarray(found["qk_prerope"]["layers/1/attn/q"])
+    np.testing.assert_allclose(np.sqrt(np.mean(pre**2, axis=-1)), 1.0, rtol=1e-3)
+    with pytest.raises(ValueError, match="capture must name kinds from"):
+        forward(params, tokens, config=config, capture=("attention",))
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_return_hidden_is_the_heads_input(tied):
+def test_captured_hidden_is_the_heads_input(tied):
     config = effjax.models.LMConfig(vocab_size=30, hidden_size=16, intermediate_size=24,
                                     num_layers=2, num_heads=2, num_kv_heads=1, head_dim=8,
                                     tie_word_embeddings=tied)
     params = init_params(config, jax.random.PRNGKey(1))
     tokens = jnp.asarray(_tokens(config, (2, 7)))
-    logits, cache, hidden = forward(params, tokens, config=config, return_hidden=True)
+    logits, cache, found = forward(params, tokens, config=config, capture=("hidden",))
+    hidden = found["hidden"]
     assert hidden.shape == (2, 7, 16) and cache is None
     head = params["embed"]["embedding"].T if tied else params["lm_head"]["kernel"]
     np.testing.assert_allclose(hidden @ head, logits, rtol=1e-5, atol=1e-5)

@@ -118,7 +118,8 @@ def _as_llada(hf_dir, out_dir):
 def test_load_llada_reads_the_same_weights_as_the_llama_checkpoint(tmp_path):
     write_tiny("llama_mha_untied", tmp_path / "hf")
     _as_llada(tmp_path / "hf", tmp_path / "llada")
-    params, config, mask_id = load_llada(tmp_path / "llada")
+    lm = load_llada(tmp_path / "llada")
+    params, config, mask_id = lm.params, lm.config, lm.mask_id
     want = load_hf_params(tmp_path / "hf", read_config(tmp_path / "hf"))
     assert mask_id == 96 and config.num_layers == 2 and config.hidden_size == 48
     jax.tree.map(np.testing.assert_array_equal, params, want)

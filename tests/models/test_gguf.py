@@ -22,7 +22,7 @@ PROMPTS = [
 def reference(smollm2):
     from transformers import AutoModelForCausalLM
 
-    path = effjax.models.zoo_path("smollm2-135m")
+    path = effjax.zoo.smollm2_path()
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                 dtype=torch.float32).eval()
 
@@ -129,7 +129,8 @@ def tiny_gguf(tmp_path_factory):
 
 def test_tiny_gguf_round_trip(tiny_gguf):
     path, params = tiny_gguf
-    config, loaded = effjax.models.load_gguf(path)
+    lm = effjax.models.load_gguf(path)
+    config, loaded = lm.config, lm.params
     assert config == TINY_GGUF
     for (k, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(loaded)[0],
                               jax.tree_util.tree_flatten_with_path(params)[0], strict=True):

@@ -16,6 +16,7 @@ import numpy as np
 import effjax
 from effjax.models import LMConfig, forward, init_params
 from effjax.quant import Recipe, Rule, quantize_params
+from effjax.transforms import online
 
 PINNED = {
     # name: (sha256 of the float32 bytes, shape, the first 4 values)
@@ -68,11 +69,11 @@ def transformed_tiny():
         return jax.random.normal(next(keys), shape) / np.sqrt(shape[-1])
 
     l0, l1 = params["layers"][0], params["layers"][1]
-    l0["attn"]["q_proj"]["input_transform"] = {"left": mat(4, 4), "right": mat(8, 8)}
-    l0["mlp"]["down_proj"]["input_transform"] = {"blocks": mat(3, 16, 16)}
-    l1["attn"]["o_proj"]["input_transform"] = {"global": mat(2, 2), "private": mat(2, 8, 8),
-                                               "clip": jnp.array([0.9, 0.7])}
-    l1["mlp"]["gate_proj"]["input_transform"] = {"per_type": mat(2, 32, 32)}
+    l0["attn"]["q_proj"]["input_transform"] = online.Kron(mat(4, 4), mat(8, 8))
+    l0["mlp"]["down_proj"]["input_transform"] = online.BlockDiag(mat(3, 16, 16))
+    l1["attn"]["o_proj"]["input_transform"] = online.GPK(mat(2, 2), mat(2, 8, 8),
+                                                         clip=jnp.array([0.9, 0.7]))
+    l1["mlp"]["gate_proj"]["input_transform"] = online.PerType(mat(2, 32, 32))
     l0["attn"]["kv_rotation"] = jnp.linalg.qr(mat(8, 8))[0]
     recipe = Recipe(rules=(Rule(pattern="mlp/", weight="mxfp4", activation="mxfp8_e4m3"),
                            Rule(pattern="attn/", weight="nvfp4", activation="int8")),
@@ -104,7 +105,8 @@ def test_shapes_vlm_logits_are_pinned():
     from effjax.data import shapes_vqa
     from effjax.pruning import shapes_vlm
 
-    params, config, _ = shapes_vlm.load_shapes_vlm()
+    vlm = shapes_vlm.load_shapes_vlm()
+    params, config = vlm.params, vlm.config
     batch = shapes_vqa.batch([shapes_vqa.example("test", i) for i in range(2)])
     batch["positions"] = shapes_vlm.positions_of(batch, config)
     embeds, positions, mask = shapes_vlm.lm_inputs(params, batch, config=config)
@@ -117,7 +119,7 @@ def test_diffusion_agent_logits_are_pinned():
     from effjax.agents.train import AGENT_CONFIG, AgentTraining, load_agent
     from effjax.models import bidirectional_forward
 
-    params, _ = load_agent(AgentTraining())
+    params = load_agent(AgentTraining()).params
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, AGENT_CONFIG.vocab_size, (2, 24)),
                          jnp.int32)
     check("agent-dllm", bidirectional_forward(params, tokens, config=AGENT_CONFIG))

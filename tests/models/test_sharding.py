@@ -7,6 +7,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 import effjax
 from effjax.models import param_partition_specs, shard_params
+from effjax.transforms import online
 from tests.models.hf_tiny import write_tiny
 
 
@@ -40,8 +41,8 @@ def test_partition_specs():
                                                  "bias": np.zeros(8)}},
                              "input_norm": {"weight": np.zeros(6)},
                              "mlp": {"down_proj": {"kernel": np.zeros((8, 6)),
-                                                   "input_transform": {"left": np.zeros((2, 2)),
-                                                                       "right": np.zeros((4, 4))}
+                                                   "input_transform": online.Kron(
+                                                       np.zeros((2, 2)), np.zeros((4, 4)))
                                                    }}}}}
     specs = param_partition_specs(params, mesh)
     assert specs["embed"]["embedding"] == PartitionSpec("model", "data")
@@ -50,7 +51,7 @@ def test_partition_specs():
     assert layer["attn"]["q_proj"]["kernel"] == PartitionSpec("data", "model")
     assert layer["attn"]["q_proj"]["bias"] == PartitionSpec("model")
     assert layer["input_norm"]["weight"] == PartitionSpec()
-    assert layer["mlp"]["down_proj"]["input_transform"]["right"] == PartitionSpec()
+    assert layer["mlp"]["down_proj"]["input_transform"].right == PartitionSpec()
     # 6 is not divisible by the model axis (4): that dimension stays replicated.
     odd = param_partition_specs({"mlp": {"up_proj": {"kernel": np.zeros((4, 6))}}}, mesh)
     assert odd["mlp"]["up_proj"]["kernel"] == PartitionSpec("data", None)

@@ -35,7 +35,8 @@ GRIDS = [(1, 8, 12), (1, 6, 10), (1, 6, 10)]  # 4x6 merged tokens in 2x3 windows
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_vl")
     model = write_tiny_vl(path)
-    params, config = load_qwen2_5_vl(path)
+    vlm = load_qwen2_5_vl(path)
+    params, config = vlm.params, vlm.config
     return path, model, params, config
 
 
@@ -112,7 +113,7 @@ def test_both_tensor_name_layouts_load(tiny, tmp_path):
                for k, v in tensors.items()}
     save_file(renamed, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
-    again, _ = load_qwen2_5_vl(tmp_path)
+    again = load_qwen2_5_vl(tmp_path).params
     jax.tree.map(np.testing.assert_array_equal, again, params)
     assert qwen2_5_vl_name_to_path("visual.merger.mlp.2.bias") == ("vision", "merger", "fc2",
                                                                     "bias")

@@ -24,7 +24,8 @@ GRID = (1, 8, 12)
 def setup(tmp_path_factory):
     path = tmp_path_factory.mktemp("vl")
     write_tiny_vl(path)
-    params, config = load_qwen2_5_vl(path)
+    vlm = load_qwen2_5_vl(path)
+    params, config = vlm.params, vlm.config
     n = image_token_count(GRID, config.vision)
     rows = [[5, VL_START, *[VL_IMAGE] * n, VL_END, 7, 8, 9],
             [6, 6, VL_START, *[VL_IMAGE] * n, VL_END, 10, 11]]
@@ -242,3 +243,41 @@ def test_pruned_generation(setup):
     first = np.argmax(np.asarray(hawk.answer_logits(s["params"]["lm"], pruned, config=c.text)),
                       -1)
     assert [g[0] for g in generate(pruned)] == first.tolist()
+
+
+def test_scores_are_unchanged_by_function_preserving_transforms(setup):
+    """QuaRot's rotation (norms fused, the residual stream times Q, every value head times R
+    with the online query/key rotation after RoPE) and a Hadamard input transform before
+    q/k/v keep the model's function, and so HAWK's and FastV's scores: the scorers read the
+    queries and keys of the model's own attention, not a copy of its arithmetic."""
+    from effjax.transforms import (
+        add_input_transform,
+        fuse_norms,
+        hadamard_pair,
+        random_orthogonal,
+        rotate_residual,
+        rotate_values,
+    )
+
+    s, c = setup, setup["config"].text
+    lm = s["params"]["lm"]
+    fused, c2 = fuse_norms(lm, c)
+    q = random_orthogonal(c.hidden_size, jax.random.PRNGKey(0))
+    rotated = rotate_values(rotate_residual(fused, q), c2,
+                            random_orthogonal(c.head_dim, jax.random.PRNGKey(1)), online_kv=True)
+    rotated = add_input_transform(rotated, r"attn/(q|k|v)_proj$", *hadamard_pair(c.hidden_size))
+    embeds = jnp.matmul(s["embeds"], q, precision=jax.lax.Precision.HIGHEST)
+    run = lambda p, e, cfg: forward(p, s["tokens"], config=cfg, positions=s["positions"],
+                                    mask=s["mask"], embeds=e)[0]
+    ref = np.asarray(run(lm, s["embeds"], c))
+    assert np.max(np.abs(np.asarray(run(rotated, embeds, c2)) - ref)) <= 1e-4 * np.abs(ref).max()
+    w = jnp.asarray([0.4, -0.1, 0.3, 0.2], jnp.float32)
+    visual = np.asarray(s["visual"])
+    want = np.asarray(hawk.hawk_scores(lm, s["embeds"], s["visual"], s["query"], w, config=c))
+    got = np.asarray(hawk.hawk_scores(rotated, embeds, s["visual"], s["query"], w, config=c2))
+    np.testing.assert_allclose(got[visual], want[visual], rtol=1e-4, atol=1e-5)
+    for layer in range(c.num_layers):
+        args = (s["positions"], s["mask"], s["visual"], s["last"])
+        want = np.asarray(hawk.fastv_scores(lm, s["embeds"], *args, config=c, layer=layer))
+        got = np.asarray(hawk.fastv_scores(rotated, embeds, *args, config=c2, layer=layer))
+        np.testing.assert_allclose(got[visual], want[visual], rtol=1e-4, atol=1e-6)

@@ -57,16 +57,17 @@ def test_training_resumes_bit_identically(tmp_path, monkeypatch):
     assert info2["resumed_at"] == 2
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(ref), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    loaded, config, saved = shapes_vlm.load_shapes_vlm(tmp_path / "out", SMALL)
-    assert config == SMALL and saved["steps"] == 4
+    loaded = shapes_vlm.load_shapes_vlm(tmp_path / "out", config=SMALL)
+    assert loaded.config == SMALL and loaded.extras["info"]["steps"] == 4
     with pytest.raises(ValueError, match="no trained weights.*train_shapes_vlm"):
-        shapes_vlm.load_shapes_vlm(tmp_path / "none", SMALL)
+        shapes_vlm.load_shapes_vlm(tmp_path / "none", config=SMALL)
 
 
 def test_shipped_model_answers_test_questions():
     """The shipped weights (trained by train_shapes_vlm) answer held-out questions better
     than the best image-blind guess (each question kind's most common training answer)."""
-    params, config, info = shapes_vlm.load_shapes_vlm()
+    vlm = shapes_vlm.load_shapes_vlm()
+    params, config, info = vlm.params, vlm.config, vlm.extras["info"]
     b = shapes_vqa.batch([shapes_vqa.example("test", i) for i in range(256)])
     b["positions"] = shapes_vlm.positions_of(b)
     embeds, positions, mask = shapes_vlm.lm_inputs(params, b)

@@ -20,7 +20,7 @@ from effjax.ptq.batquant import (
     gpk_split,
 )
 from effjax.quant import recipe
-from effjax.transforms import add_block_transform
+from effjax.transforms import GPK, BlockDiag, add_block_transform
 from tests.transforms.helpers import logits, rel_err, tiny
 
 TOKENS = np.random.RandomState(0).randint(0, 67, (8, 32)).astype(np.int32)
@@ -84,8 +84,8 @@ def test_every_variant_keeps_the_float_function(variant):
         stored, inv = block_matrices(_random(t, jax.random.PRNGKey(d)), variant, nb, 32)
         params2 = add_block_transform(params, pattern, stored)
         # batquant's closed-form inverse blocks equal the float64 inverse fold computed
-        blocks = (np.asarray(stored["blocks"]) if "blocks" in stored else np.stack(
-            [np.kron(stored["global"], p) for p in np.asarray(stored["private"])]))
+        blocks = (np.asarray(stored.blocks) if variant != "gpk" else np.stack(
+            [np.kron(stored.glob, p) for p in np.asarray(stored.private)]))
         np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(blocks.astype(np.float64)),
                                    atol=5e-5)
         assert rel_err(logits(params2, config), logits(params, config)) <= 1e-5
@@ -118,17 +118,17 @@ def test_full_batch_training_goes_below_its_start_that_beats_rtn():
     assert np.isfinite(np.asarray(logits(q, config, r))).all()
     proj = q["layers"][0]["mlp"]["down_proj"]
     assert isinstance(proj["kernel"], F.QArray)
-    assert sorted(proj["input_transform"]) == ["clip", "global", "private"]
-    assert proj["input_transform"]["private"].shape == (4, 8, 8)
-    clip = np.asarray(proj["input_transform"]["clip"])
+    assert isinstance(proj["input_transform"], GPK)
+    assert proj["input_transform"].private.shape == (4, 8, 8)
+    clip = np.asarray(proj["input_transform"].clip)
     assert np.all(clip <= 1) and np.any(clip < 1)  # learned below the start (exactly 1)
     with pytest.raises(ValueError, match="variant must be one of"):
         batquant(params, config, TOKENS, r, variant="diagonal")
     q, _ = batquant(params, config, TOKENS, r, variant="orthogonal", clip=False, steps=2,
                     progress=False)
     t = q["layers"][1]["attn"]["o_proj"]["input_transform"]
-    assert sorted(t) == ["blocks"]  # no clipping: no activation clip stored
-    b = np.asarray(t["blocks"], np.float64)
+    assert isinstance(t, BlockDiag) and t.clip is None  # no clipping: no activation clip
+    b = np.asarray(t.blocks, np.float64)
     np.testing.assert_allclose(np.einsum("kab,kcb->kac", b, b),
                                np.broadcast_to(np.eye(32), b.shape), atol=1e-5)
 

@@ -24,7 +24,8 @@ from effjax.ptq import (
 )
 from effjax.ptq.flatquant import affine_init, affine_layer, kron_input
 from effjax.ptq.layerwise import GROUPS, token_weights
-from effjax.quant import recipe, taps
+from effjax.quant import recipe
+from effjax.transforms import online
 from effjax.transforms.fold import copy_dicts
 
 R = recipe("int4", "int4", pattern=r"_proj$")  # W4A4
@@ -44,7 +45,7 @@ def diffusion_windows(position: int, n: int, seed: int):
 
 @pytest.fixture(scope="module")
 def trained():
-    params, _ = load_agent(AgentTraining())
+    params = load_agent(AgentTraining()).params
     one = dict(params, layers={0: params["layers"][0]})  # layer 0 alone
     tokens, ctx = diffusion_windows(0, 32, 0)
     train = dict(steps=40, batch_size=8, context=ctx, progress=False)  # the same for both
@@ -54,11 +55,9 @@ def trained():
 
 
 def _group_inputs(layer, x, ctx):
-    seen = {}
-    with taps.collecting(lambda path, a: seen.__setitem__(path, np.asarray(a))):
-        block_forward(layer, x, config=AGENT_CONFIG, index=0, attn_mask=ctx.attn_mask,
-                      token_types=ctx.token_types)
-    return seen
+    _, found = block_forward(layer, x, config=AGENT_CONFIG, index=0, attn_mask=ctx.attn_mask,
+                             token_types=ctx.token_types, capture=("inputs",))
+    return {path: np.asarray(a) for path, a in found["inputs"].items()}
 
 
 def test_complement_basis_spans_what_the_row_space_misses():
@@ -131,7 +130,7 @@ def _layer_loss(learn, layer, x, target, ctx, rec, input_transform):
 
 
 def _per_type(t):
-    return {"per_type": type_transforms(t)}
+    return online.PerType(type_transforms(t))
 
 
 def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
@@ -154,10 +153,10 @@ def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
     for name, (block, projs) in GROUPS.items():
         for p in projs:
             t = as_free[block][p]["input_transform"]
-            tk = type_transforms(with_zero_z(t, name))
-            np.testing.assert_array_equal(tk, jnp.broadcast_to(jnp.kron(t["left"], t["right"]),
+            tk = type_transforms(with_zero_z({"left": t.left, "right": t.right}, name))
+            np.testing.assert_array_equal(tk, jnp.broadcast_to(jnp.kron(t.left, t.right),
                                                                tk.shape))
-            as_free[block][p]["input_transform"] = {"per_type": tk}
+            as_free[block][p]["input_transform"] = online.PerType(tk)
     # Activations float (W4): no A4 rounding boundary for the last-bit differences between the
     # two equal transforms' float32 sums to cross (observed 6e-7 of the norm).
     want, got = (block_forward(q, x, config=AGENT_CONFIG, index=0, recipe=W4,

@@ -107,8 +107,8 @@ def test_mr_gptq_rotation_keeps_the_float_function_and_gptq_beats_rtn_in_its_bas
     transforms = {}
     for name, entry in _projections(rotated):
         i, block, proj = name.split("/")[1:]
-        t = np.kron(*(np.asarray(entry["input_transform"][k], np.float64)
-                      for k in ("left", "right")))
+        stored = entry["input_transform"]
+        t = np.kron(np.asarray(stored.left, np.float64), np.asarray(stored.right, np.float64))
         w = np.asarray(params["layers"][int(i)][block][proj]["kernel"], np.float64)
         entry["kernel"] = jnp.asarray(np.linalg.solve(t, w), jnp.float32)  # T^-1 W
         transforms[name] = t

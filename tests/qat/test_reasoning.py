@@ -19,7 +19,7 @@ def teacher():
 
 
 def test_shipped_teacher_solves_the_task(teacher):
-    params, config, info = teacher
+    params, config, info = teacher.params, teacher.config, teacher.extras["info"]
     items = ar.problems(123, 64, split="test")
     acc = qat.accuracy(params, config, items, batch_size=64)
     assert acc >= 0.85, acc  # experiments/results/reasoning_qat.md states the 500-problem figure
@@ -37,11 +37,11 @@ def test_train_save_load(tmp_path):
     params, info = qat.train_teacher(config=qat.DRAFT_CONFIG, steps=2, batch_size=4,
                                      eval_every=2, path=tmp_path, progress=False)
     assert info["steps"] == 2 and 0.0 <= info["accuracy_256"] <= 1.0
-    back, config, info2 = qat.load_teacher(tmp_path, qat.DRAFT_CONFIG)
-    assert config == qat.DRAFT_CONFIG and info2["steps"] == 2
-    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params), strict=True):
+    back = qat.load_teacher(tmp_path, config=qat.DRAFT_CONFIG)
+    assert back.config == qat.DRAFT_CONFIG and back.extras["info"]["steps"] == 2
+    for a, b in zip(jax.tree.leaves(back.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert jax.tree.structure(back) == jax.tree.structure(params)
+    assert jax.tree.structure(back.params) == jax.tree.structure(params)
     with pytest.raises(ValueError, match="no trained weights in .*train_teacher"):
         qat.load_teacher(tmp_path / "none")
     with pytest.raises(ValueError, match=r"expected shapes: missing \['layers/1/"):
@@ -53,8 +53,9 @@ def test_train_save_load(tmp_path):
 
 def test_shipped_draft_agrees_with_the_teacher(teacher):
     """The one-block draft predicts most of the teacher's solution tokens (teacher-forced)."""
-    tparams, tconfig, _ = teacher
-    dparams, dconfig, _ = qat.load_teacher(qat.DRAFT_DIR, qat.DRAFT_CONFIG)
+    tparams, tconfig = teacher.params, teacher.config
+    draft = qat.load_teacher(config=qat.DRAFT_CONFIG)
+    dparams, dconfig = draft.params, draft.config
     assert dconfig.num_layers == 1
     items = ar.problems(5, 32, split="test")
     batch = ar.encode_examples(items, 64)

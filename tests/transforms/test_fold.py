@@ -135,18 +135,20 @@ def test_add_block_transform(model, form):
     def transform(d):
         nb = d // 16
         if form == "blocks":
-            return {"blocks": near_eye(keys[0], (nb, 16, 16))}
-        return {"global": near_eye(keys[1], (4, 4)), "private": near_eye(keys[2], (nb, 4, 4)),
-                "clip": jnp.ones((nb,))}
+            return T.BlockDiag(near_eye(keys[0], (nb, 16, 16)))
+        return T.GPK(near_eye(keys[1], (4, 4)), near_eye(keys[2], (nb, 4, 4)),
+                     clip=jnp.ones((nb,)))
 
     out = T.add_block_transform(params, r"attn/(q|k|v)_proj$", transform(48))
     out = T.add_block_transform(out, r"mlp/down_proj$", transform(96))
     assert rel_err(logits(out, config), logits(params, config)) <= TOL
     stored = out["layers"][0]["mlp"]["down_proj"]["input_transform"]
-    assert sorted(stored) == (["blocks"] if form == "blocks" else ["clip", "global", "private"])
+    assert type(stored) is (T.BlockDiag if form == "blocks" else T.GPK)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(stored))
+    assert (stored.clip is None) == (form == "blocks")
     with pytest.raises(ValueError, match="already has an input transform"):
         T.add_block_transform(out, r"down_proj", transform(96))
     with pytest.raises(ValueError, match="does not fit layers/0/attn/q_proj"):
         T.add_block_transform(params, r"q_proj", transform(96))
-    with pytest.raises(ValueError, match="transform must hold 'blocks', or 'global' and"):
-        T.add_block_transform(params, r"q_proj", {"left": jnp.eye(4)})
+    with pytest.raises(ValueError, match="must be an online.BlockDiag or an online.GPK, got Kron"):
+        T.add_block_transform(params, r"q_proj", T.Kron(jnp.eye(4), jnp.eye(12)))

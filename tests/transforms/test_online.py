@@ -30,8 +30,11 @@ def test_block_and_gpk_apply_equal_the_dense_block_diagonal_matrix():
     dense = block_diag(*[np.kron(g, p) for p in priv.astype(np.float64)])
     np.testing.assert_allclose(T.gpk_apply(x, g, priv), x.astype(np.float64) @ dense,
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(T.apply_transform(x, {"global": g, "private": priv}),
-                               T.gpk_apply(x, g, priv))
+    np.testing.assert_array_equal(T.GPK(g, priv).apply(x), T.gpk_apply(x, g, priv))
+    np.testing.assert_array_equal(T.BlockDiag(blocks).apply(x), T.block_apply(x, blocks))
+    ratio = np.array([1.0, 0.5, 0.25], np.float32)
+    np.testing.assert_array_equal(T.GPK(g, priv, clip=ratio).apply(x),
+                                  T.clip_blocks(T.gpk_apply(x, g, priv), ratio))
     with pytest.raises(ValueError, match="3 blocks of 32 need 96 features"):
         T.block_apply(x[:, :64], blocks)
     with pytest.raises(ValueError, match="3 blocks of 4 x 8 need 96 features"):
@@ -74,4 +77,6 @@ def test_per_type_apply_gives_each_token_its_types_matrix():
     with pytest.raises(ValueError, match="types of x's leading shape"):
         T.per_type_apply(jnp.asarray(x), jnp.asarray(types[:, :4]), jnp.asarray(mats))
     with pytest.raises(ValueError, match="needs the tokens' types"):
-        T.apply_transform(jnp.asarray(x), {"per_type": jnp.asarray(mats)})
+        T.PerType(jnp.asarray(mats)).apply(jnp.asarray(x))
+    np.testing.assert_array_equal(T.PerType(jnp.asarray(mats)).apply(jnp.asarray(x),
+                                                                      jnp.asarray(types)), got)
