@@ -218,8 +218,8 @@ def row_specs(arrays: list[jax.Array], block_rows: int, grid_axis: int) -> list[
     return [spec(a) for a in arrays]
 
 
-def dequantized_tile(refs: dict, fmt: Format, start: jax.Array, block_k: int, dtype,
-                     interpret: bool) -> jax.Array:
+def dequantized_tile(refs: dict, fmt: Format, start: jax.Array, block_k: int,
+                     dtype) -> jax.Array:
     """The dequantized (rows, block_k) tile at element offset `start` of a quantized operand
     whose refs ("codes" and the stored arrays) hold whole rows (no global scale)."""
     group = fmt.group_size
@@ -231,8 +231,7 @@ def dequantized_tile(refs: dict, fmt: Format, start: jax.Array, block_k: int, dt
             stored[name] = ref[:, pl.ds(start // group, block_k // group), :]
         elif name != "codes":
             stored[name] = ref[:, pl.ds(start // group, block_k // group)]
-    with core.kernel_tracing(not interpret):
-        values = core.codes_to_values(packed, stored, fmt, block_k, unpack=unpack_tile)
+    values = core.codes_to_values(packed, stored, fmt, block_k, unpack=unpack_tile)
     return values.reshape(values.shape[0], block_k).astype(dtype)
 
 

@@ -15,8 +15,7 @@ from effjax.formats.registry import Format
 from pallas_kernels import common
 
 
-def dequant_matmul_kernel(*refs, fmt: Format, names: tuple[str, ...], block_k: int,
-                          interpret: bool):
+def dequant_matmul_kernel(*refs, fmt: Format, names: tuple[str, ...], block_k: int):
     """One (bm, bn) output tile: refs = (x (bm, k), codes (bn, packed k), *stored, out)."""
     x_ref, *w_refs, out_ref = refs
     w = dict(zip(("codes", *names), w_refs, strict=True))
@@ -25,7 +24,7 @@ def dequant_matmul_kernel(*refs, fmt: Format, names: tuple[str, ...], block_k: i
     def step(t, acc):
         start = pl.multiple_of(t * block_k, block_k)
         x = x_ref[:, pl.ds(start, block_k)]
-        wt = common.dequantized_tile(w, fmt, start, block_k, x.dtype, interpret)
+        wt = common.dequantized_tile(w, fmt, start, block_k, x.dtype)
         return acc + jax.lax.dot_general(x, wt, (((1,), (1,)), ((), ())),
                                          preferred_element_type=jnp.float32)
 
@@ -44,8 +43,7 @@ def _dequant_matmul(x, w: QArray, block_m: int, block_n: int, block_k: int, inte
     specs = [pl.BlockSpec((block_m, k), lambda i, j: (i, 0)),
              *common.row_specs([w.codes, *stored.values()], block_n, 1)]
     out = pl.pallas_call(
-        functools.partial(dequant_matmul_kernel, fmt=fmt, names=tuple(stored), block_k=block_k,
-                          interpret=interpret),
+        functools.partial(dequant_matmul_kernel, fmt=fmt, names=tuple(stored), block_k=block_k),
         out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
         grid=(pl.cdiv(m, block_m), n // block_n), in_specs=specs,
         out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),

@@ -13,7 +13,7 @@ from effjax.formats.registry import Format
 from pallas_kernels import common
 
 
-def dequantize_kernel(*refs, fmt: Format, names: tuple[str, ...], interpret: bool):
+def dequantize_kernel(*refs, fmt: Format, names: tuple[str, ...]):
     """One tile: refs = (codes, *stored inputs named by `names`, out (bm, bk))."""
     codes_ref, *stored_refs, out_ref = refs
     named = dict(zip(names, stored_refs, strict=True))
@@ -24,10 +24,9 @@ def dequantize_kernel(*refs, fmt: Format, names: tuple[str, ...], interpret: boo
         stored = {name: r[:, start // group:(start + n) // group] for name, r in named.items()}
         if global_ref is not None:
             stored["global_scale"] = global_ref[0, 0]
-        with core.kernel_tracing(not interpret):
-            values = core.codes_to_values(
-                codes_ref[:, start * width // n:(start + n) * width // n], stored, fmt, n,
-                unpack=common.unpack_tile)
+        values = core.codes_to_values(
+            codes_ref[:, start * width // n:(start + n) * width // n], stored, fmt, n,
+            unpack=common.unpack_tile)
         out_ref[:, start:start + n] = values.reshape(values.shape[0], n).astype(out_ref.dtype)
 
 
@@ -51,7 +50,7 @@ def _dequantize(q: QArray, dtype, block_m: int, block_k: int, interpret: bool,
         in_specs.append(pl.BlockSpec((1, 1), lambda i, j: (0, 0)))
         args.append(q.global_scale.reshape(1, 1))
     return pl.pallas_call(
-        functools.partial(dequantize_kernel, fmt=fmt, names=names, interpret=interpret),
+        functools.partial(dequantize_kernel, fmt=fmt, names=names),
         out_shape=jax.ShapeDtypeStruct((m, k), dtype),
         grid=(pl.cdiv(m, block_m), k // block_k), in_specs=in_specs,
         out_specs=pl.BlockSpec((block_m, block_k), lambda i, j: (i, j)),

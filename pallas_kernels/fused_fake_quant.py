@@ -23,13 +23,13 @@ def fused_fake_quant_kernel(*refs, fmt: Format, top: float, with_mask: bool,
     x_ref, y_ref, *mask_ref = refs[1:] if two_level else refs
     x = x_ref[...].astype(jnp.float32)
     rows, k = x.shape
-    with core.kernel_tracing(not interpret):
-        xb = x.reshape(rows, k // fmt.group_size, fmt.group_size)
-        elements, stored = core.grid_values(xb, fmt, global_scale=g)
-        y_ref[...] = core.apply_scale(elements, stored, fmt).reshape(rows, k).astype(y_ref.dtype)
-        if with_mask:  # inside [-hi, hi], hi = the group's largest representable value
-            hi = core.apply_scale(jnp.full(elements.shape, top, jnp.float32), stored, fmt)
-            mask_ref[0][...] = (jnp.abs(x) <= hi.reshape(rows, k)).astype(jnp.int8)
+    xb = x.reshape(rows, k // fmt.group_size, fmt.group_size)
+    # Compiled kernels drop the optimization barriers, which kernel lowerings lack.
+    elements, stored = core.grid_values(xb, fmt, global_scale=g, barriers=interpret)
+    y_ref[...] = core.apply_scale(elements, stored, fmt).reshape(rows, k).astype(y_ref.dtype)
+    if with_mask:  # inside [-hi, hi], hi = the group's largest representable value
+        hi = core.apply_scale(jnp.full(elements.shape, top, jnp.float32), stored, fmt)
+        mask_ref[0][...] = (jnp.abs(x) <= hi.reshape(rows, k)).astype(jnp.int8)
 
 
 @functools.partial(jax.jit, static_argnames=("fmt", "with_mask", "block_m", "block_k",

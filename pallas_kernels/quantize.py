@@ -26,10 +26,10 @@ def quantize_kernel(*refs, fmt: Format, outputs: tuple[str, ...], interpret: boo
     group = fmt.group_size
     for start, n in common.chunks(x_ref.shape[1]):  # chunks through the refs, not values
         x = x_ref[:, start:start + n].astype(jnp.float32)
-        with core.kernel_tracing(not interpret):
-            elements, stored = core.grid_values(x.reshape(x.shape[0], n // group, group), fmt,
-                                                global_scale=g)
-            codes = common.pack_tile(core.encode_elements(elements, fmt).reshape(x.shape), fmt.bits)
+        # Compiled kernels drop the optimization barriers, which kernel lowerings lack.
+        elements, stored = core.grid_values(x.reshape(x.shape[0], n // group, group), fmt,
+                                            global_scale=g, barriers=interpret)
+        codes = common.pack_tile(core.encode_elements(elements, fmt).reshape(x.shape), fmt.bits)
         width = common.packed_width(fmt, n)
         codes_ref[:, start * width // n:(start + n) * width // n] = codes
         for name, ref in zip(outputs, out_refs, strict=True):

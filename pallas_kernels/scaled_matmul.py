@@ -16,7 +16,7 @@ from pallas_kernels import common
 
 
 def scaled_matmul_kernel(*refs, a_fmt: Format, b_fmt: Format, a_names: tuple[str, ...],
-                         b_names: tuple[str, ...], block_k: int, interpret: bool):
+                         b_names: tuple[str, ...], block_k: int):
     """One (bm, bn) output tile: refs = (a codes, *a stored, b codes, *b stored, out)."""
     na = 1 + len(a_names)
     a = dict(zip(("codes", *a_names), refs[:na], strict=True))
@@ -26,8 +26,8 @@ def scaled_matmul_kernel(*refs, a_fmt: Format, b_fmt: Format, a_names: tuple[str
 
     def step(t, acc):
         start = pl.multiple_of(t * block_k, block_k)
-        at = common.dequantized_tile(a, a_fmt, start, block_k, jnp.bfloat16, interpret)
-        bt = common.dequantized_tile(b, b_fmt, start, block_k, jnp.bfloat16, interpret)
+        at = common.dequantized_tile(a, a_fmt, start, block_k, jnp.bfloat16)
+        bt = common.dequantized_tile(b, b_fmt, start, block_k, jnp.bfloat16)
         return acc + jax.lax.dot_general(at, bt, (((1,), (1,)), ((), ())),
                                          preferred_element_type=jnp.float32)
 
@@ -50,7 +50,7 @@ def _scaled_matmul(a: QArray, b: QArray, block_m: int, block_n: int, block_k: in
     sa, sb = common.stored_arrays(a), common.stored_arrays(b)
     out = pl.pallas_call(
         functools.partial(scaled_matmul_kernel, a_fmt=a.fmt, b_fmt=b.fmt, a_names=tuple(sa),
-                          b_names=tuple(sb), block_k=block_k, interpret=interpret),
+                          b_names=tuple(sb), block_k=block_k),
         out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
         grid=(pl.cdiv(m, block_m), n // block_n),
         in_specs=[*common.row_specs([a.codes, *sa.values()], block_m, 0),

@@ -18,6 +18,7 @@ classifier-free guidance, a structured attention mask; `lax` loops, no recompila
 calls of one shape).
 """
 
+from effjax.decoding.autojudge import Mismatches, mine_mismatches, train_judge
 from effjax.decoding.diffusion import (
     CACHES,
     CONFIDENCES,
@@ -34,15 +35,12 @@ from effjax.decoding.speculative import (
     ExactSampling,
     GreedyMatch,
     KLJudge,
-    Mismatches,
     SpeculativeOutput,
     TypicalAcceptance,
     Verdict,
     early_exit_draft,
     kl_divergence,
-    mine_mismatches,
     speculative_generate,
-    train_judge,
 )
 
 __all__ = ["CACHES", "CONFIDENCES", "AcceptanceRule", "AutoJudge", "DiffusionSampling",

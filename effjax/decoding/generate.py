@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from effjax.models.api import check_tokens
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, init_cache
+from effjax.models.records import check_tokens
 from effjax.models.vlm import VLMConfig, splice_images
 from effjax.quant.recipe import Recipe
 

@@ -28,16 +28,9 @@ from typing import NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from effjax.decoding.generate import (
-    SamplingConfig,
-    cut_at_eos,
-    generate,
-    prepare_prompts,
-    sample_logits,
-)
+from effjax.decoding.generate import SamplingConfig, cut_at_eos, prepare_prompts, sample_logits
 from effjax.models.config import LMConfig
 from effjax.models.decoder import KVCache, Params, forward, init_cache
 from effjax.quant.recipe import Recipe
@@ -242,135 +235,6 @@ class AutoJudge:
         return Verdict((draft_tokens == correction[:, :-1]) | unimportant, correction)
 
 
-class Mismatches(NamedTuple):
-    """Mined draft/target disagreements along the target's greedy outputs.
-
-    Attributes:
-      features: (n, 2 * hidden) [target hidden, draft hidden] at each mismatch.
-      important: (n,) whether putting the draft's token there changes the final answer.
-      prompt: (n,) the prompt each mismatch came from.
-      position: (n,) its index among that prompt's generated tokens.
-    """
-
-    features: np.ndarray
-    important: np.ndarray
-    prompt: np.ndarray
-    position: np.ndarray
-
-
-def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params: Params,
-                    draft_config: LMConfig, prompts: Sequence[Sequence[int]], answer_fn, *,
-                    max_new_tokens: int, draft_recipe: Recipe | None = None,
-                    eos_id: int | None = None, batch_size: int = 32) -> Mismatches:
-    """Labels for an AutoJudge: where the draft's greedy token differs from the target's
-    along the target's greedy output, is the mismatch important (AutoJudge's mining)?
-
-    Each mismatch is replayed: the draft's token replaces the target's at that position and
-    the target decodes greedily from there; it is important when `answer_fn` of the result
-    differs from `answer_fn` of the target's own output.
-
-    Args:
-      target_params, target_config, draft_params, draft_config: the two models.
-      prompts: token id lists.
-      answer_fn: generated token ids -> a comparable answer (e.g. the parsed number).
-      max_new_tokens: the target's output length per prompt.
-      draft_recipe: the draft's activation / KV formats.
-      eos_id: as in `generate`.
-      batch_size: sequences per forward and per replay batch.
-
-    Returns:
-      `Mismatches`.
-    """
-    outs = generate(target_params, target_config, prompts, max_new_tokens=max_new_tokens,
-                    eos_id=eos_id)
-    feats, meta, replays = [], [], []
-    seqs = [list(p) + o for p, o in zip(prompts, outs, strict=True)]
-    # right-padded batches in width buckets: causal attention keeps the padding out of every
-    # real position, and one compilation serves each (batch, bucket)
-    width = -(-max(map(len, seqs)) // 16) * 16
-    for b in range(0, len(seqs), batch_size):
-        chunk = seqs[b:b + batch_size]
-        tokens = np.zeros((batch_size, width), np.int32)
-        for r, seq in enumerate(chunk):
-            tokens[r, :len(seq)] = seq
-        _, _, th = forward(target_params, jnp.asarray(tokens), config=target_config,
-                           return_hidden=True)
-        dl, _, dh = forward(draft_params, jnp.asarray(tokens), config=draft_config,
-                            recipe=draft_recipe, return_hidden=True)
-        draft_all, th, dh = np.asarray(_argmax(dl)), np.asarray(th), np.asarray(dh)
-        for r in range(len(chunk)):
-            i = b + r
-            prompt, out = prompts[i], outs[i]
-            start = len(prompt) - 1  # state at start + j predicts generated token j
-            draft_tok = draft_all[r, start:start + len(out)]
-            for j in np.flatnonzero(draft_tok != np.asarray(out, np.int32)):
-                feats.append(np.concatenate([th[r, start + j], dh[r, start + j]]))
-                meta.append((i, j))
-                replays.append(list(prompt) + out[:j] + [int(draft_tok[j])])
-    important = []
-    for b in range(0, len(replays), batch_size):
-        chunk = replays[b:b + batch_size]
-        # one length for every chunk (one compilation); each tail is cut to its own length
-        cont = generate(target_params, target_config, chunk,
-                        max_new_tokens=max(max_new_tokens - 1, 1), eos_id=eos_id)
-        for r, c in enumerate(cont):
-            i, j = meta[b + r]
-            tail = [replays[b + r][-1], *c][:max_new_tokens - j]
-            important.append(answer_fn(outs[i][:j] + tail) != answer_fn(outs[i]))
-    h = 2 * target_config.hidden_size
-    return Mismatches(np.asarray(feats, np.float32).reshape(-1, h), np.asarray(important, bool),
-                      np.asarray([m[0] for m in meta], np.int32),
-                      np.asarray([m[1] for m in meta], np.int32))
-
-
-def train_judge(features: np.ndarray, important: np.ndarray, *, l2: float = 1e-3,
-                steps: int = 500, learning_rate: float = 0.05) -> tuple[np.ndarray, float]:
-    """Fits the AutoJudge logistic regression (classes weighted to balance, L2 penalty) with
-    optax on standardized features; returns weights and bias in the raw feature scale.
-
-    Args:
-      features: (n, d) mined features.
-      important: (n,) labels (both classes present).
-      l2: the penalty on the (standardized) weights.
-      steps, learning_rate: Adam steps and step size (full batch).
-
-    Returns:
-      (weights (d,), bias) for `AutoJudge`.
-    """
-    x, y = np.asarray(features, np.float32), np.asarray(important, np.float32)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"features must be (n, d) and important (n,), got {x.shape} and "
-                         f"{y.shape}")
-    if y.min() == y.max():
-        raise ValueError("important must hold both classes to train a judge, got only "
-                         f"{bool(y[0]) if len(y) else 'none'}")
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = jnp.asarray((x - mu) / sd)
-    weight = jnp.asarray(np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean())), jnp.float32)
-    yj = jnp.asarray(y)
-
-    def loss(p):
-        logit = z @ p["w"] + p["b"]
-        return (jnp.mean(weight * optax.sigmoid_binary_cross_entropy(logit, yj))
-                + l2 * jnp.sum(p["w"] ** 2))
-
-    opt = optax.adam(learning_rate)
-    params = {"w": jnp.zeros(x.shape[1]), "b": jnp.zeros(())}
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        grads = jax.grad(loss)(params)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts
-            updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    for _ in range(steps):
-        params, state = step(params, state)
-    w = np.asarray(params["w"]) / sd
-    return w, float(params["b"]) - float(np.dot(w, mu))
-
-
 def early_exit_draft(params: Params, config: LMConfig,
                      num_layers: int) -> tuple[Params, LMConfig]:
     """A layer-skip self-draft: the target's first `num_layers` blocks, its final norm and
@@ -411,6 +275,35 @@ class SpeculativeOutput(NamedTuple):
         return float(np.sum(self.accepted + self.target_calls) / max(np.sum(self.target_calls), 1))
 
 
+class _LoopState(NamedTuple):
+    """The carry of `_speculate`'s loop from one round to the next.
+
+    Attributes:
+      rounds: () rounds run so far.
+      target_cache, draft_cache: the two models' KV caches, rejected slots invalidated.
+      last_token: (b,) the last token emitted, which the next round feeds first.
+      position: (b,) last_token's position.
+      output: (b, width) tokens emitted so far (columns from `num_emitted` on are unused).
+      num_emitted: (b,) tokens emitted so far per sequence.
+      done: (b,) whether the sequence reached eos or `max_new_tokens`.
+      target_calls: (b,) rounds (target forwards) the sequence took while live.
+      accepted: (b,) draft tokens kept over those rounds.
+      key: the PRNG key of the next round.
+    """
+
+    rounds: Int[Array, ""]
+    target_cache: KVCache
+    draft_cache: KVCache
+    last_token: Int[Array, " b"]
+    position: Int[Array, " b"]
+    output: Int[Array, "b width"]
+    num_emitted: Int[Array, " b"]
+    done: Bool[Array, " b"]
+    target_calls: Int[Array, " b"]
+    accepted: Int[Array, " b"]
+    key: jax.Array
+
+
 def _prefix_length(accepted: Bool[Array, "b k"]) -> Int[Array, " b"]:
     return jnp.sum(jnp.cumprod(accepted.astype(jnp.int32), axis=1), axis=1)
 
@@ -446,28 +339,30 @@ def _speculate(target_params, draft_params, tokens, mask, key, eos_id, *, target
     ones = jnp.ones((b, 1), bool)
 
     hidden = getattr(rule, "needs_hidden", False)
+    capture = ("hidden",) if hidden else ()
 
     def draft_step(carry, j):
         cache, tok, pos, dkey = carry
         logits, cache, *h = forward(draft_params, tok[:, None], config=draft_config,
                                     positions=(pos + j)[:, None], mask=ones, cache=cache,
-                                    dtype=dtype, recipe=draft_recipe, return_hidden=hidden)
+                                    dtype=dtype, recipe=draft_recipe, capture=capture)
+        h = [h[0]["hidden"]] if h else h
         dkey, sub = jax.random.split(dkey)
         nxt = sample_logits(logits[:, -1], sub, rule.draft_sampling)
         return (cache, nxt, pos, dkey), (logits[:, -1], nxt, h[0][:, -1] if h else None)
 
-    def body(state):
-        step, tcache, dcache, last, pos, out, count, done, calls, kept, key = state
-        key, kd, kr = jax.random.split(key, 3)
+    def body(state: _LoopState) -> _LoopState:
+        key, kd, kr = jax.random.split(state.key, 3)
         # k + 1 draft forwards: the last one only writes draft token k into the draft cache.
         (dcache, _, _, _), (dlogits, dtoks, dhidden) = jax.lax.scan(
-            draft_step, (dcache, last, pos, kd), steps[0])
+            draft_step, (state.draft_cache, state.last_token, state.position, kd), steps[0])
         dlogits, dtoks = jnp.swapaxes(dlogits[:k], 0, 1), jnp.swapaxes(dtoks[:k], 0, 1)
-        seq = jnp.concatenate([last[:, None], dtoks], axis=1)
+        seq = jnp.concatenate([state.last_token[:, None], dtoks], axis=1)
         tlogits, tcache, *th = forward(target_params, seq, config=target_config,
-                                       positions=pos[:, None] + steps,
-                                       mask=jnp.ones_like(seq, bool), cache=tcache, dtype=dtype,
-                                       recipe=target_recipe, return_hidden=hidden)
+                                       positions=state.position[:, None] + steps,
+                                       mask=jnp.ones_like(seq, bool), cache=state.target_cache,
+                                       dtype=dtype, recipe=target_recipe, capture=capture)
+        th = [th[0]["hidden"]] if th else th
         if hidden:  # the states that predicted each draft token, target's and draft's
             verdict = rule(tlogits, dlogits, dtoks, kr, target_hidden=th[0][:, :k],
                            draft_hidden=jnp.swapaxes(dhidden[:k], 0, 1))
@@ -479,24 +374,31 @@ def _speculate(target_params, draft_params, tokens, mask, key, eos_id, *, target
         tcache, dcache = _keep_slots(tcache, k + 1, keep), _keep_slots(dcache, k + 1, keep)
         emitted = jnp.where(steps == n[:, None], nxt[:, None],
                             jnp.concatenate([dtoks, nxt[:, None]], axis=1))
-        write = keep & ~done[:, None]
-        cols = jnp.where(write, count[:, None] + steps, width)  # out of range: dropped
-        out = out.at[jnp.arange(b)[:, None], cols].set(emitted, mode="drop")
-        live = ~done
-        calls, kept = calls + live.astype(jnp.int32), kept + jnp.where(live, n, 0)
-        count = count + jnp.where(live, n + 1, 0)
-        done = done | jnp.any(write & (emitted == eos_id), axis=1) | (count >= max_new_tokens)
-        return step + 1, tcache, dcache, nxt, pos + n + 1, out, count, done, calls, kept, key
+        live = ~state.done
+        write = keep & live[:, None]
+        cols = jnp.where(write, state.num_emitted[:, None] + steps, width)  # out of range: dropped
+        output = state.output.at[jnp.arange(b)[:, None], cols].set(emitted, mode="drop")
+        num_emitted = state.num_emitted + jnp.where(live, n + 1, 0)
+        done = (state.done | jnp.any(write & (emitted == eos_id), axis=1)
+                | (num_emitted >= max_new_tokens))
+        return _LoopState(
+            rounds=state.rounds + 1, target_cache=tcache, draft_cache=dcache, last_token=nxt,
+            position=state.position + n + 1, output=output, num_emitted=num_emitted, done=done,
+            target_calls=state.target_calls + live.astype(jnp.int32),
+            accepted=state.accepted + jnp.where(live, n, 0), key=key)
 
-    def cond(state):
-        return (state[0] < max_new_tokens) & ~jnp.all(state[7])
+    def cond(state: _LoopState) -> jax.Array:
+        return (state.rounds < max_new_tokens) & ~jnp.all(state.done)
 
     zeros = jnp.zeros((b,), jnp.int32)
-    state = (jnp.zeros((), jnp.int32), *caches, tokens[:, -1].astype(jnp.int32), positions[:, -1],
-             jnp.zeros((b, width), jnp.int32), zeros, jnp.zeros((b,), bool), zeros, zeros, key)
+    target_cache, draft_cache = caches
+    state = _LoopState(
+        rounds=jnp.zeros((), jnp.int32), target_cache=target_cache, draft_cache=draft_cache,
+        last_token=tokens[:, -1].astype(jnp.int32), position=positions[:, -1],
+        output=jnp.zeros((b, width), jnp.int32), num_emitted=zeros, done=jnp.zeros((b,), bool),
+        target_calls=zeros, accepted=zeros, key=key)
     state = jax.lax.while_loop(cond, body, state)
-    _, _, _, _, _, out, count, _, calls, kept, _ = state
-    return out, count, calls, kept
+    return state.output, state.num_emitted, state.target_calls, state.accepted
 
 
 def speculative_generate(

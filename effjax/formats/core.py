@@ -7,9 +7,6 @@ FP8) take their scales from the finite values and keep the damage to the value i
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -24,26 +21,12 @@ _FP4_MAX, _E4M3_MAX, _E4M3_MIN_SUB = 6.0, 448.0, 2.0**-9
 _MXINT8_MAX = 127 / 64
 
 
-_BARRIERS = contextvars.ContextVar("effjax_formats_barriers", default=True)
+def _barrier(x, barriers: bool):
+    """x behind an optimization barrier, or x itself when `barriers` is False."""
+    return jax.lax.optimization_barrier(x) if barriers else x
 
 
-@contextlib.contextmanager
-def kernel_tracing(compiled: bool = True):
-    """Traces the format arithmetic for a Pallas kernel body. Compiled kernels get no
-    optimization barriers, which kernel lowerings lack (division exactness is then the
-    kernel compiler's); in interpret mode the body runs through XLA, barriers included."""
-    token = _BARRIERS.set(not compiled)
-    try:
-        yield
-    finally:
-        _BARRIERS.reset(token)
-
-
-def _barrier(x):
-    return jax.lax.optimization_barrier(x) if _BARRIERS.get() else x
-
-
-def exact_div(x: jax.Array, d: jax.Array) -> jax.Array:
+def exact_div(x: jax.Array, d: jax.Array, *, barriers: bool = True) -> jax.Array:
     """x / d correctly rounded (IEEE), with d broadcast to x's shape.
 
     Under jit, XLA rewrites a division by a broadcast or a constant into a multiplication
@@ -51,8 +34,18 @@ def exact_div(x: jax.Array, d: jax.Array) -> jax.Array:
     optimization barrier keeps the true division that the format definitions ask for, so
     jitted and eager quantization agree bit for bit. (Under vmap a scalar d stays scalar
     and the rewrite comes back: vmapped per-tensor scales may differ by an ulp.)
+
+    Args:
+      x: the dividend.
+      d: the divisor, broadcastable to x's shape.
+      barriers: put the operands behind an optimization barrier. False for the body of a
+        compiled Pallas kernel, whose lowerings lack the barrier (exactness is then the
+        kernel compiler's); interpret mode runs through XLA and keeps it.
+
+    Returns:
+      x / d, shaped like x.
     """
-    x, d = _barrier((x, jnp.broadcast_to(d, x.shape)))
+    x, d = _barrier((x, jnp.broadcast_to(d, x.shape)), barriers)
     return x / d
 
 
@@ -193,13 +186,21 @@ def _log2_bits(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array
     return floor_log2, (sig & (sig - 1)) == 0, sig, lead
 
 
-def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
+def mx_scale_exponent(amax: jax.Array, fmt: Format, *, barriers: bool = True) -> jax.Array:
     """The shared exponent e of MX blocks (scale 2^e), int32, per FORMATS.md and its modes.
 
     floor: floor(log2 amax) - emax_elem; ceil: ceil(log2(amax) - emax_elem); even: amax
     rounded to the element's mantissa width first (RNE), then floor; rceil: ceil(log2(amax
     / max_elem)). All-zero blocks get the smallest scale; clamped to [-127, 127]. Works on
     the float32 bits (exact for subnormal amax, no ldexp / frexp).
+
+    Args:
+      amax: per-block absolute maxima.
+      fmt: an MX `Format`.
+      barriers: as in `exact_div` (rceil divides).
+
+    Returns:
+      int32 exponents shaped like amax.
     """
     if fmt.element == "int8":
         emax, max_elem, mbits = 0, _MXINT8_MAX, 6
@@ -219,23 +220,36 @@ def mx_scale_exponent(amax: jax.Array, fmt: Format) -> jax.Array:
         carry = (lead > mbits) & (rounded >= 1 << (mbits + 1))
         e = floor_log2 + carry.astype(jnp.int32) - emax
     else:  # rceil: the smallest e with amax / 2^e <= max_elem
-        ratio = exact_div(a, jnp.float32(max_elem))
+        ratio = exact_div(a, jnp.float32(max_elem), barriers=barriers)
         rl, rpow2, _, _ = _log2_bits(ratio)
         e = jnp.where(rpow2, rl, rl + 1)
     return jnp.where(amax > 0, jnp.clip(e, -127, 127), -127)
 
 
-def nvfp4_global_scale(amax: jax.Array) -> jax.Array:
-    """NVFP4's per-tensor scale amax / (448 * 6), correctly rounded (1 where amax is 0)."""
-    return _nonzero(exact_div(amax, jnp.float32(_E4M3_MAX * _FP4_MAX)))
+def nvfp4_global_scale(amax: jax.Array, *, barriers: bool = True) -> jax.Array:
+    """NVFP4's per-tensor scale amax / (448 * 6), correctly rounded (1 where amax is 0).
+
+    Args:
+      amax: the tensor's finite absolute maximum.
+      barriers: as in `exact_div`.
+
+    Returns:
+      float32 scale shaped like amax.
+    """
+    return _nonzero(exact_div(amax, jnp.float32(_E4M3_MAX * _FP4_MAX), barriers=barriers))
 
 
-def grid_values(xb: jax.Array, fmt: Format,
-                global_scale: jax.Array | None = None) -> tuple[jax.Array, dict]:
+def grid_values(xb: Float[Array, "*rest nb g"], fmt: Format,
+                global_scale: jax.Array | None = None, *,
+                barriers: bool = True) -> tuple[Float[Array, "*rest nb g"], dict]:
     """Quantizes blocks (*rest, nb, g) of float32.
 
-    `global_scale` gives two-level NVFP4 its per-tensor scale when the blocks are only
-    part of the tensor (a kernel's tile); by default it is computed from the blocks.
+    Args:
+      xb: float32 blocks.
+      fmt: the `Format`.
+      global_scale: two-level NVFP4's per-tensor scale when the blocks are only part of
+        the tensor (a kernel's tile); by default it is computed from the blocks.
+      barriers: as in `exact_div`.
 
     Returns:
       (elements: float32 values on the element grid, before scaling; the stored scale
@@ -254,17 +268,28 @@ def grid_values(xb: jax.Array, fmt: Format,
 
         codes, scale, levels = hif4_quantize_units(xb)
         return decode_elements(codes, fmt), {"scale": scale, "levels": level_bytes(levels)}
-    stored = block_scales(xb, fmt, global_scale)
-    return elements_given(xb, stored, fmt), stored
+    stored = block_scales(xb, fmt, global_scale, barriers=barriers)
+    return elements_given(xb, stored, fmt, barriers=barriers), stored
 
 
-def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = None) -> dict:
+def block_scales(xb: Float[Array, "*rest nb g"], fmt: Format,
+                 global_scale: jax.Array | None = None, *, barriers: bool = True) -> dict:
     """The stored scale arrays of blocks (*rest, nb, g) of float32 (not HiF4, HiF8, casts):
     "scale", and "global_scale" / "zero_point" where the format has them.
 
     Scales of INT and FP8 come from the finite values (an asymmetric INT group holding a
     non-finite value gets a NaN scale); MX and NVFP4 blocks holding one get a NaN scale;
     NVFP4's per-tensor scale comes from the finite values.
+
+    Args:
+      xb: float32 blocks.
+      fmt: the `Format`.
+      global_scale: as in `grid_values`.
+      barriers: as in `exact_div` (also keeps each block's max materialized).
+
+    Returns:
+      The scale arrays by name: per-group ones (*rest, nb) (per-tensor: all axes of size
+      1), NVFP4's global scale a scalar.
     """
     kind = fmt.kind
     if kind == "int":
@@ -273,34 +298,40 @@ def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = No
         if fmt.symmetric:
             # Materialized once: fused into its consumers, XLA:CPU may recompute each
             # group's max for every element.
-            amax = _barrier(_amax(xf, fmt, finite=True))
-            return {"scale": _nonzero(exact_div(amax, jnp.float32(levels // 2 - 1)))}
+            amax = _barrier(_amax(xf, fmt, finite=True), barriers)
+            return {"scale": _nonzero(exact_div(amax, jnp.float32(levels // 2 - 1),
+                                                  barriers=barriers))}
         lo, hi = jnp.min(xf, axis=-1), jnp.max(xf, axis=-1)
         if fmt.granularity == "tensor":
             lo = jnp.min(lo, keepdims=True, initial=jnp.inf)  # initial: empty tensors
             hi = jnp.max(hi, keepdims=True, initial=-jnp.inf)
-        scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1)))
-        zero = jnp.clip(el.round_half_even(exact_div(-lo, scale)), 0, levels - 1)
+        scale = _nonzero(exact_div(hi - lo, jnp.float32(levels - 1), barriers=barriers))
+        zero = jnp.clip(el.round_half_even(exact_div(-lo, scale, barriers=barriers)), 0,
+                        levels - 1)
         # Every code is a value: a non-finite element can only live in a NaN scale.
         scale = jnp.where(jnp.isfinite(_amax(xb, fmt)), scale, jnp.nan)
         return {"scale": scale, "zero_point": zero}
     if kind == "fp8":
-        amax = _barrier(_amax(finite_or_zero(xb), fmt, finite=True))
+        amax = _barrier(_amax(finite_or_zero(xb), fmt, finite=True), barriers)
         elem = el.element_format(fmt.element)
-        return {"scale": _nonzero(exact_div(amax, jnp.float32(elem.max_normal)))}
-    amax = _barrier(_amax(xb, fmt))
+        return {"scale": _nonzero(exact_div(amax, jnp.float32(elem.max_normal),
+                                              barriers=barriers))}
+    amax = _barrier(_amax(xb, fmt), barriers)
     finite = jnp.isfinite(amax)
     if kind == "mx":
-        return {"scale": el.encode_e8m0(mx_scale_exponent(amax, fmt), nan=~finite)}
+        exponent = mx_scale_exponent(amax, fmt, barriers=barriers)
+        return {"scale": el.encode_e8m0(exponent, nan=~finite)}
     # nvfp4
     if not fmt.two_level:
         g = jnp.float32(1.0)
     elif global_scale is None:
-        g = nvfp4_global_scale(jnp.max(jnp.abs(finite_or_zero(xb)), initial=0.0))
+        g = nvfp4_global_scale(jnp.max(jnp.abs(finite_or_zero(xb)), initial=0.0),
+                               barriers=barriers)
     else:
         g = global_scale
-    block = jnp.clip(exact_div(exact_div(amax, jnp.float32(_FP4_MAX)), g), _E4M3_MIN_SUB,
-                     _E4M3_MAX)
+    block = exact_div(exact_div(amax, jnp.float32(_FP4_MAX), barriers=barriers), g,
+                      barriers=barriers)
+    block = jnp.clip(block, _E4M3_MIN_SUB, _E4M3_MAX)
     block = jnp.where(finite, block, jnp.nan)  # clip would saturate an Inf block to 448
     stored = {"scale": el.round_to_element(block, el.ELEMENTS["e4m3"]).astype(jnp.float8_e4m3fn)}
     if fmt.two_level:
@@ -308,11 +339,22 @@ def block_scales(xb: jax.Array, fmt: Format, global_scale: jax.Array | None = No
     return stored
 
 
-def elements_given(xb: jax.Array, stored: dict, fmt: Format) -> jax.Array:
+def elements_given(xb: Float[Array, "*rest nb g"], stored: dict, fmt: Format, *,
+                   barriers: bool = True) -> Float[Array, "*rest nb g"]:
     """Element values of blocks (*rest, nb, g) under fixed stored scales (*rest, nb) (as
     `block_scales` or a QArray holds them): the rounding step of quantization alone, e.g.
     for GPTQ, which fixes a block's scales when it reaches the block and rounds column by
-    column. For HiF4 the stored levels are used as they are."""
+    column. For HiF4 the stored levels are used as they are.
+
+    Args:
+      xb: float32 blocks.
+      stored: the stored scale arrays by name.
+      fmt: the `Format`.
+      barriers: as in `exact_div`.
+
+    Returns:
+      float32 values on the element grid, before scaling.
+    """
     kind = fmt.kind
     if kind == "hif4":
         from effjax.formats.hifloat import hif4_elements
@@ -323,13 +365,14 @@ def elements_given(xb: jax.Array, stored: dict, fmt: Format) -> jax.Array:
         levels = 2**fmt.bits
         if fmt.symmetric:  # NaN and +-Inf (INT has no Inf) become NaN
             qmax = levels // 2 - 1
-            q = jnp.clip(el.round_half_even(exact_div(xb, scale)), -qmax, qmax)
+            q = jnp.clip(el.round_half_even(exact_div(xb, scale, barriers=barriers)), -qmax, qmax)
             return jnp.where(jnp.isfinite(xb), q, jnp.nan)
-        q = el.round_half_even(exact_div(xb, scale)) + stored["zero_point"][..., None]
+        q = el.round_half_even(exact_div(xb, scale, barriers=barriers))
+        q = q + stored["zero_point"][..., None]
         return jnp.clip(q, 0, levels - 1)
     if kind == "fp8":  # NaN stays NaN; +-Inf too in E5M2, which has it, NaN in E4M3
         elem = el.element_format(fmt.element)
-        v = el.round_to_element(exact_div(xb, scale), elem)
+        v = el.round_to_element(exact_div(xb, scale, barriers=barriers), elem)
         return jnp.where(jnp.isinf(xb), xb if elem.specials == "ieee" else jnp.nan, v)
     if kind == "mx":
         code = scale.astype(jnp.int32)
@@ -339,7 +382,8 @@ def elements_given(xb: jax.Array, stored: dict, fmt: Format) -> jax.Array:
             return jnp.clip(el.round_half_even(v * 64), -127, 127)
         return el.round_to_element(v, el.element_format(fmt.element))
     g = stored.get("global_scale", jnp.float32(1.0))  # nvfp4
-    v = jnp.clip(exact_div(xb, g * scale.astype(jnp.float32)), -_FP4_MAX, _FP4_MAX)
+    v = jnp.clip(exact_div(xb, g * scale.astype(jnp.float32), barriers=barriers), -_FP4_MAX,
+                 _FP4_MAX)
     return el.round_to_element(v, el.ELEMENTS["e2m1"])
 
 

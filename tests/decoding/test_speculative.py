@@ -259,8 +259,9 @@ def test_mined_labels_match_one_by_one_replays(pair):
     for feat, imp, i, j in zip(*mined, strict=True):
         seq = jnp.asarray([prompts[i] + outs[i]])  # unpadded, one sequence
         at = len(prompts[i]) - 1 + j
-        dl, _, dh = forward(dp, seq, config=dc, return_hidden=True)
-        th = forward(tp, seq, config=tc, return_hidden=True)[2]
+        dl, _, found = forward(dp, seq, config=dc, capture=("hidden",))
+        dh = found["hidden"]
+        th = forward(tp, seq, config=tc, capture=("hidden",))[2]["hidden"]
         dtok = int(jnp.argmax(dl[0, at]))
         assert dtok != outs[i][j]
         np.testing.assert_allclose(feat, np.concatenate([th[0, at], dh[0, at]]), atol=1e-5)
