@@ -61,8 +61,8 @@ def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params
     Returns:
       `Mismatches`.
     """
-    outs = generate(target_params, target_config, prompts, max_new_tokens=max_new_tokens,
-                    eos_id=eos_id)
+    outs = generate(target_params, prompts, max_new_tokens=max_new_tokens,
+                    eos_id=eos_id, config=target_config)
     feats, meta, replays = [], [], []
     seqs = [list(p) + o for p, o in zip(prompts, outs, strict=True)]
     # right-padded batches in width buckets: causal attention keeps the padding out of every
@@ -93,7 +93,7 @@ def mine_mismatches(target_params: Params, target_config: LMConfig, draft_params
     for b in range(0, len(replays), batch_size):
         chunk = replays[b:b + batch_size]
         # one length for every chunk (one compilation); each tail is cut to its own length
-        cont = generate(target_params, target_config, chunk,
+        cont = generate(target_params, chunk, config=target_config,
                         max_new_tokens=max(max_new_tokens - 1, 1), eos_id=eos_id)
         for r, c in enumerate(cont):
             i, j = meta[b + r]

@@ -265,9 +265,9 @@ def sample(
 
 def diffusion_generate(
     params: Params,
-    config: LMConfig,
     prompts: Sequence[Sequence[int]],
     *,
+    config: LMConfig,
     sampling: DiffusionSampling,
     mask_id: int,
     key: jax.Array | None = None,

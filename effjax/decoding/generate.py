@@ -124,9 +124,9 @@ def _generate(
 
 def generate(
     params: Params,
-    config: LMConfig,
     prompts: Sequence[Sequence[int]],
     *,
+    config: LMConfig,
     max_new_tokens: int,
     sampling: SamplingConfig = SamplingConfig(),
     key: jax.Array | None = None,
@@ -168,11 +168,11 @@ def generate(
 
 def vlm_generate(
     params: Params,
-    config: VLMConfig,
     tokens: Int[Array, "b p"],
     image_features: Float[Array, "n_image_tokens hidden"],
     positions: Int[Array, "3 b p"],
     *,
+    config: VLMConfig,
     max_new_tokens: int,
     mask: Bool[Array, "b p"] | None = None,
     sampling: SamplingConfig = SamplingConfig(),
@@ -208,7 +208,7 @@ def vlm_generate(
     mask = jnp.ones((b, p), bool) if mask is None else jnp.asarray(mask, bool)
     eos_id = (config.text.eos_token_id if eos_id is None else eos_id)
     eos_id = -1 if eos_id is None else eos_id
-    embeds = splice_images(params, tokens, image_features, config, dtype)
+    embeds = splice_images(params, tokens, image_features, dtype, config=config)
     out, steps = _generate(params["lm"], tokens, mask, jax.random.PRNGKey(0) if key is None
                            else key, jnp.int32(eos_id), config=config.text,
                            max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype,

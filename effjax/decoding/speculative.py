@@ -235,8 +235,8 @@ class AutoJudge:
         return Verdict((draft_tokens == correction[:, :-1]) | unimportant, correction)
 
 
-def early_exit_draft(params: Params, config: LMConfig,
-                     num_layers: int) -> tuple[Params, LMConfig]:
+def early_exit_draft(params: Params, num_layers: int, *,
+                     config: LMConfig) -> tuple[Params, LMConfig]:
     """A layer-skip self-draft: the target's first `num_layers` blocks, its final norm and
     head (no training; costs num_layers / config.num_layers of a target forward).
 

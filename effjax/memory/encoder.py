@@ -154,7 +154,7 @@ def _layer_norm(x, p, eps):
 
 
 def encode_tokens(
-    params: Params, ids: Int[Array, "b t"], mask: Int[Array, "b t"], config: EncoderConfig,
+    params: Params, ids: Int[Array, "b t"], mask: Int[Array, "b t"], *, config: EncoderConfig,
 ) -> Float[Array, "b d"]:
     """Sentence embeddings of tokenized texts: the encoder, mean pooling, L2 normalization.
 

@@ -205,7 +205,7 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
         if target[-1] == "kernel":
             value = value.T
         set_path(params, target, np.ascontiguousarray(value, dtype=dtype))
-    check_params(params, config, source=path)
+    check_params(params, source=path, config=config)
     tok = None
     if tokenizer:
         from transformers import AutoTokenizer  # noqa: PLC0415

@@ -138,7 +138,7 @@ def check_shapes(params: Params, expected: Params, source: str) -> None:
                              f"{tuple(given[k].shape)}, expected {shape}")
 
 
-def check_params(params: Params, config: LMConfig, source: str) -> None:
+def check_params(params: Params, source: str, *, config: LMConfig) -> None:
     """`check_shapes` against the decoder of `config`."""
     check_shapes(params, param_shapes(config), source)
 
@@ -193,7 +193,7 @@ def read_weights(path: pathlib.Path, name_to_path, config: LMConfig, dtype=np.fl
     params = read_tensors(path, name_to_path, dtype)
     if config.tie_word_embeddings:
         params.pop("lm_head", None)
-    check_params(params, config, source=str(path))
+    check_params(params, source=str(path), config=config)
     return jax.tree.map(jax.numpy.asarray, params)
 
 

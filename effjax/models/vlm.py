@@ -471,8 +471,7 @@ def splice_images(
     params: Params,
     tokens: Int[Array, "b t"],
     image_features: Float[Array, "n_image_tokens hidden"],
-    config: VLMConfig,
-    dtype=jnp.float32,
+    dtype=jnp.float32, *, config: VLMConfig,
 ) -> Float[Array, "b t hidden"]:
     """The language model's input embeddings: token embeddings with the image features
     written, in order, over the placeholder tokens (row-major over the batch)."""
@@ -517,7 +516,7 @@ def vlm_forward(
       As `effjax.models.forward` without a cache: (logits (b, t, vocab) float32, None),
       and with `capture` the captured arrays third.
     """
-    embeds = splice_images(params, tokens, image_features, config, dtype)
+    embeds = splice_images(params, tokens, image_features, dtype, config=config)
     return forward(params["lm"], tokens, config=config.text, positions=positions, mask=mask,
                    dtype=dtype, recipe=recipe, embeds=embeds, token_types=token_types,
                    capture=capture)

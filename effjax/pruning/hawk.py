@@ -297,7 +297,7 @@ class Pruned(NamedTuple):
     keep: Array
 
 
-def head_importance(accuracy, lm_params: Params, config: LMConfig, layer: int = 0
+def head_importance(accuracy, lm_params: Params, layer: int = 0, *, config: LMConfig
                     ) -> tuple[np.ndarray, np.ndarray]:
     """HAWK's head weights: each query head's accuracy drop when ablated, L1-normalized.
 

@@ -78,7 +78,7 @@ def lm_inputs(params: Params, batch: dict, *, config: VLMConfig = SHAPES_VLM_CON
     if feats is None:
         feats = image_features(params, jnp.asarray(batch["images"]), config=config)
     tokens = jnp.asarray(batch["tokens"])
-    embeds = splice_images(params, tokens, feats.reshape(-1, feats.shape[-1]), config)
+    embeds = splice_images(params, tokens, feats.reshape(-1, feats.shape[-1]), config=config)
     return embeds, jnp.asarray(batch["positions"]), jnp.asarray(batch["mask"])
 
 

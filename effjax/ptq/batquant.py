@@ -195,9 +195,9 @@ def batquant_parameter_count(params, recipe: Recipe, *, variant: str = "gpk", bl
     return count
 
 
-def batquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
-             variant: str = "gpk", block: int = 32, clip: bool = True, steps: int = 50,
-             batch_size: int = 4, learning_rate: float = 5e-3,
+def batquant(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
+             config: LMConfig, variant: str = "gpk", block: int = 32, clip: bool = True,
+             steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
              progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
     """Learns the block-wise transforms and clipping layer by layer and quantizes.
 
@@ -227,10 +227,10 @@ def batquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe
     def init(layer, rec, index, x, context):  # the calibration inputs are not needed
         return _init(layer, rec, index, **options)
 
-    out, losses, _ = train_layerwise(params, config, tokens, recipe, init=init,
+    out, losses, _ = train_layerwise(params, tokens, recipe, init=init,
                                      transformed=_BoundTransformed(variant, block), steps=steps,
                                      batch_size=batch_size, learning_rate=learning_rate,
-                                     desc=f"batquant ({variant})", progress=progress)
+                                     desc=f"batquant ({variant})", progress=progress, config=config)
     return out, losses
 
 

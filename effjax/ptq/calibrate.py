@@ -61,8 +61,8 @@ def _context_options(context) -> dict:
                 token_types=context.token_types)
 
 
-def block_inputs(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None = None,
-                 context=None) -> dict[str, jax.Array]:
+def block_inputs(layer_params, x, index: int, recipe: Recipe | None = None,
+                 context=None, *, config: LMConfig) -> dict[str, jax.Array]:
     """Every projection's input in one layer, (tokens, d_in) float32 per path, as the layer
     captures it (`block_forward` with `context`'s positions, attention mask and token
     types)."""
@@ -74,20 +74,20 @@ def block_inputs(layer_params, x, config: LMConfig, index: int, recipe: Recipe |
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe", "sample_size"))
 def _block_stats(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
                  sample_size: int) -> dict[str, LayerStats]:
-    return _reduce(block_inputs(layer_params, x, config, index, recipe), sample_size)
+    return _reduce(block_inputs(layer_params, x, index, recipe, config=config), sample_size)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "recipe"))
-def block_out(layer_params, x, config: LMConfig, index: int, recipe: Recipe | None,
-              context=None):
+def block_out(layer_params, x, index: int, recipe: Recipe | None,
+              context=None, *, config: LMConfig):
     """`block_forward`, jitted (one compile per layer index and recipe); `context` gives its
     positions, attention mask and token types (a `layerwise.LayerContext`, or None)."""
     return block_forward(layer_params, x, config=config, index=index, recipe=recipe,
                          **_context_options(context))
 
 
-def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
-                         quantize_layer, *, recipe: Recipe | None = None, batch_size: int = 8,
+def calibrate_sequential(params, tokens: Int[Array, "n t"], quantize_layer, *,
+                         config: LMConfig, recipe: Recipe | None = None, batch_size: int = 8,
                          sample_size: int = 512, progress: bool = True):
     """Calibrates and quantizes layer by layer: layer i's statistics are those of the inputs
     that layers 0..i-1, already quantized, produce (GPTQ's sequential mode).
@@ -116,7 +116,7 @@ def calibrate_sequential(params, config: LMConfig, tokens: Int[Array, "n t"],
             batch = _block_stats(params["layers"][i], x, config, i, recipe, sample_size)
             stats = _accumulate(stats, batch, sample_size)
         params = quantize_layer(params, stats, i)
-        hidden = [block_out(params["layers"][i], x, config, i, recipe) for x in hidden]
+        hidden = [block_out(params["layers"][i], x, i, recipe, config=config) for x in hidden]
     normed = [rms_norm(x, params["norm"]["weight"], config.rms_norm_eps) for x in hidden]
     stats = None
     for x in normed:
@@ -150,7 +150,7 @@ def _merge(a: LayerStats, b: LayerStats, sample_size: int) -> LayerStats:
                       sample=jnp.concatenate([a.sample, b.sample])[:sample_size])
 
 
-def calibrate(params, config: LMConfig, tokens: Int[Array, "n t"], *, batch_size: int = 8,
+def calibrate(params, tokens: Int[Array, "n t"], *, config: LMConfig, batch_size: int = 8,
               sample_size: int = 512, progress: bool = True) -> dict[str, LayerStats]:
     """Runs the model over calibration windows and keeps per-layer input statistics.
 

@@ -82,8 +82,8 @@ def affine_layer(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool,
     return out
 
 
-def flatquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
-              steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
+def flatquant(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
+              config: LMConfig, steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
               context: LayerContext | None = None,
               progress: bool = True) -> tuple[dict, dict[int, list[float]]]:
     """Learns the transforms and clipping layer by layer and quantizes.
@@ -108,7 +108,7 @@ def flatquant(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recip
       (params with QArray kernels and the learned online transforms, {layer: losses}).
     """
     out, losses, _ = train_layerwise(
-        params, config, tokens, recipe, init=affine_init, transformed=affine_layer, steps=steps,
+        params, tokens, recipe, init=affine_init, transformed=affine_layer, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, desc="flatquant", context=context,
-        progress=progress)
+        progress=progress, config=config)
     return out, losses

@@ -85,8 +85,8 @@ def _transformed(layer, learn: dict, recipe: Recipe, index: int, *, fake: bool):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "index", "num_types"))
-def type_grams(layer, x: Float[Array, "n t h"], context: LayerContext, config: LMConfig,
-               index: int, num_types: int) -> dict[str, Float[Array, "k d d"]]:
+def type_grams(layer, x: Float[Array, "n t h"], context: LayerContext, index: int,
+               num_types: int, *, config: LMConfig) -> dict[str, Float[Array, "k d d"]]:
     """Per token type, X_k^T X_k of every projection's input in the float layer.
 
     Args:
@@ -100,14 +100,14 @@ def type_grams(layer, x: Float[Array, "n t h"], context: LayerContext, config: L
     Returns:
       {projection path: (k, d_in, d_in) float32}.
     """
-    seen = block_inputs(layer, x, config, index, context=context)
+    seen = block_inputs(layer, x, index, context=context, config=config)
     pick = jax.nn.one_hot(context.token_types.reshape(-1), num_types, dtype=jnp.float32)
     return {path: jnp.einsum("nk,ni,nj->kij", pick, a, a, precision=jax.lax.Precision.HIGHEST)
             for path, a in seen.items()}
 
 
-def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
-            context: LayerContext, num_types: int = 2, energy: float = 0.99,
+def freeact(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
+            config: LMConfig, context: LayerContext, num_types: int = 2, energy: float = 0.99,
             steps: int = 50, batch_size: int = 4, learning_rate: float = 5e-3,
             z_learning_rate: float | None = None,
             progress: bool = True) -> tuple[dict, dict]:
@@ -159,7 +159,7 @@ def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe,
         learn = affine_init(layer, rec, index)
         if not learn:
             return learn
-        grams = type_grams(layer, x, ctx, config, index, num_types)
+        grams = type_grams(layer, x, ctx, index, num_types, config=config)
         for name, t in learn.items():
             block, projs = GROUPS[name]
             gram = np.asarray(grams[f"layers/{index}/{block}/{projs[0]}"])
@@ -175,7 +175,7 @@ def freeact(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe,
         lambda learn: jax.tree_util.tree_map_with_path(
             lambda path, _: "z" if path[-1].key == "z" else "rest", learn))
     out, losses, learned = train_layerwise(
-        params, config, tokens, recipe, init=init, transformed=_transformed, steps=steps,
+        params, tokens, recipe, init=init, transformed=_transformed, steps=steps,
         batch_size=batch_size, learning_rate=learning_rate, desc="freeact", context=context,
-        optimizer=optimizer, progress=progress)
+        optimizer=optimizer, progress=progress, config=config)
     return out, {"losses": losses, "ranks": ranks, "learned": learned}

@@ -131,9 +131,10 @@ def _quantized(layer, learn, recipe: Recipe, index: int, transformed: Transforme
     return transformed(layer, learn, recipe, index, fake=False)
 
 
-def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
-                    init: Init, transformed: Transformed, steps: int, batch_size: int,
-                    learning_rate: float, desc: str, context: LayerContext | None = None,
+def train_layerwise(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
+                    config: LMConfig, init: Init, transformed: Transformed, steps: int,
+                    batch_size: int, learning_rate: float, desc: str,
+                    context: LayerContext | None = None,
                     optimizer: optax.GradientTransformation | None = None,
                     progress: bool = True) -> tuple[dict, dict[int, list[float]], dict]:
     """Learns and quantizes every layer in turn.
@@ -175,7 +176,7 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
     history, learned = {}, {}
     for i in tqdm(sorted(params["layers"]), desc=desc, disable=not progress):
         layer = params["layers"][i]
-        target = block_out(layer, x_fp, config, i, None, every)
+        target = block_out(layer, x_fp, i, None, every, config=config)
         learn = init(layer, recipe, i, x_q, every)
         losses = []
         if learn:
@@ -194,5 +195,5 @@ def train_layerwise(params, config: LMConfig, tokens: Int[Array, "n t"], recipe:
         history[i], learned[i] = losses, learn
         out["layers"][i] = _quantized(layer, learn, recipe, i, transformed)
         x_fp = target
-        x_q = block_out(out["layers"][i], x_q, config, i, recipe, every)
+        x_q = block_out(out["layers"][i], x_q, i, recipe, every, config=config)
     return out, history, learned

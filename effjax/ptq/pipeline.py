@@ -57,7 +57,7 @@ METHODS = {
 LEARNED = {"flatquant": flatquant, "batquant": batquant}
 
 
-def quarot(params, config: LMConfig, *, key: jax.Array, kv: bool = True,
+def quarot(params, *, config: LMConfig, key: jax.Array, kv: bool = True,
            online_down: bool = True, residual: jax.Array | None = None
            ) -> tuple[dict, LMConfig]:
     """QuaRot's rotations, all function-preserving: norms fused, the residual stream times a
@@ -78,11 +78,11 @@ def quarot(params, config: LMConfig, *, key: jax.Array, kv: bool = True,
       (rotated params, config with an untied head).
     """
     k1, k2 = jax.random.split(key)
-    params, config = fuse_norms(params, config)
+    params, config = fuse_norms(params, config=config)
     params = rotate_residual(params, random_hadamard(config.hidden_size, k1)
                              if residual is None else residual)
     if kv:
-        params = rotate_values(params, config, random_hadamard(config.head_dim, k2))
+        params = rotate_values(params, random_hadamard(config.head_dim, k2), config=config)
     if online_down:
         params = add_input_transform(params, r"mlp/down_proj$",
                                      *hadamard_pair(config.intermediate_size))
@@ -167,11 +167,11 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(0) if key is None else key
     if transform == "quarot":
-        params, config = quarot(params, config, key=key, **(transform_options or {}))
+        params, config = quarot(params, key=key, **(transform_options or {}), config=config)
     elif transform == "spinquant":
-        params, config, _ = spinquant_rotations(params, config, tokens, recipe, key=key,
+        params, config, _ = spinquant_rotations(params, tokens, recipe, key=key,
                                                 progress=progress,
-                                                **(transform_options or {}))
+                                                **(transform_options or {}), config=config)
     seconds["transform"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     quantize = functools.partial(_quantize, quantizer, progress=progress and not sequential,
@@ -189,7 +189,7 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
 
         seconds["calibration"] = 0.0  # interleaved with quantization
         params = jax.block_until_ready(calibrate_sequential(
-            params, config, tokens, layer, recipe=recipe, progress=progress))
+            params, tokens, layer, recipe=recipe, progress=progress, config=config))
         seconds["quantization"] = time.perf_counter() - t0
     else:
         calib = None
@@ -198,7 +198,7 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
             ckey = (transform, recipe if transform == "spinquant" else None,
                     tuple(sorted((transform_options or {}).items())))
             if ckey not in cache:
-                cache[ckey] = calibrate(params, config, tokens, progress=progress)
+                cache[ckey] = calibrate(params, tokens, progress=progress, config=config)
             calib = cache[ckey]
         seconds["calibration"] = time.perf_counter() - t0
         t0 = time.perf_counter()

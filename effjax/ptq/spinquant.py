@@ -85,7 +85,7 @@ def _fake_quant_kernels(params, recipe: Recipe):
 
 def _rotated(base, rots, config: LMConfig):
     out = rotate_residual(base, rots["r1"])
-    return rotate_values(out, config, rots["r2"], online_kv=True)
+    return rotate_values(out, rots["r2"], online_kv=True, config=config)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "recipe"))
@@ -96,8 +96,8 @@ def _loss(rots, base, tokens: Int[Array, "b t"], config: LMConfig, recipe: Recip
     return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
 
 
-def spinquant_rotations(params, config: LMConfig, tokens: Int[Array, "n t"], recipe: Recipe, *,
-                        key: jax.Array, steps: int = 100, batch_size: int = 4,
+def spinquant_rotations(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
+                        config: LMConfig, key: jax.Array, steps: int = 100, batch_size: int = 4,
                         learning_rate: float = 1.5, momentum: float = 0.9,
                         progress: bool = True) -> tuple[dict, LMConfig, list[float]]:
     """Learns R1 (hidden) and R2 (head_dim) and returns the rotated float model.
@@ -121,7 +121,7 @@ def spinquant_rotations(params, config: LMConfig, tokens: Int[Array, "n t"], rec
     if steps < 0 or batch_size < 1:
         raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     tokens = np.asarray(tokens, np.int32)
-    base, config = fuse_norms(params, config)
+    base, config = fuse_norms(params, config=config)
     k1, k2, k3 = jax.random.split(key, 3)
     rots = {"r1": random_hadamard(config.hidden_size, k1),
             "r2": random_hadamard(config.head_dim, k2)}

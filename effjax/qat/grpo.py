@@ -189,10 +189,10 @@ def rollout(state: TrainState, prompts: Sequence[Sequence[int]], *, config: LMCo
         state.params, grpo.recipe, grpo.ste)
     g = grpo.group_size
     repeated = [list(p) for p in prompts for _ in range(g)]
-    completions = generate(weights, config, repeated, max_new_tokens=grpo.max_new_tokens,
+    completions = generate(weights, repeated, max_new_tokens=grpo.max_new_tokens,
                            sampling=SamplingConfig(temperature=grpo.temperature),
                            key=jax.random.key_data(sub), eos_id=eos_id,
-                           recipe=grpo.recipe)
+                           recipe=grpo.recipe, config=config)
     rewards = np.asarray([reward(i // g, c) for i, c in enumerate(completions)],
                          np.float32).reshape(len(prompts), g)
     batch = sequences(repeated, completions, prompt_width=max(map(len, prompts)),

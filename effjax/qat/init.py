@@ -19,9 +19,9 @@ PTQ_INIT_METHODS = {"rtn": rtn, "gptq": gptq, "scale_opt": scale_opt, "awq": awq
                     "smoothquant": smoothquant}
 
 
-def ptq_quantize(params: Params, config: LMConfig, method: str, recipe: Recipe,
-                 calib_tokens: Int[Array, "n t"] | None = None, *, progress: bool = False,
-                 **options) -> Params:
+def ptq_quantize(params: Params, method: str, recipe: Recipe,
+                 calib_tokens: Int[Array, "n t"] | None = None, *, config: LMConfig,
+                 progress: bool = False, **options) -> Params:
     """`method`'s quantized model: params with QArray kernels.
 
     Args:
@@ -42,8 +42,8 @@ def ptq_quantize(params: Params, config: LMConfig, method: str, recipe: Recipe,
     if method != "rtn":
         if calib_tokens is None:
             raise ValueError(f"ptq_init with {method!r} needs calib_tokens (n, t) windows")
-        calib = calibrate(params, config, jnp.asarray(calib_tokens, jnp.int32),
-                          progress=progress)
+        calib = calibrate(params, jnp.asarray(calib_tokens, jnp.int32),
+                          progress=progress, config=config)
     kwargs = dict(options)
     if method in ("gptq", "scale_opt", "awq"):
         kwargs["progress"] = progress
@@ -57,9 +57,9 @@ def dequantize_params(params: Params) -> Params:
                         is_leaf=lambda x: isinstance(x, QArray))
 
 
-def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
-             calib_tokens: Int[Array, "n t"] | None = None, *, progress: bool = False,
-             **options) -> Params:
+def ptq_init(params: Params, method: str, recipe: Recipe,
+             calib_tokens: Int[Array, "n t"] | None = None, *, config: LMConfig,
+             progress: bool = False, **options) -> Params:
     """The student's starting weights: `ptq_quantize`'s weights, dequantized to float32.
 
     The straight-through quantizer recomputes each group's scale from these weights: for
@@ -74,5 +74,5 @@ def ptq_init(params: Params, config: LMConfig, method: str, recipe: Recipe,
     Returns:
       Float32 params of the same structure.
     """
-    return dequantize_params(ptq_quantize(params, config, method, recipe, calib_tokens,
-                                          progress=progress, **options))
+    return dequantize_params(ptq_quantize(params, method, recipe, calib_tokens,
+                                          progress=progress, **options, config=config))

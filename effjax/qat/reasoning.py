@@ -36,9 +36,10 @@ DRAFT_CONFIG = dataclasses.replace(TEACHER_CONFIG, num_layers=1)
 SEQ_LEN = 64  # every level-1..4 problem fits
 
 
-def accuracy(params: Params, config: LMConfig, items: Sequence[arithmetic.Problem], *,
-             recipe: Recipe | None = None, batch_size: int = 256, max_new_tokens: int = 48,
-             tokenizer=None, eos_id: int = arithmetic.EOS_ID) -> float:
+def accuracy(params: Params, items: Sequence[arithmetic.Problem], *,
+             config: LMConfig, recipe: Recipe | None = None, batch_size: int = 256,
+             max_new_tokens: int = 48, tokenizer=None,
+             eos_id: int = arithmetic.EOS_ID) -> float:
     """Exact-match accuracy of greedy solutions.
 
     Args:
@@ -55,14 +56,14 @@ def accuracy(params: Params, config: LMConfig, items: Sequence[arithmetic.Proble
     Returns:
       The fraction answered exactly.
     """
-    outputs = generate_solutions(params, config, [p.prompt for p in items], recipe=recipe,
+    outputs = generate_solutions(params, [p.prompt for p in items], recipe=recipe,
                                  batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                 tokenizer=tokenizer, eos_id=eos_id)
+                                 tokenizer=tokenizer, eos_id=eos_id, config=config)
     return arithmetic.exact_match(outputs, items)
 
 
-def generate_solutions(params: Params, config: LMConfig, prompts: Sequence[str], *,
-                       recipe: Recipe | None = None, batch_size: int = 256,
+def generate_solutions(params: Params, prompts: Sequence[str], *,
+                       config: LMConfig, recipe: Recipe | None = None, batch_size: int = 256,
                        max_new_tokens: int = 48, tokenizer=None,
                        eos_id: int = arithmetic.EOS_ID, key: jax.Array | None = None
                        ) -> list[str]:
@@ -74,8 +75,8 @@ def generate_solutions(params: Params, config: LMConfig, prompts: Sequence[str],
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
         padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        rows = generate(params, config, padded, max_new_tokens=max_new_tokens, eos_id=eos_id,
-                        recipe=recipe, key=key)
+        rows = generate(params, padded, max_new_tokens=max_new_tokens, eos_id=eos_id,
+                        recipe=recipe, key=key, config=config)
         out += [tok.decode(r) for r in rows[:len(chunk)]]
     return out
 
@@ -122,7 +123,7 @@ def train_teacher(*, config: LMConfig = TEACHER_CONFIG, steps: int = 3000,
         state, metrics = step_fn(state, arithmetic.training_batch(seed, i, batch_size, SEQ_LEN),
                                  None)
         if (i + 1) % eval_every == 0 or i + 1 == steps:
-            acc = accuracy(state.params, config, held_out)
+            acc = accuracy(state.params, held_out, config=config)
             curve.append((i + 1, float(metrics["loss"]), acc))
             bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{acc:.3f}")
             if acc >= target:

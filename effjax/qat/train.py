@@ -142,13 +142,13 @@ def init_state(params: Params, qat: QATConfig, key: jax.Array, *, config: LMConf
       A `TrainState`.
     """
     if qat.recipe is not None:
-        check_recipe(params, qat.recipe, config)
+        check_recipe(params, qat.recipe, config=config)
     params = jax.tree.map(lambda a: jnp.array(a, jnp.float32, copy=True), params)  # donated
     return TrainState(params=params, opt_state=make_optimizer(qat).init(params),
                       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(key))
 
 
-def check_recipe(params: Params, recipe: Recipe, config: LMConfig) -> None:
+def check_recipe(params: Params, recipe: Recipe, *, config: LMConfig) -> None:
     """Refuses a recipe whose groups the model's shapes cannot take.
 
     Every matched kernel's input width, and the head_dim for a KV-cache format, must be a

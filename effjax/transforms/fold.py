@@ -65,7 +65,7 @@ def _scale_rows(kernel, s: np.ndarray):
     return _like(s[:, None] * _f64(kernel), kernel)
 
 
-def fuse_norms(params, config: LMConfig) -> tuple[dict, LMConfig]:
+def fuse_norms(params, *, config: LMConfig) -> tuple[dict, LMConfig]:
     """Folds every RMSNorm weight into the kernels that read the normed stream.
 
     Args:
@@ -149,8 +149,8 @@ def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
     return out
 
 
-def rotate_values(params, config: LMConfig, r: Float[Array, "d d"], *,
-                  online_kv: bool = True) -> dict:
+def rotate_values(params, r: Float[Array, "d d"], *,
+                  config: LMConfig, online_kv: bool = True) -> dict:
     """Every value head times an orthogonal r (folded into v_proj and undone in o_proj);
     with online_kv, queries and keys are also rotated by r after RoPE (an online op).
 

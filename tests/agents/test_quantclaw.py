@@ -147,8 +147,8 @@ def test_router_generates_what_the_variant_generates(tiny_router_parts, tiny_rou
     assert out.detection.task == "continuation" and out.tier == "4bit"
     ids = tokenizer(prompt)["input_ids"]
     v = variants["4bit"]
-    assert out.tokens == generate(v.params, config, [ids], max_new_tokens=4, dtype=v.dtype,
-                                  recipe=v.recipe)[0]
+    assert out.tokens == generate(v.params, [ids], max_new_tokens=4, dtype=v.dtype,
+                                  recipe=v.recipe, config=config)[0]
     assert out.bytes_moved == v.bytes * 4 and out.prompt_tokens == len(ids)
     assert out.tiers_tried == ("4bit",) and out.valid and 0 <= out.routing_s < out.latency_s
     forced = tiny_router.generate(prompt, max_new_tokens=4, tier="16bit")

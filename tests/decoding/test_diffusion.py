@@ -66,8 +66,8 @@ def test_one_token_per_step_matches_the_float64_reference(params, kind, cfg_scal
     prompt = [3, 9, 14, 2, 30]
     s = DiffusionSampling(gen_length=8, block_length=8, steps=8, confidence=kind,
                           cfg_scale=cfg_scale)
-    out, nfe = diffusion_generate(params, CFG, [prompt], sampling=s, mask_id=MASK, eos_id=-1,
-                                  pad_to_multiple=1)
+    out, nfe = diffusion_generate(params, [prompt], sampling=s, mask_id=MASK, eos_id=-1,
+                                  pad_to_multiple=1, config=CFG)
     assert out[0] == _reference(params, prompt, 8, kind, cfg_scale)
     assert nfe == 8
 
@@ -161,8 +161,8 @@ def test_sampling_validation(kwargs, match):
 def test_generate_bad_input(params):
     s = DiffusionSampling(gen_length=32, block_length=8, steps=32)
     with pytest.raises(ValueError, match="past the context length"):
-        diffusion_generate(params, CFG, [[1] * 40], sampling=s, mask_id=MASK)
+        diffusion_generate(params, [[1] * 40], sampling=s, mask_id=MASK, config=CFG)
     with pytest.raises(ValueError, match="mask_id"):
-        diffusion_generate(params, CFG, [[1, 2]], sampling=s, mask_id=48)
+        diffusion_generate(params, [[1, 2]], sampling=s, mask_id=48, config=CFG)
     with pytest.raises(ValueError, match="non-empty"):
-        diffusion_generate(params, CFG, [[]], sampling=s, mask_id=MASK)
+        diffusion_generate(params, [[]], sampling=s, mask_id=MASK, config=CFG)

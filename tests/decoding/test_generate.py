@@ -34,26 +34,26 @@ def _torch_greedy(model, prompt, n):
 def test_greedy_batch_of_different_lengths_matches_reference(tiny):
     lm, model = tiny
     prompts = [[5, 9, 14], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3], [42]]
-    out = generate(lm.params, lm.config, prompts, max_new_tokens=12, eos_id=-1)
+    out = generate(lm.params, prompts, max_new_tokens=12, eos_id=-1, config=lm.config)
     for prompt, got in zip(prompts, out, strict=True):
         assert got == _torch_greedy(model, prompt, 12)
 
 
 def test_eos_stops_a_sequence(lm):
     prompt = [5, 9, 14]
-    free = generate(lm.params, lm.config, [prompt], max_new_tokens=10, eos_id=-1)[0]
+    free = generate(lm.params, [prompt], max_new_tokens=10, eos_id=-1, config=lm.config)[0]
     eos = free[3]
-    stopped = generate(lm.params, lm.config, [prompt], max_new_tokens=10, eos_id=eos)[0]
+    stopped = generate(lm.params, [prompt], max_new_tokens=10, eos_id=eos, config=lm.config)[0]
     assert stopped == free[: free.index(eos) + 1]
 
 
 def test_sampling_is_seeded_and_respects_top_k(lm):
     prompts = [[7, 8, 9]] * 4
     s = SamplingConfig(temperature=1.0, top_k=3)
-    a = generate(lm.params, lm.config, prompts, max_new_tokens=8, sampling=s,
-                 key=jax.random.PRNGKey(1), eos_id=-1)
-    b = generate(lm.params, lm.config, prompts, max_new_tokens=8, sampling=s,
-                 key=jax.random.PRNGKey(1), eos_id=-1)
+    a = generate(lm.params, prompts, max_new_tokens=8, sampling=s,
+                 key=jax.random.PRNGKey(1), eos_id=-1, config=lm.config)
+    b = generate(lm.params, prompts, max_new_tokens=8, sampling=s,
+                 key=jax.random.PRNGKey(1), eos_id=-1, config=lm.config)
     assert a == b
     assert len({tuple(r) for r in a}) > 1  # rows draw different samples
     logits, _ = forward(lm.params, np.array([prompts[0]], np.int32), config=lm.config)
@@ -85,13 +85,13 @@ def test_sampling_config_validation(kwargs, match):
 
 def test_generate_bad_input(lm):
     with pytest.raises(ValueError, match="non-empty"):
-        generate(lm.params, lm.config, [[1], []], max_new_tokens=2)
+        generate(lm.params, [[1], []], max_new_tokens=2, config=lm.config)
     with pytest.raises(ValueError, match="max_new_tokens must be positive"):
-        generate(lm.params, lm.config, [[1]], max_new_tokens=0)
+        generate(lm.params, [[1]], max_new_tokens=0, config=lm.config)
     with pytest.raises(ValueError, match="past the context length"):
-        generate(lm.params, lm.config, [[1] * 100], max_new_tokens=40)
+        generate(lm.params, [[1] * 100], max_new_tokens=40, config=lm.config)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 97\)"):
-        generate(lm.params, lm.config, [[1, 500]], max_new_tokens=2)
+        generate(lm.params, [[1, 500]], max_new_tokens=2, config=lm.config)
 
 
 def test_prepare_prompts_and_cut_at_eos(lm):

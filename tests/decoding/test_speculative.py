@@ -119,7 +119,7 @@ def test_exact_sampling_reproduces_the_target_distribution():
 def test_greedy_match_equals_target_greedy_decoding(pair, k):
     tc, tp, dc, dp = pair
     prompts = [[5, 9, 14], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3], [42]]
-    ref = generate(tp, tc, prompts, max_new_tokens=20, eos_id=-1)
+    ref = generate(tp, prompts, max_new_tokens=20, eos_id=-1, config=tc)
     out = speculative_generate(tp, tc, dp, dc, prompts, k=k, rule=GreedyMatch(),
                                max_new_tokens=20, eos_id=-1)
     assert out.tokens == ref
@@ -130,7 +130,7 @@ def test_greedy_match_equals_target_greedy_decoding(pair, k):
 def test_self_draft_keeps_every_token_and_quantized_self_draft_is_exact(pair):
     tc, tp, _, _ = pair
     prompts = [[5, 9, 14], [7, 7]]
-    ref = generate(tp, tc, prompts, max_new_tokens=17, eos_id=-1)
+    ref = generate(tp, prompts, max_new_tokens=17, eos_id=-1, config=tc)
     same = speculative_generate(tp, tc, tp, tc, prompts, k=4, rule=GreedyMatch(),
                                 max_new_tokens=17, eos_id=-1)
     assert same.tokens == ref
@@ -145,28 +145,28 @@ def test_self_draft_keeps_every_token_and_quantized_self_draft_is_exact(pair):
 def test_early_exit_draft_is_the_first_blocks(pair):
     tc, tp, _, _ = pair
     tokens = jnp.array([[3, 1, 4, 1, 5]])
-    full, fc = early_exit_draft(tp, tc, tc.num_layers)
+    full, fc = early_exit_draft(tp, tc.num_layers, config=tc)
     np.testing.assert_array_equal(forward(full, tokens, config=fc)[0],
                                   forward(tp, tokens, config=tc)[0])
-    dp, dc = early_exit_draft(tp, tc, 1)
+    dp, dc = early_exit_draft(tp, 1, config=tc)
     assert dc.num_layers == 1 and list(dp["layers"]) == [0] and dp["layers"][0] is tp["layers"][0]
     one = forward(dp, tokens, config=dc)[0]
     assert not np.allclose(one, forward(tp, tokens, config=tc)[0])
     out = speculative_generate(tp, tc, dp, dc, [[5, 9, 14]], k=3, rule=GreedyMatch(),
                                max_new_tokens=10, eos_id=-1)
-    assert out.tokens == generate(tp, tc, [[5, 9, 14]], max_new_tokens=10, eos_id=-1)
+    assert out.tokens == generate(tp, [[5, 9, 14]], max_new_tokens=10, eos_id=-1, config=tc)
     with pytest.raises(ValueError, match=r"num_layers must be an integer in \[1, 2\], got 3"):
-        early_exit_draft(tp, tc, 3)
+        early_exit_draft(tp, 3, config=tc)
 
 
 def test_eos_stops_each_row(pair):
     tc, tp, dc, dp = pair
     prompts = [[5, 9, 14], [3, 1, 4]]
-    free = generate(tp, tc, prompts, max_new_tokens=12, eos_id=-1)
+    free = generate(tp, prompts, max_new_tokens=12, eos_id=-1, config=tc)
     eos = free[0][4]
     out = speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=GreedyMatch(),
                                max_new_tokens=12, eos_id=eos)
-    assert out.tokens == generate(tp, tc, prompts, max_new_tokens=12, eos_id=eos)
+    assert out.tokens == generate(tp, prompts, max_new_tokens=12, eos_id=eos, config=tc)
     assert out.tokens[0][-1] == eos and len(out.tokens[0]) == free[0].index(eos) + 1
 
 
@@ -239,7 +239,7 @@ def test_autojudge_bias_sweeps_from_greedy_to_keep_everything(pair):
     zeros = np.zeros(2 * tc.hidden_size, np.float32)
     strict = speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=AutoJudge(zeros, 30.0),
                                   max_new_tokens=12, eos_id=-1)
-    assert strict.tokens == generate(tp, tc, prompts, max_new_tokens=12, eos_id=-1)
+    assert strict.tokens == generate(tp, prompts, max_new_tokens=12, eos_id=-1, config=tc)
     loose = speculative_generate(tp, tc, dp, dc, prompts, k=3, rule=AutoJudge(zeros, -30.0),
                                  max_new_tokens=12, eos_id=-1)
     np.testing.assert_array_equal(loose.accepted, 3 * loose.target_calls)  # every draft stands
@@ -254,7 +254,7 @@ def test_mined_labels_match_one_by_one_replays(pair):
     answer = lambda toks: toks[-1] % 2  # noqa: E731 (an "answer" that some changes keep)
     mined = mine_mismatches(tp, tc, dp, dc, prompts, answer, max_new_tokens=n, eos_id=-1,
                             batch_size=2)
-    outs = generate(tp, tc, prompts, max_new_tokens=n, eos_id=-1)
+    outs = generate(tp, prompts, max_new_tokens=n, eos_id=-1, config=tc)
     assert len(mined.important) > 2 and mined.features.shape == (len(mined.important), 64)
     for feat, imp, i, j in zip(*mined, strict=True):
         seq = jnp.asarray([prompts[i] + outs[i]])  # unpadded, one sequence
@@ -265,8 +265,8 @@ def test_mined_labels_match_one_by_one_replays(pair):
         dtok = int(jnp.argmax(dl[0, at]))
         assert dtok != outs[i][j]
         np.testing.assert_allclose(feat, np.concatenate([th[0, at], dh[0, at]]), atol=1e-5)
-        rest = generate(tp, tc, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - 1,
-                        eos_id=-1)[0][:n - j - 1]  # one length: one compilation
+        rest = generate(tp, [prompts[i] + outs[i][:j] + [dtok]], max_new_tokens=n - 1,
+                        eos_id=-1, config=tc)[0][:n - j - 1]  # one length: one compilation
         assert imp == (answer(outs[i][:j] + [dtok] + rest) != answer(outs[i]))
     assert 0 < mined.important.sum() < len(mined.important)
 

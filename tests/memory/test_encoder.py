@@ -57,7 +57,7 @@ def test_config_and_params(encoder):
     assert params["layers"][0]["up"]["kernel"].shape == (384, 1536)
     ids = np.array([[101, 7592, 102, 0]], np.int32)
     mask = np.array([[1, 1, 1, 0]], np.int32)
-    np.testing.assert_allclose(encode_tokens(params, ids, mask, config),
+    np.testing.assert_allclose(encode_tokens(params, ids, mask, config=config),
                                encoder.encode(["hello"]), atol=2e-6)
     with pytest.raises(ValueError, match="num_heads"):
         EncoderConfig(num_heads=7)
@@ -74,7 +74,7 @@ def test_quantized_weights(encoder, fmt, min_cos):
     assert isinstance(q["layers"][3]["q"]["kernel"], QArray)
     assert q["layers"][3]["q"]["kernel"].fmt.name == fmt
     ids, mask = np.array([[101, 7592, 2088, 102]], np.int32), np.ones((1, 4), np.int32)
-    base = encode_tokens(encoder.params, ids, mask, encoder.config)
-    quant = encode_tokens(q, ids, mask, encoder.config)
+    base = encode_tokens(encoder.params, ids, mask, config=encoder.config)
+    quant = encode_tokens(q, ids, mask, config=encoder.config)
     cos = float(np.sum(np.asarray(base) * np.asarray(quant)))
     assert min_cos <= cos < 1.0  # close, and really quantized

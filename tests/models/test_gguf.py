@@ -58,8 +58,8 @@ def test_smollm2_greedy_continuations_match_transformers(smollm2, reference):
     tok = smollm2.tokenizer
     for prompt in PROMPTS:
         ids = tok(prompt)["input_ids"]
-        ours = effjax.generate(smollm2.params, smollm2.config, [ids], max_new_tokens=32,
-                               eos_id=-1)[0]
+        ours = effjax.generate(smollm2.params, [ids], max_new_tokens=32,
+                               eos_id=-1, config=smollm2.config)[0]
         seq = list(ids)
         with torch.no_grad():  # plain greedy loop: argmax of the full forward, no EOS stop
             for _ in range(32):

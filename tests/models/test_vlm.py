@@ -97,8 +97,8 @@ def test_generation_matches_transformers(tiny):
     tokens, mask = _prompts(config)
     patches = _patches(config, seed=1)
     _, positions, _, feats = _ours(params, config, tokens, mask, patches)
-    ours = vlm_generate(params, config, tokens, feats, positions, mask=mask, max_new_tokens=6,
-                        eos_id=-1)
+    ours = vlm_generate(params, tokens, feats, positions, mask=mask, max_new_tokens=6,
+                        eos_id=-1, config=config)
     with torch.no_grad():
         ref = model.generate(**_torch_inputs(tokens, mask, patches), max_new_tokens=6,
                              do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -163,13 +163,13 @@ def test_splice_images_in_placeholder_order(small):
     config, params = small
     tokens = jnp.array([[3, VL_IMAGE, VL_IMAGE, 4], [VL_IMAGE, 5, 6, VL_IMAGE]])
     feats = jnp.arange(4 * 64, dtype=jnp.float32).reshape(4, 64)
-    embeds = splice_images(params, tokens, feats, config)
+    embeds = splice_images(params, tokens, feats, config=config)
     table = params["lm"]["embed"]["embedding"]
     np.testing.assert_array_equal(embeds[0, 1], feats[0])
     np.testing.assert_array_equal(embeds[1, 3], feats[3])
     np.testing.assert_array_equal(embeds[1, 1], table[5])
     np.testing.assert_array_equal(splice_images(params, tokens[:, :1] * 0 + 3,
-                                                jnp.zeros((0, 64)), config)[0, 0], table[3])
+                                                jnp.zeros((0, 64)), config=config)[0, 0], table[3])
 
 
 def _small_config():

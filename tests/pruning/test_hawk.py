@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     patches = jnp.asarray(rng.normal(size=(2, 96, 96)).astype(np.float32))
     feats = encode_images(params["vision"], patches, config=config.vision, grid=GRID)
-    embeds = splice_images(params, jnp.asarray(tokens), feats.reshape(-1, 64), config)
+    embeds = splice_images(params, jnp.asarray(tokens), feats.reshape(-1, 64), config=config)
     positions = jnp.asarray(rope_index(tokens, [GRID, GRID], config, mask)[0])
     visual, query = hawk.token_roles(tokens, mask, VL_IMAGE)
     last = jnp.asarray(mask.sum(1) - 1)
@@ -196,9 +196,9 @@ def test_head_importance_ablates_each_head(setup):
         rows = lm["layers"][0]["attn"]["o_proj"]["kernel"][2 * c.head_dim:3 * c.head_dim]
         return float(jnp.abs(rows).sum() > 0)
 
-    weights, drops = hawk.head_importance(accuracy, s["params"]["lm"], c)
+    weights, drops = hawk.head_importance(accuracy, s["params"]["lm"], config=c)
     assert drops.tolist() == [0, 0, 1, 0] and weights.tolist() == [0, 0, 1, 0]
-    uniform, _ = hawk.head_importance(lambda lm: 0.5, s["params"]["lm"], c)
+    uniform, _ = hawk.head_importance(lambda lm: 0.5, s["params"]["lm"], config=c)
     assert uniform.tolist() == [0.25] * 4
 
 
@@ -226,8 +226,8 @@ def test_pruned_generation(setup):
 
     def generate(out):
         feats = out.embeds[out.tokens == VL_IMAGE]
-        return vlm_generate(s["params"], c, out.tokens, feats, out.positions, max_new_tokens=4,
-                            mask=out.mask, eos_id=-1)
+        return vlm_generate(s["params"], out.tokens, feats, out.positions, max_new_tokens=4,
+                            mask=out.mask, eos_id=-1, config=c)
 
     args = (s["params"]["lm"], s["tokens"], s["embeds"], s["positions"], s["mask"], s["visual"],
             s["query"], s["last"])
@@ -235,8 +235,8 @@ def test_pruned_generation(setup):
                       num_visual=s["n"])
     left = hawk.compact(s["embeds"], s["tokens"], s["positions"], s["mask"], s["mask"],
                         s["mask"].shape[1])
-    unpruned = vlm_generate(s["params"], c, left[1], left[0][left[1] == VL_IMAGE], left[2],
-                            max_new_tokens=4, mask=left[3], eos_id=-1)
+    unpruned = vlm_generate(s["params"], left[1], left[0][left[1] == VL_IMAGE], left[2],
+                            max_new_tokens=4, mask=left[3], eos_id=-1, config=c)
     assert generate(full) == unpruned
     pruned = hawk.prune(hawk.PruneConfig(method="hawk", keep_ratio=0.3), *args, config=c.text,
                         num_visual=s["n"])
@@ -261,10 +261,11 @@ def test_scores_are_unchanged_by_function_preserving_transforms(setup):
 
     s, c = setup, setup["config"].text
     lm = s["params"]["lm"]
-    fused, c2 = fuse_norms(lm, c)
+    fused, c2 = fuse_norms(lm, config=c)
     q = random_orthogonal(c.hidden_size, jax.random.PRNGKey(0))
-    rotated = rotate_values(rotate_residual(fused, q), c2,
-                            random_orthogonal(c.head_dim, jax.random.PRNGKey(1)), online_kv=True)
+    rotated = rotate_values(rotate_residual(fused, q),
+                            random_orthogonal(c.head_dim, jax.random.PRNGKey(1)), online_kv=True,
+                            config=c2)
     rotated = add_input_transform(rotated, r"attn/(q|k|v)_proj$", *hadamard_pair(c.hidden_size))
     embeds = jnp.matmul(s["embeds"], q, precision=jax.lax.Precision.HIGHEST)
     run = lambda p, e, cfg: forward(p, s["tokens"], config=cfg, positions=s["positions"],

@@ -103,10 +103,10 @@ def test_full_batch_training_goes_below_its_start_that_beats_rtn():
         return float(np.mean(np.square(np.asarray(logits(q, config, r), np.float64) - ref)))
 
     rtn = mse(effjax.quant.quantize_params(params, r))
-    start, _ = batquant(params, config, TOKENS, r, steps=0, progress=False)
+    start, _ = batquant(params, TOKENS, r, steps=0, progress=False, config=config)
     # block Hadamards, no clipping, no training (deterministic): observed 0.70 x RTN's
     assert mse(start) < 0.9 * rtn
-    q, hist = batquant(params, config, TOKENS, r, steps=30, batch_size=len(TOKENS),
+    q, hist = batquant(params, TOKENS, r, config=config, steps=30, batch_size=len(TOKENS),
                        learning_rate=1e-3, progress=False)  # full batch: a fixed objective
     assert all(len(h) == 30 and np.all(np.isfinite(h)) for h in hist.values())
     # Rounding makes the trajectory chaotic: with every weight perturbed by 1e-6 (a stand-in
@@ -123,9 +123,9 @@ def test_full_batch_training_goes_below_its_start_that_beats_rtn():
     clip = np.asarray(proj["input_transform"].clip)
     assert np.all(clip <= 1) and np.any(clip < 1)  # learned below the start (exactly 1)
     with pytest.raises(ValueError, match="variant must be one of"):
-        batquant(params, config, TOKENS, r, variant="diagonal")
-    q, _ = batquant(params, config, TOKENS, r, variant="orthogonal", clip=False, steps=2,
-                    progress=False)
+        batquant(params, TOKENS, r, variant="diagonal", config=config)
+    q, _ = batquant(params, TOKENS, r, variant="orthogonal", clip=False, steps=2,
+                    progress=False, config=config)
     t = q["layers"][1]["attn"]["o_proj"]["input_transform"]
     assert isinstance(t, BlockDiag) and t.clip is None  # no clipping: no activation clip
     b = np.asarray(t.blocks, np.float64)
@@ -149,5 +149,5 @@ def test_parameter_counts_and_block_checks():
     assert batquant_parameter_count(params, w4a4, clip=False)["clip"] == 0
     with pytest.raises(ValueError, match="not a multiple of block=32"):
         c48, p48 = tiny(tied=False, bias=False)
-        batquant(p48, c48, TOKENS, recipe("mxfp4", pattern=r"_proj$"), steps=1,
-                 progress=False)
+        batquant(p48, TOKENS, recipe("mxfp4", pattern=r"_proj$"), steps=1,
+                 progress=False, config=c48)

@@ -22,7 +22,7 @@ def tiny():
 def test_first_layer_statistics_equal_the_inputs(tiny):
     config, params = tiny
     tokens = np.random.RandomState(0).randint(0, 61, (5, 12)).astype(np.int32)
-    stats = calibrate(params, config, tokens, batch_size=2, sample_size=20, progress=False)
+    stats = calibrate(params, tokens, batch_size=2, sample_size=20, progress=False, config=config)
     assert {"layers/0/attn/q_proj", "layers/1/mlp/down_proj"} <= set(stats)
     # q_proj's input: the first RMSNorm of the embeddings.
     emb = params["embed"]["embedding"][tokens]
@@ -40,15 +40,15 @@ def test_first_layer_statistics_equal_the_inputs(tiny):
 def test_batching_does_not_change_the_statistics_and_bad_input(tiny):
     config, params = tiny
     tokens = np.random.RandomState(1).randint(0, 61, (6, 8)).astype(np.int32)
-    a = calibrate(params, config, tokens, batch_size=6, progress=False)
-    b = calibrate(params, config, tokens, batch_size=4, progress=False)
+    a = calibrate(params, tokens, batch_size=6, progress=False, config=config)
+    b = calibrate(params, tokens, batch_size=4, progress=False, config=config)
     for path in a:
         np.testing.assert_allclose(a[path].xtx, b[path].xtx, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(a[path].sample, b[path].sample)
     with pytest.raises(ValueError, match=r"tokens must be \(n, t\) calibration windows"):
-        calibrate(params, config, tokens[0], progress=False)
+        calibrate(params, tokens[0], progress=False, config=config)
     with pytest.raises(ValueError, match="batch_size and sample_size must be >= 1"):
-        calibrate(params, config, tokens, batch_size=0, progress=False)
+        calibrate(params, tokens, batch_size=0, progress=False, config=config)
     assert jnp.asarray(a["layers/0/mlp/up_proj"].count) == 48
 
 
@@ -95,9 +95,9 @@ def test_sequential_with_identity_quantizer_equals_calibrate(tiny):
         seen.update(stats)
         return p
 
-    out = calibrate_sequential(params, config, tokens, keep, batch_size=2, progress=False)
+    out = calibrate_sequential(params, tokens, keep, batch_size=2, progress=False, config=config)
     assert out is params or jax.tree.all(jax.tree.map(lambda a, b: a is b, out, params))
-    want = calibrate(params, config, tokens, batch_size=2, progress=False)
+    want = calibrate(params, tokens, batch_size=2, progress=False, config=config)
     assert set(seen) == set(want)
     for path, st in want.items():
         np.testing.assert_allclose(seen[path].xtx, st.xtx, rtol=2e-5, atol=1e-4)
@@ -115,10 +115,10 @@ def test_sequential_sees_the_quantized_layers_before(tiny):
         return p if index is None else effjax.ptq.rtn(p, None, effjax.quant.Recipe(
             rules=(effjax.quant.Rule(pattern=f"^layers/{index}/", weight="int4"),)))
 
-    calibrate_sequential(params, config, tokens, quantize, progress=False)
-    want = calibrate(params, config, tokens, progress=False)
-    quantized = calibrate(effjax.quant.quantize_params(params, r), config, tokens,
-                          progress=False)
+    calibrate_sequential(params, tokens, quantize, progress=False, config=config)
+    want = calibrate(params, tokens, progress=False, config=config)
+    quantized = calibrate(effjax.quant.quantize_params(params, r), tokens,
+                          progress=False, config=config)
     first, later = "layers/0/attn/q_proj", "layers/1/attn/q_proj"
     np.testing.assert_allclose(seen[first].xtx, want[first].xtx, rtol=1e-5, atol=1e-4)
     assert not np.allclose(seen[later].xtx, want[later].xtx, rtol=1e-3)

@@ -24,7 +24,7 @@ def test_kron_split():
 def test_every_group_gets_a_transform_and_quantized_kernels():
     config, params = tiny(tied=False, bias=True)
     r = recipe("nvfp4", "nvfp4", pattern=r"_proj$")
-    q, hist = flatquant(params, config, TOKENS, r, steps=0, progress=False)
+    q, hist = flatquant(params, TOKENS, r, steps=0, progress=False, config=config)
     assert hist == {0: [], 1: []}
     for layer in q["layers"].values():
         for block, projs in (("attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
@@ -34,7 +34,7 @@ def test_every_group_gets_a_transform_and_quantized_kernels():
                 assert "input_transform" in layer[block][p]
     assert np.isfinite(np.asarray(logits(q, config, r))).all()
     with pytest.raises(ValueError, match="need steps >= 0 and batch_size >= 1"):
-        flatquant(params, config, TOKENS, r, batch_size=0)
+        flatquant(params, TOKENS, r, batch_size=0, config=config)
 
 
 def _layer0_loss(q, params, config, r):
@@ -54,12 +54,12 @@ def test_hadamard_start_beats_rtn_and_full_batch_training_descends_with_an_outli
     config, params = tiny(tied=False, bias=False)
     params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 3].mul(10.0)
     r = recipe("int4", "int4", pattern=r"_proj$")
-    start, _ = flatquant(params, config, TOKENS, r, steps=0, progress=False)
+    start, _ = flatquant(params, TOKENS, r, steps=0, progress=False, config=config)
     rtn = effjax.quant.quantize_params(params, r)
     start_loss = _layer0_loss(start, params, config, r)
     assert start_loss < 0.9 * _layer0_loss(rtn, params, config, r)  # observed 0.65 x RTN
-    q, hist = flatquant(params, config, TOKENS, r, steps=20, batch_size=len(TOKENS),
-                        progress=False)
+    q, hist = flatquant(params, TOKENS, r, steps=20, batch_size=len(TOKENS),
+                        progress=False, config=config)
     assert all(len(h) == 20 and np.all(np.isfinite(h)) for h in hist.values())
     # the first step's loss (fake-quantized, all windows) is the start's quantized layer's:
     # the same codes, float sums in another order (observed 4e-7 apart)

@@ -49,8 +49,8 @@ def trained():
     one = dict(params, layers={0: params["layers"][0]})  # layer 0 alone
     tokens, ctx = diffusion_windows(0, 32, 0)
     train = dict(steps=40, batch_size=8, context=ctx, progress=False)  # the same for both
-    shared, shared_losses = flatquant(one, AGENT_CONFIG, tokens, R, **train)
-    free, info = freeact(one, AGENT_CONFIG, tokens, R, **train)
+    shared, shared_losses = flatquant(one, tokens, R, **train, config=AGENT_CONFIG)
+    free, info = freeact(one, tokens, R, **train, config=AGENT_CONFIG)
     return params, one, shared, free, info, shared_losses[0]
 
 
@@ -80,7 +80,7 @@ def test_type_grams_split_the_layer_inputs_by_type(trained):
     params, one, *_ = trained
     tokens, ctx = diffusion_windows(3, 2, 3)
     x = embed(params, tokens)
-    grams = type_grams(one["layers"][0], x, ctx, AGENT_CONFIG, 0, 2)
+    grams = type_grams(one["layers"][0], x, ctx, 0, 2, config=AGENT_CONFIG)
     inputs = _group_inputs(one["layers"][0], x, ctx)
     types = np.asarray(ctx.token_types).reshape(-1)
     for path in ("layers/0/attn/q_proj", "layers/0/mlp/down_proj"):
@@ -211,8 +211,8 @@ def test_token_types_route_inside_one_compiled_forward(trained):
 def test_z_learning_rate_zero_keeps_the_shared_transform(trained):
     _, one, *_ = trained
     tokens, ctx = diffusion_windows(0, 2, 0)
-    _, info = freeact(one, AGENT_CONFIG, tokens, R, context=ctx, steps=1, batch_size=2,
-                      z_learning_rate=0.0, progress=False)
+    _, info = freeact(one, tokens, R, context=ctx, steps=1, batch_size=2,
+                      z_learning_rate=0.0, progress=False, config=AGENT_CONFIG)
     for t in info["learned"][0].values():
         assert not np.asarray(t["z"]).any()  # T_k = M^-1: FlatQuant's transform
 
@@ -221,14 +221,14 @@ def test_bad_input(trained):
     params, one, *_ = trained
     tokens, ctx = diffusion_windows(0, 2, 0)
     with pytest.raises(ValueError, match="context.token_types is required"):
-        freeact(one, AGENT_CONFIG, tokens, R, context=LayerContext(), progress=False)
+        freeact(one, tokens, R, context=LayerContext(), progress=False, config=AGENT_CONFIG)
     with pytest.raises(ValueError, match="must have the tokens' shape"):
-        freeact(one, AGENT_CONFIG, tokens[:1], R, context=ctx, progress=False)
+        freeact(one, tokens[:1], R, context=ctx, progress=False, config=AGENT_CONFIG)
     with pytest.raises(ValueError, match=r"token types must be in \[0, num_types=2\)"):
-        freeact(one, AGENT_CONFIG, tokens, R, context=ctx._replace(
-            token_types=ctx.token_types + 1), progress=False)
+        freeact(one, tokens, R, context=ctx._replace(
+            token_types=ctx.token_types + 1), progress=False, config=AGENT_CONFIG)
     with pytest.raises(ValueError, match=r"token types \[1\] have no calibration tokens"):
-        freeact(one, AGENT_CONFIG, tokens, R, context=ctx._replace(
-            token_types=jnp.zeros_like(ctx.token_types)), progress=False)
+        freeact(one, tokens, R, context=ctx._replace(
+            token_types=jnp.zeros_like(ctx.token_types)), progress=False, config=AGENT_CONFIG)
     with pytest.raises(ValueError, match="energy must be in"):
-        freeact(one, AGENT_CONFIG, tokens, R, context=ctx, energy=1.5, progress=False)
+        freeact(one, tokens, R, context=ctx, energy=1.5, progress=False, config=AGENT_CONFIG)

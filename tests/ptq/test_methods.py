@@ -18,7 +18,7 @@ def tiny():
                                     num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32)
     params = effjax.models.init_params(config, jax.random.PRNGKey(0))
     tokens = np.random.RandomState(0).randint(0, 61, (16, 32)).astype(np.int32)
-    return config, params, tokens, calibrate(params, config, tokens, progress=False)
+    return config, params, tokens, calibrate(params, tokens, progress=False, config=config)
 
 
 def test_rtn_is_quantize_params(tiny):

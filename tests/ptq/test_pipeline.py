@@ -54,12 +54,12 @@ def test_every_method_end_to_end(method):
 
 def test_quarot_keeps_the_float_function():
     config, params = tiny(tied=True, bias=True, qk_norm=True)
-    rotated, rconfig = quarot(params, config, key=jax.random.PRNGKey(1))
+    rotated, rconfig = quarot(params, key=jax.random.PRNGKey(1), config=config)
     assert "kv_rotation" in rotated["layers"][0]["attn"]
     assert "input_transform" in rotated["layers"][1]["mlp"]["down_proj"]
     assert rel_err(logits(rotated, rconfig), logits(params, config)) <= 1e-5
     r = effjax.transforms.random_orthogonal(config.hidden_size, jax.random.PRNGKey(2))
-    given, _ = quarot(params, config, key=jax.random.PRNGKey(1), residual=r)
+    given, _ = quarot(params, key=jax.random.PRNGKey(1), residual=r, config=config)
     np.testing.assert_allclose(given["embed"]["embedding"], params["embed"]["embedding"] @ r,
                                rtol=1e-5, atol=1e-5)  # the residual rotation given is used
     assert rel_err(logits(given, rconfig), logits(params, config)) <= 1e-5
@@ -137,16 +137,17 @@ def test_sequential_mode(method):
     tokens = calibration_windows(lm, TEXT, num_windows=2, window=64)
     params, config = lm.params, lm.config
     if method == "quarot_gptq":
-        params, config = quarot(params, config, key=jax.random.PRNGKey(0))  # run's default
+        params, config = quarot(params, key=jax.random.PRNGKey(0), config=config)  # run's default
     seen = {}
 
     def record(p, stats, index):
         seen.setdefault(index, stats)
         return p
 
-    calibrate_sequential(params, config, tokens, record, recipe=r, progress=False)
+    calibrate_sequential(params, tokens, record, recipe=r, progress=False, config=config)
     stats = {"sequential": seen[0],
-             "flat": {k: v for k, v in calibrate(params, config, tokens, progress=False).items()
+             "flat": {k: v for k, v in calibrate(params, tokens, progress=False,
+                                                 config=config).items()
                       if k.startswith("layers/0/")}}
     assert sorted(stats["sequential"]) == sorted(stats["flat"])
     for path, st in stats["sequential"].items():

@@ -24,7 +24,7 @@ def tiny():
     # an outlier input channel, as real models have: the embedding's column 5 is large
     params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 5].mul(30.0)
     tokens = np.random.RandomState(0).randint(0, 61, (16, 32)).astype(np.int32)
-    return config, params, tokens, calibrate(params, config, tokens, progress=False)
+    return config, params, tokens, calibrate(params, tokens, progress=False, config=config)
 
 
 def test_smoothquant_scales_follow_the_formula(tiny):

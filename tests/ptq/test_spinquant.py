@@ -47,20 +47,20 @@ def test_cayley_sgd_solves_procrustes_on_the_orthogonal_group():
 
 def test_without_quantization_the_loss_is_flat():
     config, params = tiny(tied=True, bias=False)
-    _, _, losses = spinquant_rotations(params, config, TOKENS, Recipe(), key=jax.random.PRNGKey(0),
-                                       steps=4, batch_size=8, progress=False)
+    _, _, losses = spinquant_rotations(params, TOKENS, Recipe(), key=jax.random.PRNGKey(0),
+                                       steps=4, batch_size=8, progress=False, config=config)
     np.testing.assert_allclose(losses, losses[0], rtol=1e-5)
 
 
 def test_learned_rotations_keep_the_float_function():
     config, params = tiny(tied=True, bias=True)
     r = recipe("int4", "int4", pattern=r"_proj$")
-    rot, rconfig, losses = spinquant_rotations(params, config, TOKENS, r,
+    rot, rconfig, losses = spinquant_rotations(params, TOKENS, r,
                                                key=jax.random.PRNGKey(0), steps=5,
-                                               batch_size=4, progress=False)
+                                               batch_size=4, progress=False, config=config)
     assert len(losses) == 5 and np.all(np.isfinite(losses))
     assert not rconfig.tie_word_embeddings
     assert orthogonality_error(rot["layers"][0]["attn"]["kv_rotation"]) < 1e-4
     assert rel_err(logits(rot, rconfig), logits(params, config)) <= 1e-5
     with pytest.raises(ValueError, match="need steps >= 0 and batch_size >= 1"):
-        spinquant_rotations(params, config, TOKENS, r, key=jax.random.PRNGKey(0), steps=-1)
+        spinquant_rotations(params, TOKENS, r, key=jax.random.PRNGKey(0), steps=-1, config=config)

@@ -21,15 +21,15 @@ def windows():
 def test_gptq_init_is_the_gptq_grid(tiny, windows, fmt):
     config, params = tiny
     r = recipe(fmt, pattern="_proj$")
-    init = qat.ptq_init(params, config, "gptq", r, windows)
-    ref = gptq(params, calibrate(params, config, jnp.asarray(windows), progress=False), r,
+    init = qat.ptq_init(params, "gptq", r, windows, config=config)
+    ref = gptq(params, calibrate(params, jnp.asarray(windows), progress=False, config=config), r,
                progress=False)
     name = ("layers", 1, "mlp", "down_proj", "kernel")
     got, want = init, ref
     for k in name:
         got, want = got[k], want[k]
     np.testing.assert_array_equal(got, dequantize(want, jnp.float32))
-    q = qat.ptq_quantize(params, config, "gptq", r, windows)
+    q = qat.ptq_quantize(params, "gptq", r, windows, config=config)
     for k in name:
         q = q[k]
     np.testing.assert_array_equal(dequantize(q, jnp.float32), got)
@@ -45,7 +45,7 @@ def test_gptq_init_is_the_gptq_grid(tiny, windows, fmt):
 def test_rtn_init_and_bad_input(tiny, windows):
     config, params = tiny
     r = recipe(get_format("int4", granularity="group", group_size=32), pattern="_proj$")
-    init = qat.ptq_init(params, config, "rtn", r)
+    init = qat.ptq_init(params, "rtn", r, config=config)
     k = rtn(params, None, r)["layers"][0]["attn"]["v_proj"]["kernel"]
     np.testing.assert_array_equal(init["layers"][0]["attn"]["v_proj"]["kernel"],
                                   dequantize(k, jnp.float32))
@@ -54,6 +54,6 @@ def test_rtn_init_and_bad_input(tiny, windows):
     np.testing.assert_array_equal(qat.fake_quant_params(init, r)["layers"][0]["attn"][
         "v_proj"]["kernel"], init["layers"][0]["attn"]["v_proj"]["kernel"])
     with pytest.raises(ValueError, match="method must be one of"):
-        qat.ptq_init(params, config, "quarot", r, windows)
+        qat.ptq_init(params, "quarot", r, windows, config=config)
     with pytest.raises(ValueError, match="needs calib_tokens"):
-        qat.ptq_init(params, config, "gptq", r)
+        qat.ptq_init(params, "gptq", r, config=config)

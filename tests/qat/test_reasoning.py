@@ -21,16 +21,16 @@ def teacher():
 def test_shipped_teacher_solves_the_task(teacher):
     params, config, info = teacher.params, teacher.config, teacher.extras["info"]
     items = ar.problems(123, 64, split="test")
-    acc = qat.accuracy(params, config, items, batch_size=64)
+    acc = qat.accuracy(params, items, batch_size=64, config=config)
     assert acc >= 0.85, acc  # experiments/results/reasoning_qat.md states the 500-problem figure
     assert info["accuracy_256"] >= 0.9
-    outs = qat.generate_solutions(params, config, [items[0].prompt], batch_size=8)
+    outs = qat.generate_solutions(params, [items[0].prompt], batch_size=8, config=config)
     assert outs[0].endswith("\n") and "=" in outs[0]
 
 
 def test_untrained_model_scores_zero():
     params = init_params(qat.TEACHER_CONFIG, jax.random.PRNGKey(0))
-    assert qat.accuracy(params, qat.TEACHER_CONFIG, ar.problems(0, 8), batch_size=8) == 0.0
+    assert qat.accuracy(params, ar.problems(0, 8), batch_size=8, config=qat.TEACHER_CONFIG) == 0.0
 
 
 def test_train_save_load(tmp_path):

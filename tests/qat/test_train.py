@@ -126,9 +126,9 @@ def test_bad_input(tiny):
                        match=r"layers/0/attn/\w_proj: weight format int4 groups 128.*has 64"):
         qat.init_state(params, cfg, jax.random.PRNGKey(0), config=config)
     with pytest.raises(ValueError, match="kv_cache format hif4"):
-        qat.check_recipe(params, recipe("int8", kv_cache="hif4"), config)
+        qat.check_recipe(params, recipe("int8", kv_cache="hif4"), config=config)
     with pytest.raises(ValueError, match="quantizes nothing"):
-        qat.check_recipe(params, recipe("int8", pattern="nothing"), config)
+        qat.check_recipe(params, recipe("int8", pattern="nothing"), config=config)
     other = dataclasses.replace(config, vocab_size=256)
     with pytest.raises(ValueError, match="vocabularies differ.*256.*128"):
         qat.make_train_step(config, cfg, teacher_config=other)

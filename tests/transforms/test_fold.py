@@ -23,7 +23,7 @@ def model(request):
 
 def test_fuse_norms(model):
     config, params = model
-    fused, fconfig = T.fuse_norms(params, config)
+    fused, fconfig = T.fuse_norms(params, config=config)
     assert not fconfig.tie_word_embeddings and "lm_head" in fused
     assert all(np.all(np.asarray(layer["input_norm"]["weight"]) == 1)
                for layer in fused["layers"].values())
@@ -33,7 +33,7 @@ def test_fuse_norms(model):
 @pytest.mark.parametrize("rotation", ["hadamard", "orthogonal"])
 def test_rotate_residual(model, rotation):
     config, params = model
-    fused, fconfig = T.fuse_norms(params, config)
+    fused, fconfig = T.fuse_norms(params, config=config)
     key = jax.random.PRNGKey(3)
     q = (T.random_hadamard if rotation == "hadamard" else T.random_orthogonal)(48, key)
     rotated = T.rotate_residual(fused, q)
@@ -49,18 +49,18 @@ def test_rotate_residual(model, rotation):
 def test_rotate_values(model, online_kv):
     config, params = model
     r = T.random_hadamard(16, jax.random.PRNGKey(4))
-    rotated = T.rotate_values(params, config, r, online_kv=online_kv)
+    rotated = T.rotate_values(params, r, online_kv=online_kv, config=config)
     assert ("kv_rotation" in rotated["layers"][0]["attn"]) == online_kv
     assert rel_err(logits(rotated, config), logits(params, config)) <= TOL
     with pytest.raises(ValueError, match=r"must be an orthogonal \(16, 16\) matrix, got shape "
                                          r"\(8, 8\)"):
-        T.rotate_values(params, config, jnp.eye(8))
+        T.rotate_values(params, jnp.eye(8), config=config)
 
 
 def test_online_kv_rotation_changes_what_the_cache_holds():
     config, params = tiny()
     r = T.random_hadamard(16, jax.random.PRNGKey(4))
-    rotated = T.rotate_values(params, config, r)
+    rotated = T.rotate_values(params, r, config=config)
     cache = effjax.models.init_cache(config, 2, 12)
     _, c0 = effjax.models.forward(params, jnp.zeros((2, 12), jnp.int32), config=config,
                                   cache=cache)
@@ -110,9 +110,9 @@ def test_all_together(model):
     """QuaRot's full set: fused norms, residual Hadamard, value/KV Hadamard, online
     Hadamard before down_proj."""
     config, params = model
-    fused, fconfig = T.fuse_norms(params, config)
+    fused, fconfig = T.fuse_norms(params, config=config)
     out = T.rotate_residual(fused, T.random_hadamard(48, jax.random.PRNGKey(7)))
-    out = T.rotate_values(out, fconfig, T.random_hadamard(16, jax.random.PRNGKey(8)))
+    out = T.rotate_values(out, T.random_hadamard(16, jax.random.PRNGKey(8)), config=fconfig)
     out = T.add_input_transform(out, r"down_proj$", *T.hadamard_pair(96))
     assert rel_err(logits(out, fconfig), logits(params, config)) <= TOL
 
@@ -121,7 +121,7 @@ def test_quantized_kernels_are_refused():
     config, params = tiny()
     q = effjax.quant.quantize_params(params, effjax.quant.recipe("int8"))
     with pytest.raises(ValueError, match="transforms act on float parameters"):
-        T.fuse_norms(q, config)
+        T.fuse_norms(q, config=config)
 
 
 @pytest.mark.parametrize("form", ["blocks", "gpk"])
