@@ -130,7 +130,7 @@ def run(*, model: str = "smollm2-135m", windows: int = 4, new_tokens: int = 32,
 
     prompt = [lm.tokenizer(PROMPT)["input_ids"]]
     start = time.perf_counter()
-    greedy = effjax.generate(lm.params, lm.config, prompt, max_new_tokens=new_tokens)[0]
+    greedy = effjax.generate(lm.params, prompt, max_new_tokens=new_tokens, config=lm.config)[0]
     say()
     say(f"Greedy, float32 ({time.perf_counter() - start:.1f} s with compilation):")
     say(f"  {PROMPT!r} -> {lm.tokenizer.decode(greedy)!r}")

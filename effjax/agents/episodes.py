@@ -169,8 +169,8 @@ class ARPolicy:
 
     def act(self, contexts: Sequence[Context]) -> tuple[list[str], int]:
         """One action per context: (action texts, forward passes for the batch)."""
-        outs = generate(self.params, self.config, [c.tokens for c in contexts],
-                        max_new_tokens=ACTION_LEN - 1, eos_id=NEWLINE)
+        outs = generate(self.params, [c.tokens for c in contexts],
+                        max_new_tokens=ACTION_LEN - 1, eos_id=NEWLINE, config=self.config)
         return [TOKENIZER.decode(o).rstrip("\n") for o in outs], 1 + max(len(o) for o in outs)
 
 

@@ -391,8 +391,8 @@ class PrecisionRouter:
         def passes(t: str) -> bool:
             v = self.variants[t]
             with self._lock:
-                out = generate(v.params, self.config, [ids], max_new_tokens=max_new_tokens,
-                               dtype=v.dtype, recipe=v.recipe)[0]
+                out = generate(v.params, [ids], max_new_tokens=max_new_tokens,
+                               dtype=v.dtype, recipe=v.recipe, config=self.config)[0]
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             for s in stop:
                 text = text.split(s)[0]

@@ -118,7 +118,7 @@ def test_quantized_params_shard_and_generate(lm):
     tokens = np.arange(8 * 12, dtype=np.int32).reshape(8, 12) % lm.config.vocab_size
     np.testing.assert_allclose(lm.apply(sharded, tokens, recipe=r),
                                lm.apply(qp, tokens, recipe=r), atol=1e-5)
-    out = effjax.generate(qp, lm.config, [[3, 4, 5]], max_new_tokens=4, eos_id=-1, recipe=r)
+    out = effjax.generate(qp, [[3, 4, 5]], max_new_tokens=4, eos_id=-1, recipe=r, config=lm.config)
     assert len(out[0]) == 4
 
 
