@@ -15,7 +15,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.latency_tasks = 50  # the first tasks again, one episode at a time
     c.train = ml_collections.ConfigDict(dict(ar_steps=1500, dllm_steps=3000, batch_size=16,
                                              learning_rate=2e-3, call_focus=0.25, seed=0))
-    c.zoo = ""  # "" = effjax/data/zoo
+    c.zoo = ""  # "" = effjax.zoo (shipped weights, or retrained ones in $EFFJAX_CACHE)
     c.train_missing = True
     # (label, agent, sampler); agent in {"ar", "dllm", "dllm_unaligned", "dllm_nocall"}
     c.rows = (

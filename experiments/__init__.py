@@ -22,6 +22,8 @@ pruning on test / hard, head weights from calibration, prefill / end-to-end late
 bytes), Reasoning-QAT (`reasoning_qat`: INT4/3/2 and MXFP4 x RTN, GPTQ, QAT-CE, QAT-KD from RTN
 and GPTQ inits, GRPO x aligned / misaligned calibration on the arithmetic teacher, learning
 curves, step time, the four findings) and the accelerator script `bench_kernels`, driven by
-ml-collections configs (`--config=configs/<name>.py[:tiny]`).
+ml-collections configs (`--config=configs/<name>.py[:tiny]`). A study file holds only its study:
+the cell cache, timing, noise bands, report rendering and the entry point are
+`experiments.common`.
 """
 

@@ -12,45 +12,42 @@ floats. Rows are cached in a JSON file as they finish.
 
 from __future__ import annotations
 
-import json
-import time
-
 import jax
 import jax.numpy as jnp
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
 from effjax.ptq import batquant_parameter_count, gpk_split, kron_split
-from effjax.quant import Recipe, Rule
 from effjax.transforms import block_apply, gpk_apply, kron_apply, online
-from experiments.cli import format_spec, load_cells, main_with_config, median_seconds, save_cells
-
-
-def _recipe(config) -> Recipe:
-    return Recipe(rules=(Rule(pattern=r"_proj$", weight=format_spec(config.weight),
-                              activation=format_spec(config.activation)),))
+from experiments.common import (
+    cell_key,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    median_seconds,
+    ppl_and_kl,
+    projection_recipe,
+    run_ptq,
+    stopwatch,
+    verdict,
+    write_report,
+)
 
 
 def _key(config, *parts) -> str:
-    return json.dumps([*parts, config.weight, config.activation, config.calib_corpus,
-                       config.num_windows, config.window, config.eval_corpus,
-                       config.eval_seq_len, config.eval_tokens], sort_keys=True)
+    return cell_key(*parts, config.weight, config.activation, config.calib_corpus,
+                    config.num_windows, config.window, config.eval_corpus, config.eval_seq_len,
+                    config.eval_tokens)
 
 
 def _row(lm, method, options, recipe, config, calib_texts, eval_texts) -> dict:
-    t0 = time.perf_counter()
-    spin = method.startswith("spinquant")
-    res = effjax.ptq.run(lm, method, recipe, calib_texts, num_windows=config.num_windows,
-                         window=config.window, progress=False,
-                         transform_options=dict(options) if spin else None,
-                         **({} if spin else dict(options)))
-    got = effjax.eval.kl_and_perplexity(lm, res.lm, eval_texts, recipe=recipe,
-                                        seq_len=config.eval_seq_len,
-                                        max_tokens=config.eval_tokens, progress=False)
-    _, transforms = online.split(res.lm.params)
-    stored = sum(x.size for x in jax.tree.leaves(transforms))
-    out = {"ppl": got.perplexity, "kl": got.kl, "online_floats": int(stored),
-           "seconds": time.perf_counter() - t0, "peak_rss_mb": res.peak_rss_mb}
+    elapsed = stopwatch()
+    res = run_ptq(lm, method, recipe, calib_texts, options, num_windows=config.num_windows,
+                  window=config.window)
+    out = ppl_and_kl(lm, res.lm, eval_texts, recipe=recipe, seq_len=config.eval_seq_len,
+                     max_tokens=config.eval_tokens)
+    transforms = online.find(res.lm.params)
+    out.update(online_floats=int(sum(x.size for x in jax.tree.leaves(transforms))),
+               seconds=elapsed(), peak_rss_mb=res.peak_rss_mb)
     if method == "batquant":
         out["learned"] = batquant_parameter_count(
             lm.params, recipe, variant=options.get("variant", "gpk"),
@@ -90,29 +87,22 @@ def overhead(config, lm) -> list[list]:
 
 def run(config) -> str:
     """Runs the missing rows and the overhead timing, then writes the report."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     lm = effjax.load(config.model)
-    recipe = _recipe(config)
+    recipe = projection_recipe(config.weight, config.activation)
     calib = effjax.data.load_corpus(config.calib_corpus, split=config.calib_split).texts
     evals = effjax.data.load_corpus(config.eval_corpus, split=config.eval_split).texts
     cache = load_cells(config.cache)
     float_key = _key(config, "float")
-    if float_key not in cache:
-        got = effjax.eval.kl_and_perplexity(lm, lm, evals, seq_len=config.eval_seq_len,
-                                            max_tokens=config.eval_tokens, progress=False)
-        cache[float_key] = {"ppl": got.perplexity, "kl": got.kl}
-        save_cells(config.cache, cache)
-    for label, method, options in config.rows:
-        key = _key(config, method, dict(options))
-        if key not in cache and config.compute:
-            cache[key] = _row(lm, method, options, recipe, config, calib, evals)
-            save_cells(config.cache, cache)
-            print(label, cache[key], flush=True)
-    report = _report(config, cache, float_key, overhead(config, lm),
-                     time.perf_counter() - start)
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    cache.compute(float_key, lambda: ppl_and_kl(lm, lm, evals, recipe=None,
+                                                seq_len=config.eval_seq_len,
+                                                max_tokens=config.eval_tokens))
+    for label, method, options in config.rows if config.compute else ():
+        cache.compute(_key(config, method, dict(options)),
+                      lambda m=method, o=options: _row(lm, m, o, recipe, config, calib, evals),
+                      log=label)
+    report = _report(config, cache, float_key, overhead(config, lm), elapsed())
+    return write_report(config.output, report)
 
 
 def _report(config, cache, float_key, overhead_rows, seconds) -> str:
@@ -165,7 +155,7 @@ def _claim(results: dict) -> str:
     best = min(others, key=others.get)
     ok = bat < others[best]
     return ("Claim: BATQuant is the best W4A4 MXFP4 method here: "
-            f"{'confirmed' if ok else 'refuted'} (BATQuant {bat:.4g}; best baseline {best} "
+            f"{verdict(ok)} (BATQuant {bat:.4g}; best baseline {best} "
             f"{others[best]:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in others.items())
             + ").")
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import effjax.formats as F
-from effjax.eval import markdown_table, write_atomic
-from experiments.cli import main_with_config, median_seconds
+from experiments.common import (
+    command,
+    main_with_config,
+    markdown_table,
+    median_seconds,
+    write_report,
+)
 
 
 def _qwix(name: str, options: dict):
@@ -152,7 +156,7 @@ def run(config) -> str:
     report = "\n".join([
         "# Quantize + dequantize throughput on CPU, every format",
         "",
-        f"Command: `{' '.join(['python -m experiments.bench_formats', *sys.argv[1:]])}`",
+        f"Command: {command('bench_formats')}",
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s); "
         f"{', '.join(versions)}. Input: float32 {config.shape[0]}x{config.shape[1]} "
         f"(N(0, 1), seed 0), quantized along the last axis. Median of {config.repeats} runs "
@@ -174,9 +178,7 @@ def run(config) -> str:
         "by reciprocal scales where FORMATS.md divides, and clamps block scales at 2^-6 "
         "rather than 2^-9.",
     ])
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    return write_report(config.output, report)
 
 
 if __name__ == "__main__":

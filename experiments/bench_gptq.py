@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
+from effjax.formats import parse_format_spec
 from effjax.ptq import calibrate, gptq, gptq_quantize
 from effjax.quant import get_layer, recipe
-from experiments.cli import format_spec, main_with_config, median_seconds
+from experiments.common import (
+    command,
+    main_with_config,
+    markdown_table,
+    stopwatch,
+    timed_call,
+    write_report,
+)
 
 
 def _windows(lm, config) -> np.ndarray:
@@ -42,7 +47,7 @@ def _qwix_layer(w, h, spec):
     from qwix._src.core import qarray
     from qwix.contrib import gptq_core
 
-    f = format_spec(spec)
+    f = parse_format_spec(spec)
     qtype = {"int4": jnp.int4, "int8": jnp.int8}[f.name]
     tiles = {1: f.group_size} if f.granularity == "group" else {}
     how = qarray.HowToQuantize(qtype=qtype, channelwise_axes=(0,), tiled_axes=tiles)
@@ -59,43 +64,37 @@ def run(config) -> str:
     """Runs the benchmark and writes its Markdown report; returns the text."""
     lm = effjax.load(config.model, tokenizer=True)
     tokens = _windows(lm, config)
-    t0 = time.perf_counter()
-    calib = calibrate(lm.params, lm.config, tokens, progress=False)
-    calib_s = time.perf_counter() - t0
+    elapsed = stopwatch()
+    calib = calibrate(lm.params, tokens, progress=False, config=lm.config)
+    calib_s = elapsed()
     whole = []
     for spec in config.formats:
-        t0 = time.perf_counter()
-        gptq(lm.params, calib, recipe(format_spec(spec)), progress=True)
-        whole.append([spec, calib_s, time.perf_counter() - t0,
-                      calib_s + time.perf_counter() - t0])
+        elapsed = stopwatch()
+        gptq(lm.params, calib, recipe(parse_format_spec(spec)), progress=True)
+        gptq_s = elapsed()
+        whole.append([spec, calib_s, gptq_s, calib_s + gptq_s])
     layers = []
     for path in config.layers:
         w = get_layer(lm.params, path)["kernel"]
         stats = calib[path]
         h = 2.0 * stats.xtx / stats.count.astype(jnp.float32)
-        f = format_spec(config.layer_format)
+        f = parse_format_spec(config.layer_format)
 
         def ours(w=w, stats=stats, f=f):
             return jax.block_until_ready(gptq_quantize(w, stats.xtx, int(stats.count), f).codes)
 
-        t0 = time.perf_counter()
-        ours()
-        ours_first = time.perf_counter() - t0
-        ours_s = median_seconds(ours, config.repeats)
+        _, ours_s, ours_first = timed_call(ours, config.repeats)
         theirs = _qwix_layer(w, h, config.layer_format)
         if theirs is None:
             layers.append([path, tuple(w.shape), ours_first, ours_s, "-", "-", "-"])
             continue
-        t0 = time.perf_counter()
-        theirs()
-        theirs_first = time.perf_counter() - t0
-        theirs_s = median_seconds(theirs, config.repeats)
+        _, theirs_s, theirs_first = timed_call(theirs, config.repeats)
         layers.append([path, tuple(w.shape), ours_first, ours_s, theirs_first, theirs_s,
                        theirs_s / ours_s])
     report = "\n".join([
         "# GPTQ speed on CPU",
         "",
-        f"Command: `{' '.join(['python -m experiments.bench_gptq', *sys.argv[1:]])}`",
+        f"Command: {command('bench_gptq')}",
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
         f"jax {jax.__version__}. Model {config.model}; calibration: {config.num_windows} "
         f"windows of {config.window} tokens ({config.corpus}, {config.split}).",
@@ -109,9 +108,7 @@ def run(config) -> str:
         markdown_table(["layer", "kernel shape", "effjax first", "effjax", "qwix first", "qwix",
                         "qwix / effjax"], layers),
     ])
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    return write_report(config.output, report)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import itertools
 import platform
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +25,16 @@ import numpy as np
 
 import effjax.formats as F
 import pallas_kernels as K
-from effjax.eval import markdown_table, write_atomic
+from effjax.formats import parse_format_spec
 from effjax.quant import qdot
-from experiments.cli import format_spec, main_with_config, median_seconds
+from experiments.common import (
+    command,
+    main_with_config,
+    markdown_table,
+    median_seconds,
+    stopwatch,
+    write_report,
+)
 from pallas_kernels import common
 
 
@@ -61,7 +66,7 @@ def _failure(e: Exception) -> str:
 
 def _matmul_case(x, w, wspec, aspec, bf16_ms, config) -> list:
     """[max rel err, kernel ms, XLA ms, bf16 ms, XLA/kernel, bf16/kernel] of one format pair."""
-    wf, af = format_spec(wspec), format_spec(aspec)
+    wf, af = parse_format_spec(wspec), parse_format_spec(aspec)
     q = jax.jit(lambda a: F.quantize(a, wf, axis=0))(w)
     if af is None:
         kern = jax.jit(lambda a, b: K.dequant_matmul(a, b))
@@ -76,7 +81,7 @@ def _matmul_case(x, w, wspec, aspec, bf16_ms, config) -> list:
     return [_rel_err(got, ref), k_ms, x_ms, bf16_ms, x_ms / k_ms, bf16_ms / k_ms]
 
 
-def _matmul_rows(config, deadline, skipped):
+def _matmul_rows(config, over, skipped):
     rows = []
     key = jax.random.PRNGKey(0)
     for m, k, n in config.shapes:
@@ -91,7 +96,7 @@ def _matmul_rows(config, deadline, skipped):
             cases += [(s, s) for s in config.scaled_formats]
         for wspec, aspec in cases:
             label = f"{m}x{k}x{n} W:{wspec}" + (f" A:{aspec}" if aspec else "")
-            if time.perf_counter() > deadline:
+            if over():
                 skipped.append(label)
                 continue
             try:
@@ -115,11 +120,11 @@ def _quantize_case(kern, xla, arg, config) -> list:
     return ["identical" if same else "DIFFERENT", k_ms, x_ms, x_ms / k_ms]
 
 
-def _quantize_rows(config, deadline, skipped):
+def _quantize_rows(config, over, skipped):
     rows = []
     x = jax.random.normal(jax.random.PRNGKey(1), config.quantize_shape, jnp.float32)
     for spec in config.quantize_formats:
-        f = format_spec(spec)
+        f = parse_format_spec(spec)
         ops = [("quantize", jax.jit(lambda a, f=f: K.block_quantize(a, f)),
                 jax.jit(lambda a, f=f: F.quantize(a, f, axis=1)), x),
                ("fused_fake_quant", jax.jit(lambda a, f=f: K.fused_fake_quant(a, f)),
@@ -128,7 +133,7 @@ def _quantize_rows(config, deadline, skipped):
         ops.append(("dequantize", jax.jit(K.block_dequantize), jax.jit(F.dequantize), q))
         for op, kern, xla, arg in ops:
             label = f"{op} {spec} {config.quantize_shape[0]}x{config.quantize_shape[1]}"
-            if time.perf_counter() > deadline:
+            if over():
                 skipped.append(label)
                 continue
             try:
@@ -139,18 +144,18 @@ def _quantize_rows(config, deadline, skipped):
     return rows
 
 
-def _sweep_rows(config, deadline, skipped):
+def _sweep_rows(config, over, skipped):
     """dequant_matmul over the tile grid: per (shape, format) the best tiles, the default
     tiles and XLA, all timed in this run."""
     rows = []
     for (m, k, n), spec in itertools.product(config.sweep_shapes, config.sweep_formats):
         label = f"{m}x{k}x{n} W:{spec}"
-        if time.perf_counter() > deadline:
+        if over():
             skipped.append(f"sweep {label}")
             continue
         kx, kw = jax.random.split(jax.random.PRNGKey(m + k + n))
         x = jax.random.normal(kx, (m, k), jnp.bfloat16)
-        fmt = format_spec(spec)
+        fmt = parse_format_spec(spec)
         q = jax.jit(lambda a, f=fmt: F.quantize(a, f, axis=0))(
             jax.random.normal(kw, (k, n), jnp.float32) * k**-0.5)
         xla_ms = _time(jax.jit(lambda a, b: qdot(a, b, None, impl="xla")), (x, q), config)
@@ -161,7 +166,7 @@ def _sweep_rows(config, deadline, skipped):
             bm, bn, bk = tiles
             if bm > max(16, m) or n % bn or k % bk or bk % fmt.group_size:
                 continue
-            if time.perf_counter() > deadline:
+            if over():
                 skipped.append(f"sweep {label} tiles {bm}x{bn}x{bk}")
                 continue
             kern = jax.jit(functools.partial(K.dequant_matmul, block_m=bm, block_n=bn,
@@ -183,21 +188,21 @@ def _sweep_rows(config, deadline, skipped):
 
 def run(config) -> str:
     """Runs the checks and timings and writes the Markdown report; returns its text."""
-    start = time.perf_counter()
-    deadline = start + config.time_budget_s
+    elapsed = stopwatch()
+    over = lambda: elapsed() > config.time_budget_s  # the time budget is spent
     skipped: list[str] = []
     device = jax.devices()[0]
-    qr = _quantize_rows(config, deadline, skipped)  # cheapest first, the budget cuts the rest
-    sw = _sweep_rows(config, deadline, skipped)
-    mm = _matmul_rows(config, deadline, skipped)
+    qr = _quantize_rows(config, over, skipped)  # cheapest first, the budget cuts the rest
+    sw = _sweep_rows(config, over, skipped)
+    mm = _matmul_rows(config, over, skipped)
     report = "\n".join([
         "# Pallas kernels against XLA",
         "",
-        f"Command: `{' '.join(['python -m experiments.bench_kernels', *sys.argv[1:]])}`",
+        f"Command: {command('bench_kernels')}",
         f"Device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"{platform.machine()} host. Time per call: the median of {config.repeats} batches of "
         f"{config.inner} back-to-back calls, after a warm-up; every time measured in this run "
-        f"({time.perf_counter() - start:.0f} s in all).",
+        f"({elapsed():.0f} s in all).",
         "",
         markdown_table(["matmul (MxKxN, formats)", "max rel err vs reference", "kernel ms",
                         "XLA ms", "bf16 ms", "XLA / kernel", "bf16 / kernel"], mm),
@@ -209,9 +214,7 @@ def run(config) -> str:
         f"Skipped for the time budget ({config.time_budget_s:.0f} s): "
         + (", ".join(skipped) if skipped else "none") + ".",
     ])
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    return write_report(config.output, report)
 
 
 if __name__ == "__main__":

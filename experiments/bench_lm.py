@@ -9,15 +9,19 @@ file). Reports tokens/s (median of `repeats` runs after a warm-up) and effjax / 
 from __future__ import annotations
 
 import platform
-import sys
 
 import jax
 import numpy as np
 import torch
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
-from experiments.cli import main_with_config, median_seconds
+from experiments.common import (
+    command,
+    main_with_config,
+    markdown_table,
+    median_seconds,
+    write_report,
+)
 
 
 def run(config) -> str:
@@ -25,7 +29,7 @@ def run(config) -> str:
     from transformers import AutoModelForCausalLM
 
     lm = effjax.load(config.model, tokenizer=False)
-    path = effjax.models.zoo_path(config.model)
+    path = effjax.zoo.smollm2_path()  # the GGUF file transformers reads as the reference
     ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                dtype=torch.float32).eval()
     rng = np.random.RandomState(0)
@@ -41,8 +45,8 @@ def run(config) -> str:
         rows.append([f"prefill {batch}x{length}", n / ours, n / theirs, theirs / ours])
     b, p, new = config.decode_batch, config.decode_prompt_len, config.decode_new_tokens
     prompt = rng.randint(0, lm.config.vocab_size, (b, p))
-    ours = median_seconds(lambda: effjax.generate(lm.params, lm.config, prompt.tolist(),
-                                                   max_new_tokens=new, eos_id=-1),
+    ours = median_seconds(lambda: effjax.generate(lm.params, prompt.tolist(),
+                                                   max_new_tokens=new, eos_id=-1, config=lm.config),
                            config.repeats)
     t_prompt = torch.tensor(prompt, dtype=torch.long)
     with torch.inference_mode():
@@ -55,7 +59,7 @@ def run(config) -> str:
     report = "\n".join([
         "# CPU throughput: effjax vs transformers (PyTorch), SmolLM2-135M float32",
         "",
-        f"Command: `{' '.join(['python -m experiments.bench_lm', *sys.argv[1:]])}`",
+        f"Command: {command('bench_lm')}",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} PyTorch threads, jax "
         f"{jax.__version__}, torch {torch.__version__}. Median of {config.repeats} runs after a "
         "warm-up; both sides measured in this run.",
@@ -63,9 +67,7 @@ def run(config) -> str:
         markdown_table(["workload", "effjax tokens/s", "PyTorch tokens/s", "effjax / PyTorch"],
                        rows),
     ])
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    return write_report(config.output, report)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,28 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import time
 
 import numpy as np
 
+from effjax import zoo
 from effjax.agents.episodes import ACTION_LEN, ARPolicy, DiffusionPolicy, run_episodes
 from effjax.agents.tools import KINDS, MALFORMED, tasks
-from effjax.agents.train import AGENT_CONFIG, ZOO, AgentTraining, load_agent, train_agent
+from effjax.agents.train import AGENT_CONFIG, AgentTraining, load_agent, train_agent
 from effjax.decoding.diffusion import DiffusionSampling
-from effjax.eval import markdown_table, write_atomic
-from experiments.cli import load_cells, main_with_config, save_cells, save_figure
+from experiments.common import (
+    binomial_se,
+    fmt_number,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    plus_minus,
+    pyplot,
+    save_figure,
+    stopwatch,
+    verdict,
+    within_two_se,
+    write_report,
+)
 
 AGENTS = ("ar", "dllm", "dllm_unaligned", "dllm_nocall")
 
@@ -45,18 +57,20 @@ def agent_run(config, agent: str) -> AgentTraining:
 
 
 def get_agent(config, agent: str):
-    """The agent's parameters: from the zoo when trained with these settings, else trained."""
+    """The agent's (params, info): from `config.zoo` (default the zoo: a retrained copy in
+    the user cache, else the shipped one) when trained with these settings, else trained
+    and written to `config.zoo` or the user cache."""
     run = agent_run(config, agent)
-    path = (pathlib.Path(config.zoo) if config.zoo else ZOO) / run.name
+    path = pathlib.Path(config.zoo) / run.name if config.zoo else zoo.weights_dir(run.name)
     if (path / "model.safetensors").is_file():
-        params, info = load_agent(run, path=path)
-        if info["run"] == dataclasses.asdict(run):
-            return params, info
+        lm = load_agent(run, path=path)
+        if lm.extras["info"]["run"] == dataclasses.asdict(run):
+            return lm.params, lm.extras["info"]
     if not config.train_missing:
         raise ValueError(f"no trained {run.name} with these settings in {str(path)!r}; set "
                          "train_missing=True to train it")
     print(f"training {run.name} ({run.steps} steps)", flush=True)
-    return train_agent(run, path=path)
+    return train_agent(run, path=pathlib.Path(config.zoo) / run.name if config.zoo else "zoo")
 
 
 def make_policy(agent: str, params, sampler: dict):
@@ -75,7 +89,7 @@ def summarize(results, seconds: float) -> dict:
     p = len(ok) / n
     mean = lambda xs: float(np.mean(xs)) if xs else math.nan
     return {
-        "episodes": n, "success": p, "success_se": math.sqrt(p * (1 - p) / n),
+        "episodes": n, "success": p, "success_se": binomial_se(p, n),
         "rounds": mean([r.rounds for r in results]),
         "tool_calls": mean([r.tool_calls for r in results]),
         "rounds_if_success": mean([r.rounds for r in ok]),
@@ -98,10 +112,9 @@ def row_cell(config, agent: str, sampler: dict, items) -> dict:
     policy = make_policy(agent, params, sampler)
     kw = dict(max_rounds=config.max_rounds, batch_size=config.batch_size)
     warm = run_episodes(policy, items, **kw)  # compiles every context width
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     results = run_episodes(policy, items, **kw)
-    seconds = time.perf_counter() - t0
-    cell = summarize(results, seconds)
+    cell = summarize(results, elapsed())
     cell["deterministic"] = [r.success for r in warm] == [r.success for r in results]
     one = list(items[:config.latency_tasks])
     run_episodes(policy, one, max_rounds=config.max_rounds, batch_size=1)  # compiles
@@ -121,19 +134,11 @@ def run(config) -> str:
     if config.compute:
         items = tasks(config.test_seed, config.test_tasks, split="test")
         for label, agent, sampler in config.rows:
-            if label not in cells:
-                print(f"row: {label}", flush=True)
-                cells[label] = row_cell(config, agent, dict(sampler), items)
-                save_cells(config.cache, cells)
-    report = _report(config, cells)
-    write_atomic(config.output, report)
+            cells.compute(label, lambda a=agent, s=dict(sampler): row_cell(config, a, s, items),
+                          log=f"row: {label}")
+    report = write_report(config.output, _report(config, cells))
     _plot(config, cells)
-    print(report)
     return report
-
-
-def _fmt(x, digits=1):
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _report(config, cells) -> str:
@@ -153,21 +158,21 @@ def _report(config, cells) -> str:
     ]
     table = []
     for label, c in rows:
-        table.append([label, f"{100 * c['success']:.1f} ± {100 * c['success_se']:.1f}",
-                      _fmt(c["rounds"], 2), _fmt(c["tool_calls"], 2),
-                      _fmt(c["rounds_if_success"], 2), _fmt(c["calls_if_success"], 2),
-                      _fmt(c["malformed_per_100_actions"]), _fmt(c["forward_passes"]),
-                      _fmt(c["ms_per_episode"], 1),
-                      _fmt(ar["ms_per_episode"] / c["ms_per_episode"] if ar else None, 2),
-                      _fmt(c["latency_ms"], 0),
-                      _fmt(ar["latency_ms"] / c["latency_ms"] if ar else None, 2)])
+        speed = {k: ar[k] / c[k] if ar else None for k in ("ms_per_episode", "latency_ms")}
+        table.append([label, plus_minus(100 * c["success"], 100 * c["success_se"]),
+                      *(fmt_number(c[k], ".2f") for k in ("rounds", "tool_calls",
+                                                          "rounds_if_success", "calls_if_success")),
+                      *(fmt_number(c[k], ".1f") for k in ("malformed_per_100_actions",
+                                                          "forward_passes", "ms_per_episode")),
+                      fmt_number(speed["ms_per_episode"], ".2f"),
+                      fmt_number(c["latency_ms"], ".0f"), fmt_number(speed["latency_ms"], ".2f")])
     lines += [markdown_table(["row", "success %", "rounds", "tool calls", "rounds if ok",
                               "calls if ok", "malformed / 100 actions", "forward passes",
                               f"ms / episode (batch {config.batch_size})", "speed vs AR",
                               "ms / episode (alone)", "speed vs AR (alone)"], table), ""]
     lines += ["Success by task kind (%) and malformed actions by kind:", ""]
     lines += [markdown_table(["row", *KINDS, *MALFORMED], [
-        [label, *(_fmt(100 * c["success_by_kind"][k]) for k in KINDS),
+        [label, *(fmt_number(100 * c["success_by_kind"][k], ".1f") for k in KINDS),
          *(str(c["malformed_by_kind"][k]) for k in MALFORMED)] for label, c in rows]), ""]
     lines += ["## Claims", "", *(f"- {s}" for s in _claims(config, cells)), ""]
     if rows:
@@ -178,8 +183,7 @@ def _report(config, cells) -> str:
 
 def _comparable(a, b) -> bool:
     """Success rates within two standard errors of their difference."""
-    se = math.sqrt(a["success_se"] ** 2 + b["success_se"] ** 2)
-    return abs(a["success"] - b["success"]) <= 2 * max(se, 1e-9)
+    return within_two_se(a["success"], b["success"], a["success_se"], b["success_se"])
 
 
 def _claims(config, cells) -> list[str]:
@@ -190,9 +194,9 @@ def _claims(config, cells) -> list[str]:
         speed = ar["latency_ms"] / fast["latency_ms"]
         batched = ar["ms_per_episode"] / fast["ms_per_episode"]
         comp = _comparable(ar, fast)
-        verdict = "confirmed" if speed >= 1.3 and comp else "refuted"
         out.append(
-            f"Diffusion agent over 30% faster end to end at comparable accuracy: **{verdict}** "
+            "Diffusion agent over 30% faster end to end at comparable accuracy: "
+            f"{verdict(speed >= 1.3 and comp, bold=True)} "
             f"— one episode at a time {config.fast_row} takes {fast['latency_ms']:.0f} ms vs "
             f"{ar['latency_ms']:.0f} ms for AR (speed {speed:.2f}x; in batches of "
             f"{config.batch_size}: {batched:.2f}x), success {100 * fast['success']:.1f}% vs "
@@ -202,13 +206,13 @@ def _claims(config, cells) -> list[str]:
             fewer = (fast["rounds_if_success"] < 0.95 * ar["rounds_if_success"]
                      and fast["calls_if_success"] < 0.95 * ar["calls_if_success"])
             out.append(
-                f"Fewer rounds and tool calls when successful (by at least 5%): **"
-                f"{'confirmed' if fewer else 'refuted'}** — rounds {fast['rounds_if_success']:.2f}"
+                "Fewer rounds and tool calls when successful (by at least 5%): "
+                f"{verdict(fewer, bold=True)} — rounds {fast['rounds_if_success']:.2f}"
                 f" vs {ar['rounds_if_success']:.2f}, calls {fast['calls_if_success']:.2f} vs "
                 f"{ar['calls_if_success']:.2f} (the reference solutions' depth bounds both).")
         more = fast["malformed_per_100_actions"] > ar["malformed_per_100_actions"]
-        out.append(f"Diffusion policies more prone to malformed calls: **"
-                   f"{'confirmed' if more else 'refuted'}** — "
+        out.append(f"Diffusion policies more prone to malformed calls: "
+                   f"{verdict(more, bold=True)} — "
                    f"{fast['malformed_per_100_actions']:.1f} vs "
                    f"{ar['malformed_per_100_actions']:.1f} malformed per 100 actions "
                    f"({fast['malformed']} of {fast['actions']} vs {ar['malformed']} of "
@@ -220,16 +224,16 @@ def _claims(config, cells) -> list[str]:
             base = cells.get(label)
     if nocall and base:
         helps = base["malformed_per_100_actions"] < nocall["malformed_per_100_actions"]
-        out.append(f"Tool-call-specific data lowers malformed calls: **"
-                   f"{'confirmed' if helps else 'refuted'}** — "
+        out.append(f"Tool-call-specific data lowers malformed calls: "
+                   f"{verdict(helps, bold=True)} — "
                    f"{base['malformed_per_100_actions']:.1f} with vs "
                    f"{nocall['malformed_per_100_actions']:.1f} without per 100 actions "
                    f"(success {100 * base['success']:.1f}% vs {100 * nocall['success']:.1f}%).")
     unaligned = cells.get(labels.get("dllm_unaligned"))
     if unaligned and base:
         worse = unaligned["success"] < base["success"] and not _comparable(unaligned, base)
-        out.append(f"Without aligned attention masks performance degrades: **"
-                   f"{'confirmed' if worse else 'refuted'}** — success "
+        out.append(f"Without aligned attention masks performance degrades: "
+                   f"{verdict(worse, bold=True)} — success "
                    f"{100 * unaligned['success']:.1f}% unaligned vs {100 * base['success']:.1f}% "
                    f"aligned ({'beyond' if worse else 'not beyond'} two standard errors when "
                    "lower).")
@@ -240,11 +244,7 @@ def _plot(config, cells) -> None:
     rows = [(label, cells[label]) for label, _, _ in config.rows if label in cells]
     if not rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for label, c in rows:
         ax.errorbar(c["latency_ms"], 100 * c["success"], yerr=200 * c["success_se"],

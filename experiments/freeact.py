@@ -14,31 +14,34 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effjax import zoo
 from effjax.agents.episodes import MASK_ID, span_attention_mask, training_batch
-from effjax.agents.train import AGENT_CONFIG, ZOO, AgentTraining, load_agent
+from effjax.agents.train import AGENT_CONFIG, AgentTraining, load_agent
 from effjax.data import shapes_vqa
-from effjax.eval import markdown_table, write_atomic
 from effjax.models import forward
 from effjax.models.config import LMConfig
 from effjax.models.diffusion import noise_tokens
 from effjax.pruning import shapes_vlm
 from effjax.ptq import LayerContext, flatquant, freeact, quarot
-from effjax.quant import Recipe, Rule, quantize_params
+from effjax.quant import Recipe, quantize_params
 from effjax.transforms import random_hadamard
-from experiments.cli import (
+from experiments.common import (
+    cell_key,
     file_digest,
-    format_spec,
     load_cells,
     main_with_config,
-    save_cells,
+    markdown_table,
+    plus_minus,
+    projection_recipe,
+    pyplot,
     save_figure,
+    stopwatch,
+    write_report,
 )
 
 TYPE_NAMES = {"dllm": ("unmasked", "masked"), "vlm": ("text", "vision")}
@@ -111,11 +114,12 @@ def setting(name: str, config) -> Setting:
     questions; evaluation uses stream `EVAL_STREAM` / the test and hard splits."""
     n = config.calib_windows
     if name == "dllm":
-        params, _ = load_agent(AgentTraining())
+        params = load_agent(AgentTraining()).params
         return Setting(name, params, AGENT_CONFIG, {s: dllm_windows(s, n) for s in config.seeds},
                        {"held-out": dllm_windows(EVAL_STREAM, config.eval_windows)})
     if name == "vlm":
-        params, vlm_config, _ = shapes_vlm.load_shapes_vlm()
+        vlm = shapes_vlm.load_shapes_vlm()
+        params, vlm_config = vlm.params, vlm.config
         return Setting(name, params["lm"], vlm_config.text,
                        {s: vlm_windows(params, "train", n, with_answer=True, start=s * n)
                         for s in config.seeds},
@@ -169,67 +173,60 @@ def quantize(s: Setting, method: str, options: dict, recipe: Recipe | None, seed
     if method == "quarot":
         k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
         r = random_hadamard(s.config.hidden_size, k1)
-        rotated, config = quarot(s.params, s.config, key=k2, residual=r)
+        rotated, config = quarot(s.params, key=k2, residual=r, config=s.config)
         return rtn(rotated), config, r, {}
     if method == "shared":
-        q, _ = flatquant(s.params, s.config, c.tokens, recipe, context=c.context,
-                         progress=False, **options)
+        q, _ = flatquant(s.params, c.tokens, recipe, context=c.context,
+                         progress=False, **options, config=s.config)
         return q, s.config, None, {}
     if method == "freeact":
-        q, info = freeact(s.params, s.config, c.tokens, recipe, context=c.context,
-                          progress=False, **options)
+        q, info = freeact(s.params, c.tokens, recipe, context=c.context,
+                          progress=False, **options, config=s.config)
         ranks = np.asarray(list(info["ranks"].values()), np.float64)
         return q, s.config, None, {"mean_rank": ranks.mean(axis=0).tolist(),
                                    "groups": len(ranks)}
     raise ValueError(f"method must be rtn, quarot, shared or freeact, got {method!r}")
 
 
-def _recipe(fmt: str) -> Recipe:
-    f = format_spec(fmt)
-    return Recipe(rules=(Rule(pattern=r"_proj$", weight=f, activation=f),))
-
-
 @functools.cache
 def weights_digest(model: str) -> str:
     """The `file_digest` of a setting's shipped weights: part of every cell's key, so a
     retrained model never reuses the old model's cells."""
-    path = (ZOO / AgentTraining().name if model == "dllm" else shapes_vlm.SHAPES_VLM_DIR)
+    path = zoo.weights_dir(AgentTraining().name if model == "dllm" else "shapes_vlm")
     return file_digest(path / "model.safetensors")
 
 
 def _key(config, model: str, *parts) -> str:
-    return json.dumps([model, weights_digest(model), *parts, config.calib_windows,
-                       config.eval_windows], sort_keys=True)
+    return cell_key(model, weights_digest(model), *parts, config.calib_windows,
+                    config.eval_windows)
 
 
 def run(config) -> str:
     """Runs the missing cells, then writes the report and plot."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     cache = load_cells(config.cache)
     for model in config.models:
         s = setting(model, config)
-        key = _key(config, model, "float")
-        if key not in cache:
-            cache[key] = evaluate(s, s.params, s.config, None)
-            save_cells(config.cache, cache)
+        cache.compute(_key(config, model, "float"),
+                      lambda s=s: evaluate(s, s.params, s.config, None))
         for fmt in config.formats:
-            recipe = _recipe(fmt)
+            recipe = projection_recipe(fmt, fmt)
             for label, method, options in config.rows:
-                for seed in config.seeds:
-                    key = _key(config, model, fmt, method, dict(options), seed)
-                    if key in cache or not config.compute:
-                        continue
-                    t0 = time.perf_counter()
-                    params, lm_config, rotation, info = quantize(s, method, dict(options),
-                                                                 recipe, seed)
-                    cache[key] = {"eval": evaluate(s, params, lm_config, recipe, rotation),
-                                  "seconds": time.perf_counter() - t0, **info}
-                    save_cells(config.cache, cache)
-                    print(model, fmt, label, seed, cache[key], flush=True)
-    report = _report(config, cache, time.perf_counter() - start)
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+                for seed in config.seeds if config.compute else ():
+                    cache.compute(_key(config, model, fmt, method, dict(options), seed),
+                                  lambda s=s, m=method, o=dict(options), r=recipe, seed=seed:
+                                  _seed_cell(s, m, o, r, seed),
+                                  log=f"{model} {fmt} {label} {seed}")
+    return write_report(config.output, _report(config, cache, elapsed()))
+
+
+def _seed_cell(s: Setting, method: str, options: dict, recipe: Recipe, seed: int) -> dict:
+    """One method with one calibration seed: "eval" (`evaluate`), "seconds" and what the
+    method reports (`quantize`)."""
+    elapsed = stopwatch()
+    params, lm_config, rotation, info = quantize(s, method, options, recipe, seed)
+    return {"eval": evaluate(s, params, lm_config, recipe, rotation), "seconds": elapsed(),
+            **info}
 
 
 def _splits(config, model: str) -> tuple[str, ...]:
@@ -259,12 +256,12 @@ def _score(result: dict | None, model: str) -> str:
     NLL for the diffusion agent (whose accuracy saturates)."""
     if result is None:
         return "not run"
-    acc = f"{result['accuracy'] * 100:.1f}"
-    if "accuracy_sd" in result:
-        acc += f" ± {result['accuracy_sd'] * 100:.1f}"
+    acc = (plus_minus(result["accuracy"] * 100, result["accuracy_sd"] * 100)
+           if "accuracy_sd" in result else f"{result['accuracy'] * 100:.1f}")
     if model != "dllm":
         return acc
-    nll = f"{result['nll']:.4f}" + (f" ± {result['nll_sd']:.4f}" if "nll_sd" in result else "")
+    nll = (plus_minus(result["nll"], result["nll_sd"], 4) if "nll_sd" in result
+           else f"{result['nll']:.4f}")
     return f"{acc} ({nll})"
 
 
@@ -335,7 +332,7 @@ def gains(config, cache) -> list[tuple[str, float, list[float], str]]:
 def _paired(diffs: list[float]) -> str:
     if np.isnan(diffs).any():
         return "-"
-    return (f"{np.mean(diffs):+.1f} ± {np.std(diffs):.1f} ("
+    return (plus_minus(np.mean(diffs), np.std(diffs), signed=True) + " ("
             + ", ".join(f"{d:+.1f}" for d in diffs) + ")")
 
 
@@ -361,11 +358,7 @@ def _claim(config, cache) -> str:
 
 
 def _plot(config, cache) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [(m, fmt, sp) for m in config.models for fmt in config.formats
               for sp in _splits(config, m)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)

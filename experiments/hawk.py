@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effjax import zoo
 from effjax.data import shapes_vqa
 from effjax.decoding import vlm_generate
-from effjax.eval import write_atomic
 from effjax.models import init_cache, patchify
 from effjax.pruning import (
-    SHAPES_VLM_DIR,
     PruneConfig,
     answer_logits,
     compact,
@@ -37,13 +36,16 @@ from effjax.pruning import (
     train_shapes_vlm,
     visionzip_scores,
 )
-from experiments.cli import (
+from experiments.common import (
     file_digest,
     load_cells,
     main_with_config,
-    save_cells,
+    markdown_table,
+    pyplot,
     save_figure,
     timed_call,
+    verdict,
+    write_report,
 )
 
 NUM_VISUAL = shapes_vqa.IMAGE_TOKENS
@@ -53,10 +55,12 @@ CALIBRATION_OFFSET = 10**7  # training-split indices far past any training run's
 def get_model(config):
     """The shapes VLM (trained first when missing and `train_missing`): (params, config, info,
     the weights' `file_digest`)."""
-    path = pathlib.Path(config.model_dir or SHAPES_VLM_DIR)
+    path = pathlib.Path(config.model_dir) if config.model_dir else zoo.weights_dir("shapes_vlm")
     if not (path / "model.safetensors").is_file() and config.train_missing:
-        train_shapes_vlm(path=path)
-    return (*load_shapes_vlm(path), file_digest(path / "model.safetensors"))
+        train_shapes_vlm(path=path if config.model_dir else "zoo")
+        path = path if config.model_dir else zoo.weights_dir("shapes_vlm")
+    vlm = load_shapes_vlm(path)
+    return vlm.params, vlm.config, vlm.extras["info"], file_digest(path / "model.safetensors")
 
 
 def eval_batches(split: str, n: int, batch_size: int, seed: int, offset: int = 0) -> list[dict]:
@@ -149,8 +153,8 @@ def latency_cell(config, study: Study, batch: dict, head_weights, name: str, rat
     run, predict = study.pruned(method)
     b, key = _strip(batch), jax.random.PRNGKey(0)
     lm = study.params["lm"]
-    first, prefill_s = timed_call(lambda: jax.block_until_ready(predict(lm, b, head_weights, key)),
-                                  config.repeats)
+    first, prefill_s, _ = timed_call(
+        lambda: jax.block_until_ready(predict(lm, b, head_weights, key)), config.repeats)
     cell = {"prefill_s": prefill_s, "width": int(run(lm, b, head_weights, key).mask.shape[1])}
     width = cell["width"]
     cache = jax.eval_shape(lambda: init_cache(vcfg.text, b["mask"].shape[0], width + 2))
@@ -167,10 +171,10 @@ def latency_cell(config, study: Study, batch: dict, head_weights, name: str, rat
         else:
             embeds, tokens, positions, mask = p.embeds, p.tokens, p.positions, p.mask
         feats = embeds[tokens == shapes_vqa.IMAGE_ID]
-        return vlm_generate(study.params, vcfg, tokens, feats, positions, max_new_tokens=2,
-                            mask=mask, eos_id=shapes_vqa.EOS_ID)
+        return vlm_generate(study.params, tokens, feats, positions, max_new_tokens=2,
+                            mask=mask, eos_id=shapes_vqa.EOS_ID, config=vcfg)
 
-    out, cell["e2e_s"] = timed_call(end_to_end, config.repeats)
+    out, cell["e2e_s"], _ = timed_call(end_to_end, config.repeats)
     cell["e2e_agrees_with_prefill"] = float(np.mean([o[0] == f for o, f in
                                                      zip(out, np.asarray(first), strict=True)]))
     return cell
@@ -183,25 +187,21 @@ def run(config) -> str:
     study = Study(params, vcfg)
     cells["model"] = {k: info.get(k) for k in ("steps", "batch_size", "learning_rate",
                                                "seconds_this_run", "resumed_at")}
-    if "head_weights" not in cells:
+
+    def head_weights():
         calib = [study.prepare(b) for b in eval_batches("train", config.calibration,
                                                         config.batch_size, config.seed,
                                                         CALIBRATION_OFFSET)]
         none = PruneConfig(method="none")
         weights, drops = head_importance(
             lambda lp: study.accuracy(none, calib, None, lm_params=lp)[0], params["lm"],
-            vcfg.text)
-        cells["head_weights"] = {"weights": weights.tolist(), "drops": drops.tolist(),
-                                 "calibration": config.calibration}
-        save_cells(config.cache, cells)
-    hw = jnp.asarray(cells["head_weights"]["weights"], jnp.float32)
-    guess = None  # the image-blind answers, computed only when a split needs them
+            config=vcfg.text)
+        return {"weights": weights.tolist(), "drops": drops.tolist(),
+                "calibration": config.calibration}
+
+    hw = jnp.asarray(cells.compute("head_weights", head_weights)["weights"], jnp.float32)
     for split, n in config.splits:
-        if f"{split}/blind" not in cells:
-            guess = guess or shapes_vqa.blind_answers(seed=config.seed)
-            exs = [shapes_vqa.example(split, i, config.seed) for i in range(n)]
-            cells[f"{split}/blind"] = {"accuracy": float(np.mean([guess[e.kind] == e.answer
-                                                                  for e in exs]))}
+        cells.compute(f"{split}/blind", lambda split=split, n=n: _blind(config, split, n))
         keys = [f"{split}/none"] + [f"{split}/{m}/{r}" for m in config.methods
                                     for r in config.ratios]
         if all(k in cells for k in keys):
@@ -209,15 +209,15 @@ def run(config) -> str:
         batches = [study.prepare(b) for b in eval_batches(split, n, config.batch_size,
                                                           config.seed)]
         for key in keys:
-            if key in cells:
-                continue
             parts = key.split("/")
             method = (PruneConfig(method="none") if parts[1] == "none"
                       else _method(config, parts[1], float(parts[2])))
-            acc, by_kind = study.accuracy(method, batches, hw, seed=config.seed)
-            cells[key] = {"accuracy": acc, "by_kind": by_kind, "n": n}
-            print(f"{key}: {acc:.3f}", flush=True)
-            save_cells(config.cache, cells)
+
+            def accuracy(method=method, batches=batches, n=n):
+                acc, by_kind = study.accuracy(method, batches, hw, seed=config.seed)
+                return {"accuracy": acc, "by_kind": by_kind, "n": n}
+
+            cells.compute(key, accuracy, log=key)
     batch = eval_batches("test", config.latency_batch, config.latency_batch, config.seed)[0]
     prepared = study.prepare(batch)
     lat_keys = [("none", 0.0)] + [(m, r) for m in config.latency_methods
@@ -229,12 +229,17 @@ def run(config) -> str:
                                                                       "images": batch["images"]},
                                                      hw, m, r)
             print(f"latency/{m}/{r}: {cells[f'latency/{m}/{r}']}", flush=True)
-        save_cells(config.cache, cells)
-    report = _report(config, cells)
-    write_atomic(config.output, report)
+        cells.save()
+    report = write_report(config.output, _report(config, cells))
     _plot(config, cells)
-    print(report)
     return report
+
+
+def _blind(config, split: str, n: int) -> dict:
+    """The accuracy of image-blind guessing (`shapes_vqa.blind_answers`) on a split."""
+    guess = shapes_vqa.blind_answers(seed=config.seed)
+    exs = [shapes_vqa.example(split, i, config.seed) for i in range(n)]
+    return {"accuracy": float(np.mean([guess[e.kind] == e.answer for e in exs]))}
 
 
 def retention(cells, split: str, method: str, ratio: float) -> float:
@@ -250,23 +255,22 @@ def claims(config, cells) -> list[str]:
         ret = retention(cells, split, "hawk", r)
         others = ", ".join(f"{m} {100 * retention(cells, split, m, r):.1f}%"
                            for m in config.methods if m != "hawk")
-        verdict = "confirmed" if ret >= 0.95 else "refuted"
         out.append(f"- HAWK keeps >= 95% of accuracy at {100 * r:.0f}% pruning on {split}: "
-                   f"**{verdict}** ({100 * ret:.1f}%; {others}).")
+                   f"{verdict(ret >= 0.95, bold=True)} ({100 * ret:.1f}%; {others}).")
         for rival in ("fastv", "random"):
             if rival not in config.methods:
                 continue
             wins = [q for q in config.ratios if cells[f"{split}/hawk/{q}"]["accuracy"]
                     > cells[f"{split}/{rival}/{q}"]["accuracy"]]
-            verdict = "confirmed" if len(wins) == len(config.ratios) else "refuted"
-            out.append(f"- HAWK above {rival} at every ratio on {split}: **{verdict}** "
+            ok = len(wins) == len(config.ratios)
+            out.append(f"- HAWK above {rival} at every ratio on {split}: {verdict(ok, bold=True)} "
                        f"(above at {len(wins)} of {len(config.ratios)}).")
     base = cells["latency/none/0.0"]
     if f"latency/hawk/{r}" in cells:
         lat = cells[f"latency/hawk/{r}"]
         ratio = lat["prefill_s"] / base["prefill_s"]
         out.append(f"- HAWK's prefill latency at {100 * r:.0f}% pruning <= 0.75x no pruning: "
-                   f"**{'confirmed' if ratio <= 0.75 else 'refuted'}** ({ratio:.2f}x; end to "
+                   f"{verdict(ratio <= 0.75, bold=True)} ({ratio:.2f}x; end to "
                    f"end {lat['e2e_s'] / base['e2e_s']:.2f}x; KV cache "
                    f"{lat['kv_bytes'] / base['kv_bytes']:.2f}x).")
     return out
@@ -291,43 +295,41 @@ def _report(config, cells) -> str:
         blind = cells.get(f"{split}/blind", {}).get("accuracy", math.nan)
         lines += [f"## {split} split ({n} questions; unpruned accuracy {100 * base:.1f}%, "
                   f"image-blind guess {100 * blind:.1f}%)", "",
-                  "| method | " + " | ".join(f"{100 * r:.0f}% pruned" for r in config.ratios)
-                  + " |",
-                  "|---|" + "---|" * len(config.ratios)]
-        for meth in config.methods:
-            row = [f"{100 * cells[f'{split}/{meth}/{r}']['accuracy']:.1f} "
-                   f"({100 * retention(cells, split, meth, r):.1f}%)" for r in config.ratios]
-            lines.append(f"| {meth} | " + " | ".join(row) + " |")
-        lines += ["", "Cells: accuracy % (retention %).", ""]
+                  markdown_table(["method", *(f"{100 * r:.0f}% pruned" for r in config.ratios)],
+                                 [[meth, *(f"{100 * cells[f'{split}/{meth}/{r}']['accuracy']:.1f} "
+                                           f"({100 * retention(cells, split, meth, r):.1f}%)"
+                                           for r in config.ratios)]
+                                  for meth in config.methods]),
+                  "Cells: accuracy % (retention %).", ""]
     r = config.headline
     split0 = config.splits[0][0]
-    lines += [f"## By question kind ({split0}, {100 * r:.0f}% pruned; accuracy %)", "",
-              "| method | " + " | ".join(shapes_vqa.KINDS) + " |",
-              "|---|" + "---|" * len(shapes_vqa.KINDS)]
+    kinds = []
     for meth in ("none", *config.methods):
         c = cells[f"{split0}/none"] if meth == "none" else cells[f"{split0}/{meth}/{r}"]
-        lines.append(f"| {meth} | " + " | ".join(f"{100 * c['by_kind'].get(k, math.nan):.1f}"
-                                                  for k in shapes_vqa.KINDS) + " |")
+        kinds.append([meth, *(f"{100 * c['by_kind'].get(k, math.nan):.1f}"
+                              for k in shapes_vqa.KINDS)])
     hw = cells["head_weights"]
-    lines += ["", f"## HAWK head weights (layer 0, {hw['calibration']} calibration questions)",
-              "", "| head | accuracy drop when ablated | weight |", "|---|---|---|"]
-    lines += [f"| {h} | {d:+.4f} | {w:+.3f} |"
-              for h, (d, w) in enumerate(zip(hw["drops"], hw["weights"], strict=True))]
     base = cells["latency/none/0.0"]
-    lines += ["", f"## Latency and KV cache ({config.latency_batch} test prompts together, "
-              f"median of {config.repeats} after a compiling call)", "",
-              "| method | pruned | prompt tokens | prefill ms | vs none | end to end ms | vs none "
-              "| KV cache KiB | vs none |", "|---|---|---|---|---|---|---|---|---|"]
+    latency = []
     for key in sorted(k for k in cells if k.startswith("latency/")):
         _, meth, q = key.split("/")
         c = cells[key]
-        e2e = (f"{1000 * c['e2e_s']:.1f} | {c['e2e_s'] / base['e2e_s']:.2f}x" if "e2e_s" in c
-               else "n/a | n/a")
-        lines.append(f"| {meth} | {100 * float(q):.0f}% | {c['width']} | "
-                     f"{1000 * c['prefill_s']:.1f} | {c['prefill_s'] / base['prefill_s']:.2f}x | "
-                     f"{e2e} | {c['kv_bytes'] / 1024:.0f} | "
-                     f"{c['kv_bytes'] / base['kv_bytes']:.2f}x |")
-    lines += ["", "Prefill = scoring + compaction + the language model's forward over the prompt "
+        e2e = ([f"{1000 * c['e2e_s']:.1f}", f"{c['e2e_s'] / base['e2e_s']:.2f}x"]
+               if "e2e_s" in c else ["n/a", "n/a"])
+        latency.append([meth, f"{100 * float(q):.0f}%", c["width"], f"{1000 * c['prefill_s']:.1f}",
+                        f"{c['prefill_s'] / base['prefill_s']:.2f}x", *e2e,
+                        f"{c['kv_bytes'] / 1024:.0f}", f"{c['kv_bytes'] / base['kv_bytes']:.2f}x"])
+    lines += [f"## By question kind ({split0}, {100 * r:.0f}% pruned; accuracy %)", "",
+              markdown_table(["method", *shapes_vqa.KINDS], kinds),
+              f"## HAWK head weights (layer 0, {hw['calibration']} calibration questions)", "",
+              markdown_table(["head", "accuracy drop when ablated", "weight"],
+                             [[h, f"{d:+.4f}", f"{w:+.3f}"] for h, (d, w) in
+                              enumerate(zip(hw["drops"], hw["weights"], strict=True))]),
+              f"## Latency and KV cache ({config.latency_batch} test prompts together, "
+              f"median of {config.repeats} after a compiling call)", "",
+              markdown_table(["method", "pruned", "prompt tokens", "prefill ms", "vs none",
+                              "end to end ms", "vs none", "KV cache KiB", "vs none"], latency),
+              "Prefill = scoring + compaction + the language model's forward over the prompt "
               "(image features precomputed); end to end = vision encoder + pruning + generating "
               "the answer and <eos> with the KV cache (`effjax.decoding.vlm_generate`). FastV "
               "here keeps the full sequence and masks dropped tokens after its layer K "
@@ -342,11 +344,7 @@ def _report(config, cells) -> str:
 
 
 def _plot(config, cells) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(config.splits), figsize=(5 * len(config.splits), 4),
                              sharey=True)
     for ax, (split, _) in zip(np.atleast_1d(axes), config.splits, strict=True):

@@ -13,23 +13,28 @@ QuaRot under HiF4 / HiF8 beside RTN. Cells are cached in a JSON file as they fin
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 
 import jax
 import numpy as np
 
 import effjax
-from effjax.eval import (
-    TENSOR_KINDS,
-    format_wins,
-    markdown_table,
-    model_tensor_stats,
-    write_atomic,
-)
-from effjax.formats import quantize
+from effjax.eval import TENSOR_KINDS, format_wins, model_tensor_stats
+from effjax.formats import parse_format_spec, quantize
 from effjax.quant import Recipe, Rule, get_layer
-from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
+from experiments.common import (
+    cell_key,
+    cell_value,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    ppl_and_kl,
+    pyplot,
+    run_ptq,
+    save_figure,
+    stopwatch,
+    verdict,
+    write_report,
+)
 
 SPLITS = ("kurtosis", "dynamic_range", "crest")  # the statistics that split tensors in two
 
@@ -50,13 +55,10 @@ def setting_recipe(setting: str, spec: str) -> Recipe:
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {list(SETTINGS)}, got {setting!r}")
     w, a, kv = SETTINGS[setting]
-    rules = (Rule(pattern=r"_proj$", weight=format_spec(spec) if w else None,
-                  activation=format_spec(_dynamic(spec)) if a else None),) if w or a else ()
-    return Recipe(rules=rules, kv_cache=format_spec(_dynamic(spec)) if kv else None)
-
-
-def _key(*parts) -> str:
-    return json.dumps(parts, sort_keys=True)
+    dynamic = parse_format_spec(_dynamic(spec))
+    rules = (Rule(pattern=r"_proj$", weight=parse_format_spec(spec) if w else None,
+                  activation=dynamic if a else None),) if w or a else ()
+    return Recipe(rules=rules, kv_cache=dynamic if kv else None)
 
 
 def _first_layers(lm, n: int | None):
@@ -71,21 +73,18 @@ def _first_layers(lm, n: int | None):
 
 
 def _evaluate(ref, lm, recipe, config, eval_texts) -> dict:
-    got = effjax.eval.kl_and_perplexity(ref, lm, eval_texts, recipe=recipe,
-                                        seq_len=config.eval_seq_len,
-                                        max_tokens=config.eval_tokens, progress=False)
-    return {"ppl": got.perplexity, "kl": got.kl}
+    return ppl_and_kl(ref, lm, eval_texts, recipe=recipe, seq_len=config.eval_seq_len,
+                      max_tokens=config.eval_tokens)
 
 
 def _cell(ref, method, setting, spec, config, calib_texts, eval_texts, calib_cache) -> dict:
     recipe = setting_recipe(setting, spec)
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     lm = ref
     if SETTINGS[setting][0]:  # weights quantized (KV-only settings run the float weights)
-        lm = effjax.ptq.run(ref, method, recipe, calib_texts, num_windows=config.num_windows,
-                            window=config.window, calib_cache=calib_cache, progress=False).lm
-    return {**_evaluate(ref, lm, recipe, config, eval_texts),
-            "seconds": time.perf_counter() - t0}
+        lm = run_ptq(ref, method, recipe, calib_texts, {}, num_windows=config.num_windows,
+                     window=config.window, calib_cache=calib_cache).lm
+    return {**_evaluate(ref, lm, recipe, config, eval_texts), "seconds": elapsed()}
 
 
 def _cells(config) -> list[tuple[str, str, str]]:
@@ -101,17 +100,18 @@ def _cell_key(config, method, setting, spec) -> str:
     calib = [] if method == "rtn" else [config.calib_corpus, config.num_windows, config.window]
     if setting.startswith("KV"):  # the per-vector KV scale makes /tensor = /channel
         spec = _dynamic(spec)
-    return _key("cell", method, setting, spec, config.eval_corpus, config.eval_seq_len,
+    return cell_key("cell", method, setting, spec, config.eval_corpus, config.eval_seq_len,
                 config.eval_tokens, calib)
 
 
 def _stats_key(config) -> str:
-    return _key("stats", [list(f) for f in config.formats8 + config.formats4],
+    return cell_key("stats", [list(f) for f in config.formats8 + config.formats4],
                 config.calib_corpus, config.stats_tokens)
 
 
 def _tensor_stats(lm, config, calib_texts) -> dict:
-    formats = {label: format_spec(spec) for label, spec in config.formats8 + config.formats4}
+    formats = {label: parse_format_spec(spec)
+               for label, spec in config.formats8 + config.formats4}
     ids = lm.tokenizer("\n\n".join(calib_texts), add_special_tokens=False)["input_ids"]
     if len(ids) < config.stats_tokens:
         raise ValueError(f"{config.calib_corpus} has {len(ids)} tokens, fewer than "
@@ -124,41 +124,27 @@ def _tensor_stats(lm, config, calib_texts) -> dict:
 def bits_per_element(lm, spec: str) -> float:
     """Stored bits per weight element of a format, measured on layer 0's q_proj kernel."""
     kernel = get_layer(lm.params, "layers/0/attn/q_proj")["kernel"]
-    return quantize(kernel, format_spec(spec), axis=0).bits_per_element()
+    return quantize(kernel, parse_format_spec(spec), axis=0).bits_per_element()
 
 
 def run(config) -> str:
     """Runs the missing parts, then writes the tables, the plot and the claims."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     lm = _first_layers(effjax.load(config.model), config.layers)
     calib_texts = effjax.data.load_corpus(config.calib_corpus, split=config.calib_split).texts
     eval_texts = effjax.data.load_corpus(config.eval_corpus, split=config.eval_split).texts
     cache = load_cells(config.cache)
-    if _stats_key(config) not in cache:
-        cache[_stats_key(config)] = _tensor_stats(lm, config, calib_texts)
-        save_cells(config.cache, cache)
-    float_key = _key("float", config.eval_corpus, config.eval_seq_len, config.eval_tokens)
-    if float_key not in cache:
-        cache[float_key] = _evaluate(lm, lm, None, config, eval_texts)
-        save_cells(config.cache, cache)
+    cache.compute(_stats_key(config), lambda: _tensor_stats(lm, config, calib_texts))
+    float_key = cell_key("float", config.eval_corpus, config.eval_seq_len, config.eval_tokens)
+    cache.compute(float_key, lambda: _evaluate(lm, lm, None, config, eval_texts))
     calib_cache: dict = {}
     for method, setting, spec in _cells(config):
-        key = _cell_key(config, method, setting, spec)
-        if key in cache:
-            continue
-        cache[key] = _cell(lm, method, setting, spec, config, calib_texts, eval_texts,
-                           calib_cache)
-        save_cells(config.cache, cache)
-        print(method, setting, spec, cache[key], flush=True)
+        cache.compute(_cell_key(config, method, setting, spec),
+                      lambda m=method, s=setting, f=spec: _cell(
+                          lm, m, s, f, config, calib_texts, eval_texts, calib_cache),
+                      log=f"{method} {setting} {spec}")
     bits = {spec: bits_per_element(lm, spec) for _, spec in config.formats8 + config.formats4}
-    report = _report(config, cache, float_key, bits, time.perf_counter() - start)
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
-
-
-def _fmt(cell: dict | None, metric: str) -> object:
-    return "not run" if cell is None else cell[metric]
+    return write_report(config.output, _report(config, cache, float_key, bits, elapsed()))
 
 
 def _model_table(config, cache, formats, settings, bits) -> str:
@@ -170,7 +156,7 @@ def _model_table(config, cache, formats, settings, bits) -> str:
         row = [label, round(bits[spec], 3)]
         for s in settings:
             cell = cache.get(_cell_key(config, "rtn", s, spec))
-            row += [_fmt(cell, "ppl"), _fmt(cell, "kl")]
+            row += [cell_value(cell, "ppl"), cell_value(cell, "kl")]
         rows.append(row)
     return markdown_table(headers, rows)
 
@@ -238,7 +224,7 @@ def _claims(config, cache, wins, flt) -> list[str]:
     splits = wins.get("8-bit splits")
     int_labels = [label for label, spec in config.formats8 if spec.startswith("int")]
     if splits and int_labels:
-        def verdict(w):
+        def supported(w):
             best_narrow = max(w["narrow-range"], key=w["narrow-range"].get)
             best_high = max(w["high-variance"], key=w["high-variance"].get)
             return best_narrow in int_labels and best_high not in int_labels
@@ -251,9 +237,9 @@ def _claims(config, cache, wins, flt) -> list[str]:
         out.append(
             "1. INT8 suits narrow-range tensors, floating-point formats high-variance ones "
             "(the format with the most best-SNR tensors in each half): "
-            f"{'confirmed' if verdict(splits[primary]) else 'refuted'} with tensors split by "
+            f"{verdict(supported(splits[primary]))} with tensors split by "
             f"{primary} ({counts(splits[primary])}). Split by the other statistics: "
-            + "; ".join(f"{by}: {'confirmed' if verdict(w) else 'refuted'} ({counts(w)})"
+            + "; ".join(f"{by}: {verdict(supported(w))} ({counts(w)})"
                         for by, w in splits.items() if by != primary) + ".")
     else:
         out.append("1. INT8 vs floating point by tensor spread: not measured.")
@@ -270,7 +256,7 @@ def _claims(config, cache, wins, flt) -> list[str]:
         ok = all(v[3] for v in verdicts)
         out.append("2. At 4 bits HiF4 avoids the collapse of integer formats (RTN perplexity "
                    f"below every INT4 group size, float {flt['ppl']:.4g}): "
-                   f"{'confirmed' if ok else 'refuted'}: " + "; ".join(
+                   f"{verdict(ok)}: " + "; ".join(
                        f"{s} HiF4 {h:.4g} vs " + ", ".join(f"{k} {v:.4g}" for k, v in g.items())
                        for s, h, g, _ in verdicts) + ".")
     else:
@@ -289,7 +275,7 @@ def _claims(config, cache, wins, flt) -> list[str]:
     if per_method:
         ok = all(any(b < a for _, a, b in res) for res in per_method.values())
         out.append("3. HiFloat works inside PTQ methods (each method lowers RTN's perplexity "
-                   f"in at least one HiFloat setting): {'confirmed' if ok else 'refuted'}: "
+                   f"in at least one HiFloat setting): {verdict(ok)}: "
                    + "; ".join(f"{m}: " + ", ".join(f"{c} {a:.4g} -> {b:.4g}"
                                                      for c, a, b in res)
                                for m, res in per_method.items()) + ".")
@@ -336,11 +322,7 @@ def _report(config, cache, float_key, bits, seconds) -> str:
 
 
 def _plot(config, stats: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     crest = np.array([d["crest"] for d in stats.values()])
     for ax, (title, formats) in zip(axes, (("8-bit", config.formats8),

@@ -11,26 +11,31 @@ Cells are saved to a JSON cache as they finish (atomically), so a stopped run re
 
 from __future__ import annotations
 
-import json
 import math
-import time
 
 import jax
 import numpy as np
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
-from effjax.quant import Recipe, Rule
-from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
+from experiments.common import (
+    cell_key,
+    cell_value,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    percent_change,
+    projection_recipe,
+    pyplot,
+    run_ptq,
+    save_figure,
+    stopwatch,
+    verdict,
+    write_report,
+)
 
 
 def _texts(name: str, split: str) -> tuple[str, ...]:
     return effjax.data.load_corpus(name, split=split).texts
-
-
-def _recipe(weight, act, kv) -> Recipe:
-    return Recipe(rules=(Rule(pattern=r"_proj$", weight=format_spec(weight),
-                              activation=format_spec(act)),), kv_cache=format_spec(kv))
 
 
 def _evaluate(ref, lm, recipe, config, domains) -> dict:
@@ -55,20 +60,18 @@ def _cell_key(method, column, config) -> str:
     key = [method, list(column), config.num_windows, config.window, config.eval_seq_len,
            config.eval_max_tokens, config.kl_max_tokens, [list(d) for d in config.domains]]
     opts = _options(method.partition("/")[0], config)
-    return json.dumps(key + [opts] if opts else key, sort_keys=True)
+    return cell_key(*key, opts) if opts else cell_key(*key)
 
 
 def run(config) -> str:
     """Runs the missing cells, then writes the table, the plot and the findings."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     lm = effjax.load(config.model)
     calib_texts = _texts(config.calib_corpus, config.calib_split)
     domains = [_texts(*d) for d in config.domains]
     cache = load_cells(config.cache)
     float_key = _cell_key("float", ("float32", None, None, None), config)
-    if float_key not in cache:
-        cache[float_key] = _evaluate(lm, lm, None, config, domains)
-        save_cells(config.cache, cache)
+    cache.compute(float_key, lambda: _evaluate(lm, lm, None, config, domains))
     calib_cache: dict = {}
     not_run = []
     for column in config.columns:
@@ -76,41 +79,31 @@ def run(config) -> str:
             key = _cell_key(method, column, config)
             if key in cache:
                 continue
-            if time.perf_counter() - start > config.time_budget_s:
+            if elapsed() > config.time_budget_s:
                 not_run.append(f"{method} / {column[0]}")
                 continue
-            recipe = _recipe(*column[1:])
-            t0 = time.perf_counter()
-            try:
-                base, _, flag = method.partition("/")  # "gptq/seq": sequential calibration
-                opts = _options(base, config)
-                spin = base.startswith("spinquant")
-                res = effjax.ptq.run(lm, base, recipe, calib_texts,
-                                     num_windows=config.num_windows, window=config.window,
-                                     calib_cache=calib_cache, progress=False,
-                                     sequential=flag == "seq",
-                                     transform_options=opts if spin else None,
-                                     **({} if spin else opts))
-                cell = _evaluate(lm, res.lm, recipe, config, domains)
-                cell.update(seconds=time.perf_counter() - t0, peak_rss_mb=res.peak_rss_mb,
-                            quantize_s=res.seconds["quantization"])
-            except ValueError as e:  # a method that does not apply to a format
-                cell = {"error": str(e).splitlines()[0][:120]}
-            cache[key] = cell
-            save_cells(config.cache, cache)
-            print(method, column[0], cell, flush=True)
-    report = _report(config, cache, float_key, not_run, time.perf_counter() - start)
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+            cache.compute(key, lambda m=method, c=column: _cell(
+                lm, m, c, config, calib_texts, domains, calib_cache), log=f"{method} {column[0]}")
+    report = _report(config, cache, float_key, not_run, elapsed())
+    return write_report(config.output, report)
 
 
-def _value(cell: dict | None, metric: str):
-    if cell is None:
-        return "not run"
-    if "error" in cell:
-        return "n/a"
-    return cell[metric]
+def _cell(lm, method, column, config, calib_texts, domains, calib_cache) -> dict:
+    """One method in one column: perplexities, KL and costs, or the error of a method that
+    does not apply to the column's formats."""
+    recipe = projection_recipe(*column[1:])
+    elapsed = stopwatch()
+    try:
+        base, _, flag = method.partition("/")  # "gptq/seq": sequential calibration
+        res = run_ptq(lm, base, recipe, calib_texts, _options(base, config),
+                      num_windows=config.num_windows, window=config.window,
+                      calib_cache=calib_cache, sequential=flag == "seq")
+        cell = _evaluate(lm, res.lm, recipe, config, domains)
+        cell.update(seconds=elapsed(), peak_rss_mb=res.peak_rss_mb,
+                    quantize_s=res.seconds["quantization"])
+    except ValueError as e:  # a method that does not apply to a format
+        cell = {"error": str(e).splitlines()[0][:120]}
+    return cell
 
 
 def _report(config, cache, float_key, not_run, seconds) -> str:
@@ -121,7 +114,7 @@ def _report(config, cache, float_key, not_run, seconds) -> str:
     tables = []
     for metric in metrics:
         rows = [["float32", *[flt[metric]] * len(config.columns)]]
-        rows += [[m, *[_value(cells[m, c[0]], metric) for c in config.columns]]
+        rows += [[m, *[cell_value(cells[m, c[0]], metric) for c in config.columns]]
                  for m in config.methods]
         tables += [f"**{metric}** (float32: {flt[metric]:.4g})", "",
                    markdown_table(["method", *[c[0] for c in config.columns]], rows)]
@@ -170,18 +163,18 @@ def _findings(config, cells, flt) -> str:
     if w8a8 is None:
         lines.append("- MXFP8 W8A8 near-lossless: not measured.")
     else:
-        rel = w8a8 / flt[metric] - 1
         lines.append(f"- MXFP8 W8A8 is near-lossless (RTN within 1% of float perplexity): "
-                     f"{'confirmed' if rel <= 0.01 else 'refuted'} ({rel * 100:+.2f}%).")
+                     f"{verdict(w8a8 / flt[metric] - 1 <= 0.01)} "
+                     f"({percent_change(w8a8, flt[metric])}).")
         rceil = ppl("rtn", "W8A8 MXFP8 rceil")
         if rceil is not None:
             lines.append("  RTN with the rceil scale (no clipping of block maxima): "
-                         f"{(rceil / flt[metric] - 1) * 100:+.2f}%.")
+                         f"{percent_change(rceil, flt[metric])}.")
         others = sorted((p, f"{m} / {c}") for m in config.methods for c in (
             "W8A8 MXFP8", "W8A8 MXFP8 rceil") if (p := ppl(m, c)) is not None)
         if others:
             p, where = others[0]
-            lines.append(f"  Best MXFP8 W8A8 cell: {where}, {(p / flt[metric] - 1) * 100:+.2f}%; "
+            lines.append(f"  Best MXFP8 W8A8 cell: {where}, {percent_change(p, flt[metric])}; "
                          "within 1%: " + (", ".join(w for p, w in others
                                                     if p <= 1.01 * flt[metric]) or "none") + ".")
         near = []
@@ -190,17 +183,17 @@ def _findings(config, cells, flt) -> str:
             if not run:
                 continue
             within = sorted((p, m) for m, p in run.items() if p <= 1.01 * flt[metric])
-            near.append(f"{c}: " + (", ".join(f"{m} {(p / flt[metric] - 1) * 100:+.2f}%"
+            near.append(f"{c}: " + (", ".join(f"{m} {percent_change(p, flt[metric])}"
                                               for p, m in within) or "none"))
         if near:
             lines.append("  Within 1% elsewhere (where the E4M3 activations are not "
                          "quantized, or are INT8 per token): " + "; ".join(near) + ".")
     ranking = sorted((p, m) for m in config.methods if (p := ppl(m, "W4A4 MXFP4")) is not None)
     if ranking:
-        worst = ranking[-1][0] / flt[metric] - 1
-        lines.append(f"- MXFP4 W4A4 is hard: the best method is {ranking[0][1]} "
-                     f"({ranking[0][0]:.4g}, {(ranking[0][0] / flt[metric] - 1) * 100:+.1f}% "
-                     f"vs float), the worst {ranking[-1][1]} ({worst * 100:+.1f}%). Ranking: "
+        (best, best_m), (worst, worst_m) = ranking[0], ranking[-1]
+        lines.append(f"- MXFP4 W4A4 is hard: the best method is {best_m} ({best:.4g}, "
+                     f"{percent_change(best, flt[metric], 1)} vs float), the worst {worst_m} "
+                     f"({percent_change(worst, flt[metric], 1)}). Ranking: "
                      + " < ".join(f"{m} ({p:.4g})" for p, m in ranking) + ".")
     for col in ("W4A4 MXFP4", "W4A16 MXFP4"):
         best = sorted((min(v), name) for name, methods in PARADIGMS.items()
@@ -232,7 +225,7 @@ def _findings(config, cells, flt) -> str:
     if pre:
         helped = all(b < a for a, b in pre)
         lines.append("- Pre-scale (scale-exponent) optimization mitigates it: "
-                     f"{'confirmed' if helped else 'refuted'} (" + "; ".join(
+                     f"{verdict(helped)} (" + "; ".join(
                          f"RTN {a:.4g} -> {b:.4g}" for a, b in pre) + ").")
     seq = [(f"{m[:-4]} / {c[0]}", a, b) for m in config.methods if m.endswith("/seq")
            for c in config.columns
@@ -245,11 +238,7 @@ def _findings(config, cells, flt) -> str:
 
 
 def _plot(config, cells, flt) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     metric = f"ppl {config.domains[0][0]}"
     cols = [c[0] for c in config.columns]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cols) + 3), 4.5))

@@ -6,27 +6,29 @@ token KL against float32, stage times and the process's peak resident memory.
 
 from __future__ import annotations
 
-import time
-
 import jax
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
-from effjax.quant import Recipe, Rule
-from experiments.cli import format_spec, main_with_config
+from experiments.common import (
+    main_with_config,
+    markdown_table,
+    percent_change,
+    projection_recipe,
+    stopwatch,
+    write_report,
+)
 
 
-def _fmt(config, bits):
-    return None if bits is None else format_spec(config.w4 if bits <= 4 else config.w8)
+def _spec(config, bits: int | None) -> str | None:
+    return None if bits is None else config.w4 if bits <= 4 else config.w8
 
 
 def run(config) -> str:
     """Quantizes, evaluates and writes the report; returns its text."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     lm = effjax.load(config.model)
-    recipe = Recipe(rules=(Rule(pattern=r"_proj$", weight=_fmt(config, config.weight_bits),
-                                activation=_fmt(config, config.act_bits)),),
-                    kv_cache=_fmt(config, config.kv_bits))
+    recipe = projection_recipe(_spec(config, config.weight_bits), _spec(config, config.act_bits),
+                               _spec(config, config.kv_bits))
     calib = effjax.data.load_corpus(config.calib_corpus, split=config.calib_split).texts
     res = effjax.ptq.run(lm, config.method, recipe, calib, num_windows=config.num_windows,
                          window=config.window, sequential=config.sequential)
@@ -51,15 +53,13 @@ def run(config) -> str:
         markdown_table(["", "value"], [
             [f"perplexity float32 ({corpus.name}, {config.eval_max_tokens} tokens)", ppl_f],
             ["perplexity quantized", ppl_q],
-            ["relative change", f"{(ppl_q / ppl_f - 1) * 100:+.2f}%"],
+            ["relative change", percent_change(ppl_q, ppl_f)],
             [f"mean token KL vs float32 ({config.kl_max_tokens} tokens)", kl],
             *[[f"{stage} s", sec] for stage, sec in res.seconds.items()],
             ["peak resident memory (MB)", res.peak_rss_mb],
-            ["wall time s", time.perf_counter() - start]]),
+            ["wall time s", elapsed()]]),
     ])
-    write_atomic(config.output, report)
-    print(report, flush=True)
-    return report
+    return write_report(config.output, report)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ escalation when the validator rejects the answer). Cost is the weight bytes move
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 import effjax
@@ -33,11 +31,19 @@ from effjax.agents import (
     profile_sensitivity,
 )
 from effjax.data import load_corpus
-from effjax.eval import markdown_table, write_atomic
 from effjax.memory import STOPWORDS, words
-from experiments.cli import load_cells, main_with_config, save_cells
+from experiments.common import (
+    HOLDS,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    stopwatch,
+    verdict,
+    write_report,
+)
 from experiments.speculative import arithmetic_tasks, first_integer
 
+PAPER = ("confirmed", "not confirmed")  # verdicts on the paper's figures
 TASKS = ("arithmetic", "tool_call", "lookup", "continuation", "summarization")
 CAPITALS = (("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
             ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Russia", "Moscow"), ("China", "Beijing"),
@@ -136,16 +142,16 @@ def run(config) -> str:
             cells["profile"] = dict(quality=prof.quality, tiers=prof.tiers, valid=prof.valid,
                                     no_escalation=sorted(prof.no_escalation),
                                     bytes={t: v.bytes for t, v in router.variants.items()})
-            save_cells(config.cache, cells)
+            cells.save()
         warm = set()  # (tier, prompt-length bucket) already compiled: latency excludes jit
         for task, reqs in workload(n, 0, paras[:2 * n]).items():
             for i, (prompt, score) in enumerate(reqs):
                 key = f"{task}/{i}"
                 if key in cells:
                     continue
-                start = time.perf_counter()
+                elapsed = stopwatch()
                 detection, _ = router.route(prompt)
-                routing = time.perf_counter() - start
+                routing = elapsed()
                 runs = {}
                 bucket = -(-len(lm.tokenizer(prompt)["input_ids"]) // 16)
                 for tier in router.policy.order:
@@ -160,14 +166,11 @@ def run(config) -> str:
                 cells[key] = dict(task=task, detected=detection.task,
                                   confidence=detection.confidence, source=detection.source,
                                   routing_s=routing, runs=runs)
-                save_cells(config.cache, cells)
+                cells.save()
                 print(f"{key}: detected {detection.task} ({detection.source}), quality "
                       + ", ".join(f"{t} {r['quality']:.2f}" for t, r in runs.items()),
                       flush=True)
-    report = _report(config, cells)
-    write_atomic(config.output, report)
-    print(report)
-    return report
+    return write_report(config.output, _report(config, cells))
 
 
 def route_rows(config, cells) -> dict[str, list[tuple[str, dict, float, float]]]:
@@ -255,13 +258,14 @@ def _report(config, cells) -> str:
     out += ["## Claims", "",
             f"- Task detection: {100 * correct:.0f}% of requests routed as their true type; "
             f"routing overhead p50 {np.median(routing_ms):.2f} ms, max {max(routing_ms):.2f} ms "
-            f"(target < 2 ms: **{'holds' if np.median(routing_ms) < 2 else 'fails'}** at p50).",
+            f"(target < 2 ms: {verdict(np.median(routing_ms) < 2, words=HOLDS, bold=True)} at "
+            "p50).",
             f"- QuantClaw vs all-16-bit: cost saving {100 * saving:.1f}%, mean latency "
             f"{'reduction' if lat_cut >= 0 else 'increase'} {100 * abs(lat_cut):.1f}%, quality "
             f"{qq:.1f} vs {q16:.1f} points (loss {q16 - qq:.1f}; at most 1 point: "
-            f"**{'holds' if ok else 'fails'}**). The paper's 21.4% cost / 15.7% latency: "
-            f"cost saving **{'confirmed' if ok and saving >= 0.214 else 'not confirmed'}**, "
-            f"latency **{'confirmed' if ok and lat_cut >= 0.157 else 'not confirmed'}** here.",
+            f"{verdict(ok, words=HOLDS, bold=True)}). The paper's 21.4% cost / 15.7% latency: "
+            f"cost saving {verdict(ok and saving >= 0.214, words=PAPER, bold=True)}, "
+            f"latency {verdict(ok and lat_cut >= 0.157, words=PAPER, bold=True)} here.",
             ""]
     return "\n".join(out)
 

@@ -11,52 +11,50 @@ from __future__ import annotations
 
 import pathlib
 import platform
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 import effjax
-from effjax.eval import markdown_table, write_atomic
-from effjax.formats import QArray, dequantize
+from effjax.formats import QArray, dequantize, parse_format_spec
 from effjax.quant import quantize_params, recipe
-from experiments.cli import format_spec, main_with_config
+from experiments.common import command, main_with_config, markdown_table, stopwatch, write_report
 
 
 def run(config) -> str:
     """Runs the full quickstart and writes its report; returns the report text."""
-    t0 = time.perf_counter()
+    total = stopwatch()
     print(f"loading {config.model} ...", flush=True)
     lm = effjax.load(config.model)
-    load_s = time.perf_counter() - t0
+    load_s = total()
     corpus = effjax.data.load_corpus(config.corpus)
     print(f"corpus: {corpus.name} ({corpus.source})", flush=True)
     rows = []
     for name in config.dtypes:
         dtype = jnp.dtype(name)
         params = jax.tree.map(lambda a, d=dtype: a.astype(d), lm.params)
-        start = time.perf_counter()
+        elapsed = stopwatch()
         r = effjax.perplexity(lm, corpus, seq_len=config.seq_len, stride=config.stride,
                               batch_size=config.batch_size, params=params, dtype=dtype,
                               max_tokens=config.max_tokens)
-        secs = time.perf_counter() - start
+        secs = elapsed()
         rows.append([name, r.perplexity, r.nll, r.num_tokens, r.num_windows, secs])
         print(f"{name}: perplexity {r.perplexity:.4f} over {r.num_tokens} tokens "
               f"({secs:.1f} s)", flush=True)
     quant_table = quantized_rows(lm, corpus, config)
     prompts = [lm.tokenizer(p)["input_ids"] for p in config.prompts]
-    start = time.perf_counter()
-    outs = effjax.generate(lm.params, lm.config, prompts, max_new_tokens=config.max_new_tokens)
-    gen_s = time.perf_counter() - start
+    elapsed = stopwatch()
+    outs = effjax.generate(lm.params, prompts, config=lm.config,
+                           max_new_tokens=config.max_new_tokens)
+    gen_s = elapsed()
     gen_lines = []
     for p, o in zip(config.prompts, outs, strict=True):
         gen_lines += [f"**Prompt:** `{p!r}`", "", "````", lm.tokenizer.decode(o), "````", ""]
     report = "\n".join([
         "# Quickstart: SmolLM2-135M-Instruct in effjax",
         "",
-        f"Command: `{' '.join(['python -m experiments.quickstart_full', *sys.argv[1:]])}`",
+        f"Command: {command('quickstart_full')}",
         f"Model: `{pathlib.Path(lm.source).name}` ({lm.config.num_layers} layers, hidden "
         f"{lm.config.hidden_size}); loaded in {load_s:.1f} s.",
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
@@ -85,8 +83,8 @@ def run(config) -> str:
         "",
         *gen_lines,
     ])
-    write_atomic(config.output, report)
-    print(f"wrote {config.output} ({time.perf_counter() - t0:.0f} s in all)", flush=True)
+    write_report(config.output, report)
+    print(f"wrote {config.output} ({total():.0f} s in all)", flush=True)
     return report
 
 
@@ -98,8 +96,8 @@ def quantized_rows(lm, corpus, config) -> str:
     base = effjax.perplexity(lm, corpus, **kwargs).perplexity
     rows = [["float32", "-", "-", base, 0.0, 32.0, "-"]]
     for label, weight, act in tqdm(config.quant_rows, desc="quantized variants", unit="row"):
-        start = time.perf_counter()
-        r = recipe(format_spec(weight), format_spec(act))
+        elapsed = stopwatch()
+        r = recipe(parse_format_spec(weight), parse_format_spec(act))
         params = quantize_params(lm.params, r)
         if act is None:  # weight-only: the float graph (compiled once) on the same values
             run_params, run_recipe = jax.tree.map(
@@ -111,7 +109,7 @@ def quantized_rows(lm, corpus, config) -> str:
                                 **kwargs).perplexity
         kernel = params["layers"][0]["mlp"]["up_proj"]["kernel"]
         rows.append([label, weight, act or "-", ppl, ppl - base, kernel.bits_per_element(),
-                     f"{time.perf_counter() - start:.0f}"])
+                     f"{elapsed():.0f}"])
     return markdown_table(["variant", "weights", "activations", "perplexity", "vs float32",
                            "weight bits/element", "seconds"], rows)
 

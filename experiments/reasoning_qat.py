@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from collections.abc import Callable
 
 import jax
@@ -29,9 +28,20 @@ import effjax
 from effjax import qat
 from effjax.data import arithmetic as ar
 from effjax.data import gsm8k, load_corpus
-from effjax.eval import markdown_table, write_atomic
 from effjax.quant import quantize_params, recipe
-from experiments.cli import format_spec, load_cells, main_with_config, save_cells, save_figure
+from experiments.common import (
+    binomial_se,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    median_seconds,
+    projection_recipe,
+    pyplot,
+    save_figure,
+    stopwatch,
+    verdict,
+    write_report,
+)
 
 DOMAINS = ("aligned", "misaligned")
 # QAT runs: name -> (loss, initialization)
@@ -81,7 +91,8 @@ def make_task(config) -> Task:
     """The in-house arithmetic teacher, or (config.model set) a loaded model on GSM8K."""
     n_rl = config.grpo_iterations * config.grpo_prompts
     if config.model == "arith_teacher":
-        params, tconfig, info = qat.load_teacher()
+        teacher = qat.load_teacher()
+        params, tconfig, info = teacher.params, teacher.config, teacher.extras["info"]
         return Task(
             "arithmetic", params, tconfig, ar.CharTokenizer(), ar.EOS_ID, 64, 48,
             ar.problems(config.data_seed + 1, config.test_problems, split="test"),
@@ -116,16 +127,16 @@ def calibration(config, task: Task, domain: str) -> np.ndarray:
 
 
 def _accuracy(params, task: Task, fmt_recipe, items) -> float:
-    return qat.accuracy(quantize_params(params, fmt_recipe), task.config, items,
+    return qat.accuracy(quantize_params(params, fmt_recipe), items,
                         batch_size=min(256, len(items)), max_new_tokens=task.max_new_tokens,
-                        tokenizer=task.tokenizer, eos_id=task.eos_id)
+                        tokenizer=task.tokenizer, eos_id=task.eos_id, config=task.config)
 
 
 def qat_run(config, task: Task, name: str, fmt: str, init_params, tag: str = ""):
     """One QAT run (checkpointed under its name and tag: a finished run restores its last
     step and trains no more); returns (cell, final params)."""
     loss, _ = QAT_RUNS[name]
-    r = recipe(format_spec(fmt), pattern="_proj$")
+    r = projection_recipe(fmt)
     cfg = qat.QATConfig(recipe=r, loss=loss, learning_rate=config.learning_rate,
                         warmup_steps=config.warmup_steps, total_steps=config.steps,
                         temperature=config.temperature)
@@ -133,7 +144,7 @@ def qat_run(config, task: Task, name: str, fmt: str, init_params, tag: str = "")
     directory = (pathlib.Path(config.checkpoints) / task.name
                  / fmt.replace(":", "g").replace("@", "_") / (name.replace("/", "_") + tag))
     curve = [(0, _accuracy(init_params, task, r, task.curve))]
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     with qat.Checkpointer(directory, save_every=max(1, config.steps // 3), max_to_keep=1) as ck:
         state, history = qat.fit(
             qat.make_train_step(task.config, cfg), state,
@@ -143,13 +154,13 @@ def qat_run(config, task: Task, name: str, fmt: str, init_params, tag: str = "")
             eval_every=config.eval_every, desc=f"{fmt} {name}")
     curve += [(h["step"], h["eval"]) for h in history if "eval" in h]
     cell = {"accuracy": _accuracy(state.params, task, r, task.test), "curve": curve,
-            "loss": [h["loss"] for h in history], "seconds": time.perf_counter() - t0}
+            "loss": [h["loss"] for h in history], "seconds": elapsed()}
     return cell, state.params
 
 
 def grpo_run(config, task: Task, fmt: str, start):
     """GRPO from `start` params with the quantized policy; returns the cell."""
-    r = recipe(format_spec(fmt), pattern="_proj$")
+    r = projection_recipe(fmt)
     g = qat.GRPOConfig(recipe=r, group_size=config.grpo_group,
                        max_new_tokens=task.max_new_tokens,
                        temperature=config.grpo_temperature, kl_coef=config.grpo_kl,
@@ -159,7 +170,7 @@ def grpo_run(config, task: Task, fmt: str, start):
                            config=task.config)
     step = qat.make_grpo_step(task.config, g)
     tok = task.tokenizer
-    rewards, kls, t0 = [], [], time.perf_counter()
+    rewards, kls, elapsed = [], [], stopwatch()
     for it in range(config.grpo_iterations):
         chunk = task.rl[it * config.grpo_prompts:(it + 1) * config.grpo_prompts]
 
@@ -174,28 +185,26 @@ def grpo_run(config, task: Task, fmt: str, start):
         print(f"grpo {fmt} iteration {it + 1}: reward {m['reward']:.3f} kl {m['kl']:.4f}",
               flush=True)
     return {"accuracy": _accuracy(state.params, task, r, task.test), "rewards": rewards,
-            "kl": kls, "seconds": time.perf_counter() - t0}
+            "kl": kls, "seconds": elapsed()}
 
 
 def step_times(config, task: Task, fmt: str) -> dict:
     """Median step time of QAT-KD, float KD and float CE steps on the same batch."""
     out = {}
-    for name, r, loss in (("qat_kd", recipe(format_spec(fmt), pattern="_proj$"), "forward_kl"),
+    for name, r, loss in (("qat_kd", projection_recipe(fmt), "forward_kl"),
                           ("float_kd", None, "forward_kl"), ("float_ce", None, "ce")):
         cfg = qat.QATConfig(recipe=r, loss=loss, total_steps=config.timing_steps + 1)
         state = qat.init_state(task.params, cfg, jax.random.PRNGKey(0), config=task.config)
         step = qat.make_train_step(task.config, cfg)
         batch = task.batch_at(0, 0, config.batch_size)
-        t = None if loss == "ce" else task.params
-        state, m = step(state, batch, t)
-        jax.block_until_ready(m)
-        times = []
-        for _ in range(config.timing_steps):
-            t0 = time.perf_counter()
-            state, m = step(state, batch, t)
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
-        out[name] = float(np.median(times))
+        teacher = None if loss == "ce" else task.params
+
+        def one_step(step=step, batch=batch, teacher=teacher):
+            nonlocal state
+            state, metrics = step(state, batch, teacher)
+            jax.block_until_ready(metrics)
+
+        out[name] = float(median_seconds(one_step, config.timing_steps))
         out[f"{name}_compilations"] = step._cache_size()
     return out
 
@@ -205,65 +214,62 @@ def steps_to(curve, target: float) -> int | None:
     return next((s for s, a in curve if a >= target), None)
 
 
-def run(config) -> None:
+def _teacher(config, task: Task) -> dict:
+    """The float teacher's exact match on the test problems (and, for the arithmetic
+    teacher, on harder level-4 problems than any it was trained on)."""
+    cell = {"accuracy": _accuracy(task.params, task, recipe(), task.test),
+            "train_info": task.info}
+    if task.name == "arithmetic":
+        cell["level4"] = _accuracy(task.params, task, recipe(), ar.problems(
+            config.data_seed + 4, min(200, config.test_problems), split="test", levels=(4,)))
+    return cell
+
+
+def run(config) -> str:
+    """Runs (or resumes) the grid, then writes the report and the plot; returns the report."""
     task = make_task(config)
     cells = load_cells(config.cache)
     if config.compute:
-        if "teacher" not in cells:
-            cells["teacher"] = {"accuracy": _accuracy(task.params, task, recipe(), task.test),
-                                "train_info": task.info}
-            if task.name == "arithmetic":  # harder problems than any it was trained on
-                cells["teacher"]["level4"] = _accuracy(task.params, task, recipe(), ar.problems(
-                    config.data_seed + 4, min(200, config.test_problems), split="test",
-                    levels=(4,)))
-            save_cells(config.cache, cells)
+        cells.compute("teacher", lambda: _teacher(config, task))
         calib = {d: calibration(config, task, d) for d in DOMAINS}
         aligned_inits = {}  # format -> the aligned GPTQ start, reused by the longer runs
         for fmt in config.formats:
-            r = recipe(format_spec(fmt), pattern="_proj$")
-            ptq = {"rtn": qat.ptq_quantize(task.params, task.config, "rtn", r)}
+            r = projection_recipe(fmt)
+            ptq = {"rtn": qat.ptq_quantize(task.params, "rtn", r, config=task.config)}
             for d in DOMAINS:
-                ptq[f"gptq/{d}"] = qat.ptq_quantize(task.params, task.config, "gptq", r,
-                                                    calib[d])
+                ptq[f"gptq/{d}"] = qat.ptq_quantize(task.params, "gptq", r,
+                                                    calib[d], config=task.config)
             for name, params in ptq.items():  # the PTQ models themselves (QArray kernels)
-                key = f"{fmt}|{name}"
-                if key not in cells:
-                    cells[key] = {"accuracy": _accuracy(params, task, r, task.test)}
-                    save_cells(config.cache, cells)
+                cells.compute(f"{fmt}|{name}", lambda p=params, r=r: {
+                    "accuracy": _accuracy(p, task, r, task.test)})
             inits = {k: qat.dequantize_params(v) for k, v in ptq.items()}  # QAT starts
             aligned_inits[fmt] = inits["gptq/aligned"]
             for name, (_, init) in QAT_RUNS.items():
-                key = f"{fmt}|{name}"
-                if key not in cells:
-                    cells[key] = qat_run(config, task, name, fmt, inits[init])[0]
-                    save_cells(config.cache, cells)
-            key = f"{fmt}|grpo/kd-gptq-aligned"
-            if key not in cells:  # from the QAT-KD run's last checkpoint
-                start = qat_run(config, task, "kd/gptq-aligned", fmt, inits["gptq/aligned"])[1]
-                cells[key] = grpo_run(config, task, fmt, start)
-                save_cells(config.cache, cells)
-        if "timing" not in cells:
-            cells["timing"] = step_times(config, task, config.formats[0])
-            save_cells(config.cache, cells)
+                cells.compute(f"{fmt}|{name}", lambda n=name, f=fmt, p=inits[init]:
+                              qat_run(config, task, n, f, p)[0])
+            cells.compute(f"{fmt}|grpo/kd-gptq-aligned", lambda f=fmt, p=inits["gptq/aligned"]:
+                          grpo_run(config, task, f, qat_run(  # the QAT-KD run's last checkpoint
+                              config, task, "kd/gptq-aligned", f, p)[1]))
+        cells.compute("timing", lambda: step_times(config, task, config.formats[0]))
         for fmt, lr, steps in config.long_runs:  # QAT-KD from GPTQ with a larger budget
-            key = f"{fmt}|kd/gptq-aligned|lr={lr:g},steps={steps}"
-            if key not in cells:
-                r = recipe(format_spec(fmt), pattern="_proj$")
-                init = aligned_inits.get(fmt) or qat.ptq_init(task.params, task.config,
-                                                               "gptq", r, calib["aligned"])
-                longer = config.copy_and_resolve_references()
-                with longer.unlocked():
-                    longer.learning_rate, longer.steps = lr, steps
-                    longer.eval_every = max(config.eval_every, steps // 12)
-                cells[key] = qat_run(longer, task, "kd/gptq-aligned", fmt, init,
-                                     tag=f"_lr{lr:g}_{steps}")[0]
-                save_cells(config.cache, cells)
-    write_atomic(config.output, report(config, cells))
+            cells.compute(f"{fmt}|kd/gptq-aligned|lr={lr:g},steps={steps}",
+                          lambda f=fmt, lr=lr, steps=steps: _long_run(
+                              config, task, f, lr, steps, aligned_inits, calib["aligned"]))
+    text = write_report(config.output, report(config, cells))
     plot(config, cells)
+    return text
 
 
-def _verdict(ok: bool) -> str:
-    return "**confirmed**" if ok else "**refuted**"
+def _long_run(config, task: Task, fmt: str, lr: float, steps: int, aligned_inits: dict,
+              calib: np.ndarray) -> dict:
+    """QAT-KD from the aligned GPTQ init with learning rate `lr` for `steps` steps."""
+    init = aligned_inits.get(fmt) or qat.ptq_init(task.params, "gptq", projection_recipe(fmt),
+                                                   calib, config=task.config)
+    longer = config.copy_and_resolve_references()
+    with longer.unlocked():
+        longer.learning_rate, longer.steps = lr, steps
+        longer.eval_every = max(config.eval_every, steps // 12)
+    return qat_run(longer, task, "kd/gptq-aligned", fmt, init, tag=f"_lr{lr:g}_{steps}")[0]
 
 
 def findings(config, cells) -> list[str]:
@@ -274,7 +280,8 @@ def findings(config, cells) -> list[str]:
     acc = {(f, m): cells[f"{f}|{m}"]["accuracy"] for f in fmts for m in ROWS}
     out = []
     kd_wins = [f for f in fmts if acc[f, "kd/gptq-aligned"] >= acc[f, "qat_ce/gptq-aligned"]]
-    out.append(f"1. Distillation is the robust QAT objective: {_verdict(len(kd_wins) == len(fmts))}"
+    out.append("1. Distillation is the robust QAT objective: "
+               f"{verdict(len(kd_wins) == len(fmts), bold=True)}"
                f" — QAT-KD >= QAT-CE (same GPTQ init) in {len(kd_wins)} of {len(fmts)} formats ("
                + ", ".join(f"{f}: {100 * acc[f, 'kd/gptq-aligned']:.1f} vs "
                            f"{100 * acc[f, 'qat_ce/gptq-aligned']:.1f}" for f in fmts) + ").")
@@ -283,13 +290,15 @@ def findings(config, cells) -> list[str]:
         target = cells[f"{f}|kd/rtn"]["curve"][-1][1]
         s = steps_to(cells[f"{f}|kd/gptq-aligned"]["curve"], target)
         half.append((f, s, s is not None and s <= config.steps / 2))
-    out.append(f"2. PTQ (GPTQ) is the right initialization: {_verdict(all(h for *_, h in half))}"
+    out.append("2. PTQ (GPTQ) is the right initialization: "
+               f"{verdict(all(h for *_, h in half), bold=True)}"
                " — steps for KD from GPTQ init to reach KD-from-RTN's final curve accuracy ("
                f"target: at most {config.steps // 2} of {config.steps}): "
                + ", ".join(f"{f}: {s if s is not None else 'never'}" for f, s, _ in half) + ".")
     rl = [(f, acc[f, "kd/gptq-aligned"], acc[f, "grpo/kd-gptq-aligned"]) for f in fmts]
     rl_ok = all(a2 >= a1 for _, a1, a2 in rl)
-    out.append(f"3. RL works on quantized models after a good cold start: {_verdict(rl_ok)}"
+    out.append("3. RL works on quantized models after a good cold start: "
+               f"{verdict(rl_ok, bold=True)}"
                " — exact match before -> after GRPO: "
                + ", ".join(f"{f}: {100 * a1:.1f} -> {100 * a2:.1f}" for f, a1, a2 in rl) + ".")
     conv = []
@@ -299,7 +308,7 @@ def findings(config, cells) -> list[str]:
         conv.append((f, steps_to(ca, target), steps_to(cm, target)))
     ok = all(a is not None and (m is None or a <= m) for _, a, m in conv) and any(
         a is not None and (m is None or a < m) for _, a, m in conv)
-    out.append(f"4. Aligned calibration speeds QAT convergence: {_verdict(ok)}"
+    out.append(f"4. Aligned calibration speeds QAT convergence: {verdict(ok, bold=True)}"
                " — steps to 95% of the lower final curve accuracy, aligned vs misaligned GPTQ "
                "init: " + ", ".join(f"{f}: {a} vs {m}" for f, a, m in conv) + ".")
     return out
@@ -380,7 +389,7 @@ def report(config, cells) -> str:
         lines += ["## QAT-KD from GPTQ (aligned) with a larger budget", "",
                   markdown_table(["format", "run", "exact match %", "of teacher", "seconds"],
                                  long_rows), ""]
-    se = 100 * (0.25 / config.test_problems) ** 0.5
+    se = 100 * binomial_se(0.5, config.test_problems)
     lines += ["## Findings", "", f"(One standard error of an exact-match figure on "
               f"{config.test_problems} problems is at most {se:.1f} points.)", "",
               *findings(config, cells), ""]
@@ -388,11 +397,7 @@ def report(config, cells) -> str:
 
 
 def plot(config, cells) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fmts = [f for f in config.formats if any(f"{f}|{m}" in cells for m in QAT_RUNS)]
     if not fmts:
         return

@@ -17,9 +17,7 @@ and a plot are written at the end.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import time
 import types
 from collections.abc import Callable
 
@@ -42,16 +40,23 @@ from effjax.decoding import (
     speculative_generate,
     train_judge,
 )
-from effjax.eval import markdown_table, write_atomic
+from effjax.formats import parse_format_spec
 from effjax.models import forward
 from effjax.quant import quantize_params, recipe
-from experiments.cli import (
-    format_spec,
+from experiments.common import (
+    binomial_se,
+    cell_key,
+    fmt_number,
     load_cells,
     main_with_config,
-    save_cells,
+    markdown_table,
+    pyplot,
     save_figure,
+    stopwatch,
     timed_call,
+    verdict,
+    within_two_se,
+    write_report,
 )
 
 RULES = {"greedy": GreedyMatch, "exact": ExactSampling, "typical": TypicalAcceptance,
@@ -192,12 +197,13 @@ def make_draft(target, spec: str):
     `config`): "first:N" is its first N blocks (`early_exit_draft`), "draft" the shipped
     one-block arithmetic draft, any other spec a weight-quantized copy of the target."""
     if spec.startswith("first:"):
-        params, config = early_exit_draft(target.params, target.config, int(spec.split(":")[1]))
+        params, config = early_exit_draft(target.params, int(spec.split(":")[1]),
+                                          config=target.config)
         return params, config, None
     if spec == "draft":
-        params, config, _ = effjax.qat.load_teacher(effjax.qat.DRAFT_DIR, effjax.qat.DRAFT_CONFIG)
-        return params, config, None
-    r = recipe(format_spec(spec))
+        draft = effjax.zoo.load("arith_draft")
+        return draft.params, draft.config, None
+    r = recipe(parse_format_spec(spec))
     return quantize_params(target.params, r), target.config, r
 
 
@@ -232,8 +238,8 @@ def smollm2_pair(pc) -> Pair:
 def arith_pair(pc) -> Pair:
     """The reasoning teacher and its drafts on arithmetic test problems at `levels` and at
     `shift_levels`; AutoJudge mined on training problems at `levels`."""
-    params, config, _ = effjax.qat.load_teacher()
-    target = types.SimpleNamespace(params=params, config=config)
+    teacher = effjax.zoo.load("arith_teacher")
+    target = types.SimpleNamespace(params=teacher.params, config=teacher.config)
     tok = arithmetic.CharTokenizer()
     lv = lambda levels: "level " + "/".join(map(str, levels))  # noqa: E731
 
@@ -246,8 +252,9 @@ def arith_pair(pc) -> Pair:
 
     judge = arithmetic.problems(pc.judge_seed, pc.judge_problems, split="train",
                                 levels=pc.levels)
-    return Pair("the arithmetic teacher (4 blocks, hidden 128, char vocabulary)", params,
-                config, [(label, spec, make_draft(target, spec)) for label, spec in pc.drafts],
+    drafts = [(label, spec, make_draft(target, spec)) for label, spec in pc.drafts]
+    return Pair("the arithmetic teacher (4 blocks, hidden 128, char vocabulary)", teacher.params,
+                teacher.config, drafts,
                 {f"arithmetic, {lv(pc.levels)}": domain(pc.levels, False),
                  f"arithmetic, {lv(pc.shift_levels)}": domain(pc.shift_levels, True)},
                 [tok.encode(p.prompt) for p in judge],
@@ -276,85 +283,88 @@ def train_draft_judge(pair: Pair, draft, draft_config, draft_recipe) -> dict:
 
 def _key(pair_or_fields, *parts) -> str:
     fields = pair_or_fields.fields if isinstance(pair_or_fields, Pair) else pair_or_fields
-    return json.dumps([*parts, *fields], sort_keys=True)
+    return cell_key(*parts, *fields)
 
 
 def _judge_key(pair: Pair, spec: str) -> str:
     return _key(pair, "judge", spec, *pair.judge_fields)
 
 
-def run_pair(pair: Pair, cache: dict, config) -> None:
-    """Runs a pair's missing rows into `cache` (saved after each)."""
+def run_pair(pair: Pair, cache, config) -> None:
+    """Runs a pair's missing rows into `cache` (`Cells`, saved after each)."""
     pc, n = pair.settings, pair.settings.max_new_tokens
     sampling = SamplingConfig(temperature=1.0)
     refs, timings = {}, {}
     for name, dom in pair.domains.items():
-        greedy, g_sec = timed_call(lambda p=dom.prompts: generate(
-            pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id), config.repeats)
-        sampled, s_sec = timed_call(lambda p=dom.prompts: generate(
-            pair.params, pair.config, p, max_new_tokens=n, eos_id=pair.eos_id,
-            sampling=sampling, key=jax.random.PRNGKey(1)), config.repeats)
+        greedy, g_sec, _ = timed_call(lambda p=dom.prompts: generate(
+            pair.params, p, config=pair.config, max_new_tokens=n, eos_id=pair.eos_id),
+            config.repeats)
+        sampled, s_sec, _ = timed_call(lambda p=dom.prompts: generate(
+            pair.params, p, max_new_tokens=n, eos_id=pair.eos_id,
+            sampling=sampling, key=jax.random.PRNGKey(1), config=pair.config), config.repeats)
         refs[name], timings[name] = greedy, {"greedy": g_sec, "sampling": s_sec}
-        key = _key(pair, name, "target")
-        if key not in cache:
-            cache[key] = {"greedy_seconds": g_sec, "sampling_seconds": s_sec,
-                          "nll": target_nll(pair.params, pair.config, dom.prompts, greedy),
-                          "sampling_nll": target_nll(pair.params, pair.config, dom.prompts,
-                                                     sampled),
-                          "accuracy": None if dom.accuracy is None else dom.accuracy(greedy),
-                          "sampling_accuracy": None if dom.accuracy is None
-                          else dom.accuracy(sampled)}
-            save_cells(config.cache, cache)
+        cache.compute(_key(pair, name, "target"), lambda dom=dom, g=greedy, s=sampled,
+                      t=timings[name]: _target_cell(pair, dom, g, s, t))
     for draft_label, spec, (draft, draft_config, r) in pair.drafts:
-        if pc.judge_thresholds and _judge_key(pair, spec) not in cache:
-            cache[_judge_key(pair, spec)] = train_draft_judge(pair, draft, draft_config, r)
-            save_cells(config.cache, cache)
+        if pc.judge_thresholds:
+            cache.compute(_judge_key(pair, spec), lambda d=draft, dc=draft_config, r=r:
+                          train_draft_judge(pair, d, dc, r))
         judge = cache.get(_judge_key(pair, spec))
         for label, kind, options in rule_rows(pc):
             if kind == "autojudge" and "weights" not in judge:
                 continue
             rule = make_rule(kind, dict(options), judge)
             for name, dom in pair.domains.items():
-                key = _key(pair, name, spec, kind, dict(options))
-                if key in cache:
-                    continue
-                out, sec = timed_call(lambda p=dom.prompts, rule=rule, draft=draft,
-                                  dc=draft_config, r=r: speculative_generate(
-                                      pair.params, pair.config, draft, dc, p, k=pc.k,
-                                      rule=rule, max_new_tokens=n, eos_id=pair.eos_id,
-                                      draft_recipe=r, key=jax.random.PRNGKey(1)),
-                                  config.repeats)
                 baseline = timings[name]["sampling" if kind == "exact" else "greedy"]
-                generated = sum(len(t) for t in out.tokens)
-                cache[key] = {
-                    "seconds": sec,
-                    "baseline_seconds": baseline,  # target-only, timed in the same run
-                    "speedup": baseline / sec,
-                    "tokens_per_call": out.tokens_per_call,
-                    "calls_per_token": float(out.target_calls.sum()) / generated,
-                    "agreement": _agreement(out.tokens, refs[name]),
-                    "nll": target_nll(pair.params, pair.config, dom.prompts, out.tokens),
-                    "accuracy": None if dom.accuracy is None else dom.accuracy(out.tokens)}
-                save_cells(config.cache, cache)
-                print(name, draft_label, label, cache[key], flush=True)
+                cache.compute(_key(pair, name, spec, kind, dict(options)),
+                              lambda dom=dom, rule=rule, draft=(draft, draft_config, r),
+                              ref=refs[name], base=baseline: _rule_cell(
+                                  pair, dom, rule, draft, ref, base, config.repeats),
+                              log=f"{name} {draft_label} {label}")
+
+
+def _target_cell(pair: Pair, dom: Domain, greedy: list[list[int]], sampled: list[list[int]],
+                 seconds: dict[str, float]) -> dict:
+    """Target-only decoding on one domain: its greedy and sampled outputs scored, and
+    `seconds` ({"greedy", "sampling"}) they took."""
+    def nll(outs):
+        return target_nll(pair.params, pair.config, dom.prompts, outs)
+
+    def accuracy(outs):
+        return None if dom.accuracy is None else dom.accuracy(outs)
+
+    return {"greedy_seconds": seconds["greedy"], "sampling_seconds": seconds["sampling"],
+            "nll": nll(greedy), "sampling_nll": nll(sampled), "accuracy": accuracy(greedy),
+            "sampling_accuracy": accuracy(sampled)}
+
+
+def _rule_cell(pair: Pair, dom: Domain, rule, draft, ref: list[list[int]], baseline: float,
+               repeats: int) -> dict:
+    """One rule with one draft ((params, config, recipe)) on one domain; `ref`: the target's
+    greedy output, `baseline`: target-only seconds timed in the same run."""
+    params, config, r = draft
+    out, sec, _ = timed_call(lambda: speculative_generate(
+        pair.params, pair.config, params, config, dom.prompts, k=pair.settings.k, rule=rule,
+        max_new_tokens=pair.settings.max_new_tokens, eos_id=pair.eos_id, draft_recipe=r,
+        key=jax.random.PRNGKey(1)), repeats)
+    return {"seconds": sec, "baseline_seconds": baseline, "speedup": baseline / sec,
+            "tokens_per_call": out.tokens_per_call,
+            "calls_per_token": float(out.target_calls.sum()) / sum(len(t) for t in out.tokens),
+            "agreement": _agreement(out.tokens, ref),
+            "nll": target_nll(pair.params, pair.config, dom.prompts, out.tokens),
+            "accuracy": None if dom.accuracy is None else dom.accuracy(out.tokens)}
 
 
 def run(config) -> str:
     """Runs the missing rows of every pair, then writes the report and the plot."""
-    start = time.perf_counter()
+    elapsed = stopwatch()
     cache = load_cells(config.cache)
     pairs = [PAIRS[name](config[name]) for name in config.pairs]
     for pair in pairs:
         run_pair(pair, cache, config)
-    report = _report(config, pairs, cache, time.perf_counter() - start)
-    write_atomic(config.output, report)
+    report = write_report(config.output, _report(config, pairs, cache, elapsed()))
     _plot(pairs, cache, config.plot)
-    print(report, flush=True)
     return report
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3g}"
 
 
 def _report(config, pairs: list[Pair], cache: dict, seconds: float) -> str:
@@ -381,10 +391,10 @@ def _report(config, pairs: list[Pair], cache: dict, seconds: float) -> str:
             base = cache.get(_key(pair, name, "target"))
             if base is None:
                 continue
-            rows = [["target only, greedy", "-", "1", "1", "1x", "1", _fmt(base["nll"]),
-                     _fmt(base["accuracy"]), f"{base['greedy_seconds']:.2f}"],
+            rows = [["target only, greedy", "-", "1", "1", "1x", "1", fmt_number(base["nll"]),
+                     fmt_number(base["accuracy"]), f"{base['greedy_seconds']:.2f}"],
                     ["target only, sampling T=1", "-", "1", "1", "1x", "-",
-                     _fmt(base["sampling_nll"]), _fmt(base.get("sampling_accuracy")),
+                     fmt_number(base["sampling_nll"]), fmt_number(base.get("sampling_accuracy")),
                      f"{base['sampling_seconds']:.2f}"]]
             for draft_label, spec, _ in pair.drafts:
                 for label, kind, options in rule_rows(pc):
@@ -392,7 +402,8 @@ def _report(config, pairs: list[Pair], cache: dict, seconds: float) -> str:
                     rows.append([label, draft_label, *["not run"] * 7] if cell is None else [
                         label, draft_label, f"{cell['tokens_per_call']:.2f}",
                         f"{cell['calls_per_token']:.3f}", f"{cell['speedup']:.2f}x",
-                        f"{cell['agreement']:.3f}", _fmt(cell["nll"]), _fmt(cell["accuracy"]),
+                        f"{cell['agreement']:.3f}", fmt_number(cell["nll"]),
+                        fmt_number(cell["accuracy"]),
                         f"{cell['seconds']:.2f}"])
             parts += [f"### {name}", "", f"{dom.what}.", "", markdown_table(header, rows), ""]
         parts += [_claims(pair, cache), ""]
@@ -434,11 +445,10 @@ def compare_at_matched_speed(curve: list[dict], auto: dict, metric: str, n: int
             return ("KL better" if end == 0 else "AutoJudge better"), None
         return "not comparable", None
     kl = float(np.interp(x, xs, ys))
-    band = 0.0
-    if metric == "accuracy":
-        band = 2 * np.sqrt((kl * (1 - kl) + y * (1 - y)) / n)
     diff = sign * (kl - y)
-    return ("tie" if abs(diff) <= band else "KL better" if diff > 0 else "AutoJudge better"), kl
+    tie = (within_two_se(kl, y, binomial_se(kl, n), binomial_se(y, n)) if metric == "accuracy"
+           else diff == 0)
+    return ("tie" if tie else "KL better" if diff > 0 else "AutoJudge better"), kl
 
 
 def _claims(pair: Pair, cache: dict) -> str:
@@ -470,13 +480,13 @@ def _claims(pair: Pair, cache: dict) -> str:
                 auto = cache.get(_key(pair, name, spec, kind, dict(o)))
                 if kind != "autojudge" or auto is None:
                     continue
-                verdict, kl = compare_at_matched_speed(curve, auto, metric, len(dom.prompts))
-                verdicts[dom.shifted].append(verdict)
+                outcome, kl = compare_at_matched_speed(curve, auto, metric, len(dom.prompts))
+                verdicts[dom.shifted].append(outcome)
                 where = "domain shift: mined elsewhere" if dom.shifted else "in domain"
                 lines.append(
                     f"  - {label} ({where}): {auto['tokens_per_call']:.2f} tokens per call, "
                     f"{metric} {auto[metric]:.3f}; KL judge at that speed: "
-                    + ("outside the sweep" if kl is None else f"{kl:.3f}") + f": {verdict}.")
+                    + ("outside the sweep" if kl is None else f"{kl:.3f}") + f": {outcome}.")
     for shifted, what in ((False, "matches or beats AutoJudge"),
                           (True, "is at least as good as AutoJudge under the domain shift")):
         got = [v for v in verdicts[shifted] if v != "not comparable"]
@@ -486,7 +496,7 @@ def _claims(pair: Pair, cache: dict) -> str:
         lines.append(
             f"- Claim: the KL judge {what} at matched tokens per call: "
             + ("not decided (no comparable row)" if not got else
-               f"{'confirmed' if ok == len(got) else 'refuted'} ({ok} of {len(got)} "
+               f"{verdict(ok == len(got))} ({ok} of {len(got)} "
                f"comparable rows tie or favour the KL judge; "
                f"{sum(v == 'KL better' for v in got)} favour it, "
                f"{len(verdicts[shifted]) - len(got)} not comparable)") + ".")
@@ -494,11 +504,7 @@ def _claims(pair: Pair, cache: dict) -> str:
 
 
 def _plot(pairs: list[Pair], cache: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [(pair, name, dom) for pair in pairs for name, dom in pair.domains.items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for ax, (pair, name, dom) in zip(axes[0], panels, strict=True):
@@ -524,7 +530,6 @@ def _plot(pairs: list[Pair], cache: dict, path: str) -> None:
         ax.legend(fontsize=5)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,23 @@ import dataclasses
 import gc
 import pathlib
 import shutil
-import time
 
 import numpy as np
 from tqdm import tqdm
 
-from effjax.eval import markdown_table, write_atomic
+from effjax.durable import atomic_write
 from effjax.memory import BASELINES, Encoder, MemoryStore, load_locomo, synthetic_episodes
-from experiments.cli import load_cells, main_with_config, save_cells, save_figure
+from experiments.common import (
+    HOLDS,
+    load_cells,
+    main_with_config,
+    markdown_table,
+    pyplot,
+    save_figure,
+    stopwatch,
+    verdict,
+    write_report,
+)
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 
@@ -43,9 +52,7 @@ def synthetic_embeddings(n: int, *, seed: int, chunk: int, cache: pathlib.Path,
         f = cache / f"synthetic-s{seed}-{start:08d}-{min(n, start + chunk):08d}.npy"
         if not f.exists():
             emb = encoder.encode(texts[start:start + chunk])
-            tmp = f.with_suffix(".tmp.npy")
-            np.save(tmp, emb)
-            tmp.replace(f)
+            atomic_write(f, lambda fh, emb=emb: np.save(fh, emb))
         parts.append(np.load(f))
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
@@ -92,7 +99,7 @@ def locomo_cells(config, convs, encoder, cells) -> None:
     for conv in tqdm(convs, desc="LoCoMo ingest", unit="conversation"):
         path = cache / f"locomo-{conv.sample_id}"
         shutil.rmtree(path, ignore_errors=True)
-        start = time.perf_counter()
+        elapsed = stopwatch()
         store = MemoryStore.open(path, encoder=encoder, cluster_size=config.locomo_cluster_size,
                                  auto_consolidate=False)
         store.add_batch([t.text for t in conv.turns], speakers=[t.speaker for t in conv.turns],
@@ -100,12 +107,12 @@ def locomo_cells(config, convs, encoder, cells) -> None:
                         sessions=[t.session for t in conv.turns],
                         metadatas=[{"dia_id": t.dia_id} for t in conv.turns])
         store.consolidate()
-        ingest_s += time.perf_counter() - start
+        ingest_s += elapsed()
         qs = _questions(conv)
         for q in qs:  # query embedding, timed one by one as an agent would
-            t0 = time.perf_counter()
+            elapsed = stopwatch()
             qembs.append(encoder.encode([q.question])[0])
-            encode_s.append(time.perf_counter() - t0)
+            encode_s.append(elapsed())
         stores.append(store)
         questions.append(qs)
     rows = {}
@@ -115,9 +122,9 @@ def locomo_cells(config, convs, encoder, cells) -> None:
         for store, qs in zip(stores, questions, strict=True):
             store.search(qs[0].question, k, query_embedding=qembs[i], **options)  # warm-up
             for q in qs:
-                t0 = time.perf_counter()
+                elapsed = stopwatch()
                 r = store.search(q.question, k, query_embedding=qembs[i], **options)
-                lat.append(time.perf_counter() - t0)
+                lat.append(elapsed())
                 ranked.append([h.episode.metadata["dia_id"] for h in r.hits])
                 cand.append(r.candidates)
                 i += 1
@@ -132,9 +139,9 @@ def locomo_cells(config, convs, encoder, cells) -> None:
             index = cls(emb, **_hnsw_options(config) if name == "faiss-hnsw" else {})
             index.search(qembs[i], k)
             for _ in qs:
-                t0 = time.perf_counter()
+                elapsed = stopwatch()
                 found = index.search(qembs[i], k)
-                lat.append(time.perf_counter() - t0)
+                lat.append(elapsed())
                 ranked.append([eps[j].metadata["dia_id"] for j in found])
                 i += 1
         p50, p95 = percentiles(lat)
@@ -189,10 +196,10 @@ def scale_cell(config, n, planted, synth, synth_emb, questions, qemb, evidence_r
         search(qemb[0], 0)  # warm-up (compiles the JAX baseline)
         ranked, lat = [], []
         for i in (range(len(questions)) if every_query else timed):
-            t0 = time.perf_counter()
+            elapsed = stopwatch()
             rows = search(qemb[i], i)
             if i < len(timed):
-                lat.append(time.perf_counter() - t0)
+                lat.append(elapsed())
             ranked.append(list(rows))
         p50, p95 = percentiles(lat)
         cell = recall(ranked) if every_query else recall(exact)
@@ -200,16 +207,16 @@ def scale_cell(config, n, planted, synth, synth_emb, questions, qemb, evidence_r
             [len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ranked, exact, strict=False)])))
         out["methods"][label] = cell
 
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     store = MemoryStore.open(None, cluster_size=config.scale_cluster_size, auto_consolidate=False,
                              encoder=_NoEncoder(emb.shape[1]))
     for s in range(0, n, 50_000):
         store.add_batch(texts[s:s + 50_000], speakers=speakers[s:s + 50_000],
                         timestamps=stamps[s:s + 50_000], embeddings=emb[s:s + 50_000])
-    add_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    add_s = elapsed()
+    elapsed = stopwatch()
     store.consolidate()
-    out["consolidate_s"], out["add_s"] = time.perf_counter() - t0, add_s
+    out["consolidate_s"], out["add_s"] = elapsed(), add_s
     out["fine_topics"] = len(store.dag.fine)
     for label, options in config.scale_settings:
         routes = []
@@ -227,9 +234,9 @@ def scale_cell(config, n, planted, synth, synth_emb, questions, qemb, evidence_r
     store = None  # free the store's arrays before the baselines copy the embeddings
     gc.collect()
     for name, cls in BASELINES.items():
-        t0 = time.perf_counter()
+        elapsed = stopwatch()
         index = cls(emb, **_hnsw_options(config) if name == "faiss-hnsw" else {})
-        build_s = time.perf_counter() - t0
+        build_s = elapsed()
         measure(name, lambda q, i, index=index: index.search(q, k), build_s,
                 every_query=name == "faiss-hnsw")
         del index
@@ -258,13 +265,13 @@ def _layout_effect(store, routes, qemb) -> dict:
     contiguous_s, scattered_s = [], []
     for ts, q in zip(routes, qemb, strict=True):
         fines = [int(t.split(":")[1]) for t in ts if t.startswith("fine:")]
-        t0 = time.perf_counter()
+        elapsed = stopwatch()
         np.concatenate([emb[offsets[f]:offsets[f + 1]] @ q for f in fines])
-        contiguous_s.append(time.perf_counter() - t0)
+        contiguous_s.append(elapsed())
         rows = where[np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in fines])]
-        t0 = time.perf_counter()
+        elapsed = stopwatch()
         scattered[rows] @ q
-        scattered_s.append(time.perf_counter() - t0)
+        scattered_s.append(elapsed())
     return dict(contiguous_us=percentiles(contiguous_s)[0],
                 scattered_us=percentiles(scattered_s)[0])
 
@@ -278,7 +285,7 @@ def run(config) -> str:
             convs = convs[:config.conversations]
         encoder = Encoder()
         locomo_cells(config, convs, encoder, cells)
-        save_cells(config.cache, cells)
+        cells.save()
         turns = [t for c in convs for t in c.turns]
         planted = ({"texts": [t.text for t in turns], "speakers": [t.speaker for t in turns],
                     "timestamps": [t.timestamp for t in turns]},
@@ -304,11 +311,9 @@ def run(config) -> str:
                 print(f"scale test at N={n:,}", flush=True)
                 cells[key] = scale_cell(config, n, planted, synth, synth_emb, keyed, qemb,
                                         evidence_rows)
-                save_cells(config.cache, cells)
-    report = _report(config, cells)
-    write_atomic(config.output, report)
+                cells.save()
+    report = write_report(config.output, _report(config, cells))
     _plot(config, cells)
-    print(report)
     return report
 
 
@@ -394,7 +399,7 @@ def _claims(config, cells) -> list[str]:
         gap = 100 * (flat["r@10"] - s["r@10"])
         out.append(f"- LoCoMo: {label} R@10 {100 * s['r@10']:.1f} vs flat "
                    f"{100 * flat['r@10']:.1f} ({gap:.1f} points below): within 3 points "
-                   f"**{'holds' if gap <= 3 else 'fails'}**; latency p50 "
+                   f"{verdict(gap <= 3, words=HOLDS, bold=True)}; latency p50 "
                    f"{s['p50_us']:.0f} us vs {flat['p50_us']:.0f} us "
                    f"({flat['p50_us'] / s['p50_us']:.2f}x).")
     sizes = _sizes(cells)
@@ -408,7 +413,7 @@ def _claims(config, cells) -> list[str]:
             gap = 100 * (flat["r@10"] - s["r@10"])
             ok = speed >= 20 and gap <= 2
             out.append(f"- N={n:,}, {label}: p50 {speed:.1f}x lower than flat at R@10 "
-                       f"{gap:.1f} points below it: **{'holds' if ok else 'fails'}** "
+                       f"{gap:.1f} points below it: {verdict(ok, words=HOLDS, bold=True)} "
                        f"(FAISS HNSW: {flat['p50_us'] / ms['faiss-hnsw']['p50_us']:.1f}x, "
                        f"R@10 {100 * ms['faiss-hnsw']['r@10']:.1f}).")
         if len(sizes) > 1:
@@ -417,7 +422,7 @@ def _claims(config, cells) -> list[str]:
                                         for m in sizes])
             out.append(f"- Latency growth of {label}: exponent {e:.2f} over N = "
                        f"{sizes[0]:,}..{sizes[-1]:,} (sub-linear: "
-                       f"**{'holds' if e < 0.9 else 'fails'}**).")
+                       f"{verdict(e < 0.9, words=HOLDS, bold=True)}).")
     return out + [""]
 
 
@@ -425,11 +430,7 @@ def _plot(config, cells) -> None:
     sizes = _sizes(cells)
     if len(sizes) < 2:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     methods = list(cells[f"scale/{sizes[-1]}"]["methods"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for m in methods:

@@ -24,16 +24,17 @@ Non-finite inputs. `dequantize(quantize(x))` and `fake_quant(x)` agree, and a Na
 Empty arrays (a zero-length axis anywhere) quantize, dequantize and fake-quantize to empty
 results of the right shapes.
 
-Contents: `names()`, `quantize(x, fmt, axis)` -> `QArray`, `dequantize`, `fake_quant`
-(straight-through: identity or clipped; `fake_quant_learnable_clip` whose gradient reaches the
-clip ratio), `encode` / `decode` of element codes, `scaled_matmul`. Formats: `int8/4/3/2`
-(symmetric or asymmetric; per tensor, channel or group of 16/32/64/128), `fp8_e4m3`, `fp8_e5m2`,
-`mxfp8_e4m3`, `mxfp8_e5m2`, `mxfp6_e2m3`, `mxfp6_e3m2`, `mxfp4`, `mxint8` (MX scale modes
-`floor`, `ceil`, `even`, `rceil`), `nvfp4` (one or two levels), `hif8` (saturating or Inf),
+Contents: `names()`, `parse_format_spec` (a config string such as "int4:128", "fp8_e4m3:channel",
+"mxfp4@rceil" or "int2:32@asym" -> `Format`), `quantize(x, fmt, axis)` -> `QArray`, `dequantize`,
+`fake_quant` (straight-through: identity or clipped; `fake_quant_learnable_clip` whose gradient
+reaches the clip ratio), `encode` / `decode` of element codes, `scaled_matmul`. Formats:
+`int8/4/3/2` (symmetric or asymmetric; per tensor, channel or group of 16/32/64/128), `fp8_e4m3`,
+`fp8_e5m2`, `mxfp8_e4m3`, `mxfp8_e5m2`, `mxfp6_e2m3`, `mxfp6_e3m2`, `mxfp4`, `mxint8` (MX scale
+modes `floor`, `ceil`, `even`, `rceil`), `nvfp4` (one or two levels), `hif8` (saturating or Inf),
 `hif4`, `bf16`, `fp16`. Storage is real: FP8 in XLA's float8 types, 4-bit codes packed two per
 byte, 6-bit codes four per three bytes, E8M0 / E4M3 / E6M2 scale bytes (bits per element: MXFP4
-4.25, NVFP4 4.5 + one float32, HiF4 4.5, MXFP6 6.25, MXFP8 8.25, HiF8 8; INT3 and INT2 take a
-byte per code). FP6 and HiFloat arithmetic is emulated in float32.
+4.25, NVFP4 4.5 + one float32, HiF4 4.5, MXFP6 6.25, MXFP8 8.25, HiF8 8; INT3 and INT2 take a byte
+per code). FP6 and HiFloat arithmetic is emulated in float32.
 """
 
 from effjax.formats.codes import CODE_FORMATS, decode, encode
@@ -49,6 +50,7 @@ from effjax.formats.fake_quant import (
 from effjax.formats.matmul import SCALED_DOT_FORMATS, scaled_matmul
 from effjax.formats.qarray import QArray
 from effjax.formats.registry import MX_SCALE_MODES, Format, get_format, names
+from effjax.formats.spec import parse_format_spec
 
 __all__ = [
     "CODE_FORMATS",
@@ -69,6 +71,7 @@ __all__ = [
     "group_amax",
     "mx_scale_exponent",
     "names",
+    "parse_format_spec",
     "quantize",
     "representable_range",
     "round_to_element",

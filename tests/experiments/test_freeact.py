@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from configs.freeact import get_config
+from effjax import zoo
 from effjax.agents.episodes import MASK_ID
 from effjax.data import shapes_vqa
 from effjax.models import forward
-from effjax.pruning.shapes_vlm import SHAPES_VLM_DIR
-from experiments.cli import file_digest
+from experiments.common import file_digest
 from experiments.freeact import (
     _key,
     _report,
@@ -135,6 +135,6 @@ def test_tiny_run_computes_and_caches_every_cell(tmp_path):
 
 def test_cells_are_keyed_by_the_weights_measured():
     digest = weights_digest("vlm")
-    assert digest == file_digest(SHAPES_VLM_DIR / "model.safetensors")
+    assert digest == file_digest(zoo.weights_dir("shapes_vlm") / "model.safetensors")
     assert json.loads(_key(get_config("tiny"), "vlm", "float"))[:3] == ["vlm", digest, "float"]
     assert weights_digest("dllm") != digest

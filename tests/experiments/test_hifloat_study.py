@@ -7,7 +7,8 @@ import pytest
 
 from configs.hifloat_study import get_config
 from effjax.formats import get_format
-from experiments.hifloat_study import _cell_key, _key, _report, _stats_key, run, setting_recipe
+from experiments.common import cell_key
+from experiments.hifloat_study import _cell_key, _report, _stats_key, run, setting_recipe
 
 
 def test_setting_recipes():
@@ -47,7 +48,7 @@ def test_report_states_each_claim(tmp_path):
     cache = {_stats_key(config): {
         "w0": _stat("weight", 3.0, snr), "a0": _stat("activation", 9.0, hi),
         "k0": _stat("kv", 2.0, snr), "a1": _stat("activation", 12.0, hi)}}
-    float_key = _key("float")
+    float_key = cell_key("float")
     cache[float_key] = {"ppl": 20.0, "kl": 0.0}
     ppl = {("rtn", "W8A8", "hif8"): 20.5, ("rtn", "W8A8", "int8"): 20.4,
            ("rtn", "W4A4", "hif4"): 30.0, ("rtn", "W4A4", "int4:32"): 90.0,
