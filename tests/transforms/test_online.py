@@ -80,3 +80,15 @@ def test_per_type_apply_gives_each_token_its_types_matrix():
         T.PerType(jnp.asarray(mats)).apply(jnp.asarray(x))
     np.testing.assert_array_equal(T.PerType(jnp.asarray(mats)).apply(jnp.asarray(x),
                                                                       jnp.asarray(types)), got)
+
+
+def test_find_lists_every_stored_transform():
+    stored = T.Kron(jnp.eye(2), jnp.eye(3))
+    params = {"layers": {0: {"attn": {"kv_rotation": jnp.eye(4),
+                                      "q_proj": {"kernel": jnp.ones((6, 6)),
+                                                 "input_transform": stored}},
+                             "mlp": {"down_proj": {"kernel": jnp.ones((6, 6))}}}}}
+    found = T.online.find(params)
+    assert list(found) == ["layers/0/attn/kv_rotation", "layers/0/attn/q_proj/input_transform"]
+    assert found["layers/0/attn/q_proj/input_transform"] is stored
+    assert T.online.find({"embed": {"embedding": jnp.ones((3, 2))}}) == {}
