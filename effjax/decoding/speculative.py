@@ -343,13 +343,14 @@ def _speculate(target_params, draft_params, tokens, mask, key, eos_id, *, target
 
     def draft_step(carry, j):
         cache, tok, pos, dkey = carry
-        logits, cache, *h = forward(draft_params, tok[:, None], config=draft_config,
-                                    positions=(pos + j)[:, None], mask=ones, cache=cache,
-                                    dtype=dtype, recipe=draft_recipe, capture=capture)
-        h = [h[0]["hidden"]] if h else h
+        out = forward(draft_params, tok[:, None], config=draft_config,
+                      positions=(pos + j)[:, None], mask=ones, cache=cache, dtype=dtype,
+                      recipe=draft_recipe, capture=capture)
+        logits, cache = out[:2]
         dkey, sub = jax.random.split(dkey)
         nxt = sample_logits(logits[:, -1], sub, rule.draft_sampling)
-        return (cache, nxt, pos, dkey), (logits[:, -1], nxt, h[0][:, -1] if h else None)
+        return (cache, nxt, pos, dkey), (logits[:, -1], nxt,
+                                         out[2]["hidden"][:, -1] if hidden else None)
 
     def body(state: _LoopState) -> _LoopState:
         key, kd, kr = jax.random.split(state.key, 3)
@@ -358,13 +359,13 @@ def _speculate(target_params, draft_params, tokens, mask, key, eos_id, *, target
             draft_step, (state.draft_cache, state.last_token, state.position, kd), steps[0])
         dlogits, dtoks = jnp.swapaxes(dlogits[:k], 0, 1), jnp.swapaxes(dtoks[:k], 0, 1)
         seq = jnp.concatenate([state.last_token[:, None], dtoks], axis=1)
-        tlogits, tcache, *th = forward(target_params, seq, config=target_config,
-                                       positions=state.position[:, None] + steps,
-                                       mask=jnp.ones_like(seq, bool), cache=state.target_cache,
-                                       dtype=dtype, recipe=target_recipe, capture=capture)
-        th = [th[0]["hidden"]] if th else th
+        out = forward(target_params, seq, config=target_config,
+                      positions=state.position[:, None] + steps, mask=jnp.ones_like(seq, bool),
+                      cache=state.target_cache, dtype=dtype, recipe=target_recipe,
+                      capture=capture)
+        tlogits, tcache = out[:2]
         if hidden:  # the states that predicted each draft token, target's and draft's
-            verdict = rule(tlogits, dlogits, dtoks, kr, target_hidden=th[0][:, :k],
+            verdict = rule(tlogits, dlogits, dtoks, kr, target_hidden=out[2]["hidden"][:, :k],
                            draft_hidden=jnp.swapaxes(dhidden[:k], 0, 1))
         else:
             verdict = rule(tlogits, dlogits, dtoks, kr)

@@ -33,15 +33,13 @@ def load(name_or_path: str | pathlib.Path, *, dtype=jnp.float32, tokenizer: bool
     from effjax import zoo  # noqa: PLC0415 (the zoo loads models through this module)
 
     key = str(name_or_path)
+    path = pathlib.Path(key)
     if key in zoo.NAMES:
         lm = zoo.load(key, tokenizer=tokenizer)
         if not isinstance(lm, LM):
             raise ValueError(f"name_or_path: zoo model {key!r} is a {type(lm).__name__}, not a "
                              "decoder LM; load it with effjax.zoo.load")
-        return dataclasses.replace(lm, params=jax.tree.map(lambda a: a.astype(dtype),
-                                                           lm.params))
-    path = pathlib.Path(key)
-    if path.is_dir():
+    elif path.is_dir():
         config = read_config(path)
         params = load_hf_params(path, config, dtype=np.float32)
         tok = None
