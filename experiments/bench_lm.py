@@ -1,71 +1,133 @@
-"""Prefill and greedy-decode throughput: effjax vs transformers PyTorch on the same CPU, same run.
+"""Prefill and decode throughput, compile times and attention memory: effjax vs transformers
+(PyTorch) on the same CPU, same run.
 
     python -m experiments.bench_lm [--config=configs/bench_lm.py[:tiny]]
 
 Both sides run float32 on the same SmolLM2-135M weights (transformers loads the same GGUF
-file). Reports tokens/s (median of `repeats` runs after a warm-up) and effjax / PyTorch.
+file). Prefill: tokens/s of one forward over the layers stacked once (`stack_layers`, so
+every run of like layers is one scan; median of `repeats` runs after a warm-up). Decode:
+greedy tokens/s after a prompt, (new - 1) / (time(new tokens) - time(1 token)), so the
+prompt's prefill cancels out. Compile: the first call of a new parameter structure (an
+RTN-quantized variant), layers under `scan` against the unrolled reference, both measured
+here. Memory: XLA's temporary buffer size for one layer's attention at the longest prefill,
+dense against blocked.
 """
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 
 import effjax
+from effjax.models import forward
+from effjax.models.sdpa import attention
 from experiments.common import (
     command,
     main_with_config,
     markdown_table,
     median_seconds,
+    stopwatch,
     write_report,
 )
 
 
+@functools.partial(jax.jit, static_argnames=("config", "scan_layers", "attention_impl"))
+def _logits(params, tokens, *, config, scan_layers=True, attention_impl="auto"):
+    return forward(params, tokens, config=config, scan_layers=scan_layers,
+                   attention_impl=attention_impl)[0]
+
+
+def _decode_rate(run, new: int, repeats: int) -> float:
+    """Tokens/s of decoding alone: run(n) generates n tokens after the same prompt."""
+    longer, one = median_seconds(lambda: run(new), repeats), median_seconds(lambda: run(1), repeats)
+    return (new - 1) / max(longer - one, 1e-9)
+
+
+def _compile_seconds(params, tokens, config, scan_layers: bool) -> float:
+    """Wall time of the first call of a new parameter structure minus a warm call."""
+    call = functools.partial(_logits, config=config, scan_layers=scan_layers)
+    clock = stopwatch()
+    call(params, tokens).block_until_ready()
+    first = clock()
+    return first - median_seconds(lambda: call(params, tokens).block_until_ready(), 1)
+
+
+def _attention_temp_bytes(config, length: int, implementation: str) -> int:
+    """XLA's temporary buffers for one layer's causal attention over `length` tokens."""
+    q = jax.ShapeDtypeStruct((1, length, config.num_heads, config.head_dim), jnp.float32)
+    kv = jax.ShapeDtypeStruct((1, length, config.num_kv_heads, config.head_dim), jnp.float32)
+    fn = jax.jit(functools.partial(attention, causal=True, implementation=implementation))
+    return fn.lower(q, kv, kv).compile().memory_analysis().temp_size_in_bytes
+
+
 def run(config) -> str:
-    """Runs the benchmark and writes its Markdown table; returns the report text."""
+    """Runs the benchmark and writes its Markdown tables; returns the report text."""
     from transformers import AutoModelForCausalLM
 
     lm = effjax.load(config.model, tokenizer=False)
+    c = lm.config
     path = effjax.zoo.smollm2_path()  # the GGUF file transformers reads as the reference
     ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                dtype=torch.float32).eval()
     rng = np.random.RandomState(0)
+    stacked = effjax.models.stack_layers(lm.params, config=c)
     rows = []
     for batch, length in config.prefill_shapes:
-        tokens = rng.randint(0, lm.config.vocab_size, (batch, length)).astype(np.int32)
+        tokens = rng.randint(0, c.vocab_size, (batch, length)).astype(np.int32)
         t_tokens = torch.tensor(tokens, dtype=torch.long)
-        ours = median_seconds(lambda t=tokens: lm.apply(lm.params, t).block_until_ready(),
-                               config.repeats)
+        ours = median_seconds(lambda t=tokens: _logits(stacked, t, config=c).block_until_ready(),
+                              config.repeats)
         with torch.inference_mode():
             theirs = median_seconds(lambda t=t_tokens: ref(t), config.repeats)
         n = batch * length
         rows.append([f"prefill {batch}x{length}", n / ours, n / theirs, theirs / ours])
-    b, p, new = config.decode_batch, config.decode_prompt_len, config.decode_new_tokens
-    prompt = rng.randint(0, lm.config.vocab_size, (b, p))
-    ours = median_seconds(lambda: effjax.generate(lm.params, prompt.tolist(),
-                                                   max_new_tokens=new, eos_id=-1, config=lm.config),
-                           config.repeats)
-    t_prompt = torch.tensor(prompt, dtype=torch.long)
-    with torch.inference_mode():
-        theirs = median_seconds(
-            lambda: ref.generate(t_prompt, attention_mask=torch.ones_like(t_prompt),
-                                 max_new_tokens=new, min_new_tokens=new, do_sample=False),
-            config.repeats)
-    rows.append([f"greedy decode {b}x{new} (prompt {p}, incl. prefill)", b * new / ours,
-                 b * new / theirs, theirs / ours])
+    new = config.decode_new_tokens
+    for p in config.decode_prompt_lens:
+        prompt = rng.randint(0, c.vocab_size, (1, p))
+        t_prompt = torch.tensor(prompt, dtype=torch.long)
+        ours = _decode_rate(lambda n: effjax.generate(lm.params, prompt.tolist(), max_new_tokens=n,
+                                                      eos_id=-1, config=c), new, config.repeats)
+        with torch.inference_mode():
+            theirs = _decode_rate(
+                lambda n: ref.generate(t_prompt, attention_mask=torch.ones_like(t_prompt),
+                                       max_new_tokens=n, min_new_tokens=n, do_sample=False),
+                new, config.repeats)
+        rows.append([f"greedy decode after a {p}-token prompt", ours, theirs, theirs / ours])
+
+    tokens = rng.randint(0, c.vocab_size, (1, config.compile_len)).astype(np.int32)
+    compile_rows = []
+    for scan in (False, True):
+        first = _compile_seconds(lm.params, tokens, c, scan)
+        variant = effjax.quant.quantize_params(lm.params, effjax.quant.recipe(config.variant))
+        compile_rows.append(["layers under scan" if scan else "unrolled (before)", first,
+                             _compile_seconds(variant, tokens, c, scan)])
+    memory = [[impl, _attention_temp_bytes(c, config.memory_len, impl) / 2**20]
+              for impl in ("dense", "xla")]
     report = "\n".join([
-        "# CPU throughput: effjax vs transformers (PyTorch), SmolLM2-135M float32",
+        "# CPU speed: effjax vs transformers (PyTorch), SmolLM2-135M float32",
         "",
         f"Command: {command('bench_lm')}",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} PyTorch threads, jax "
         f"{jax.__version__}, torch {torch.__version__}. Median of {config.repeats} runs after a "
-        "warm-up; both sides measured in this run.",
+        "warm-up; both sides measured in this run. Decode rates exclude the prompt's prefill.",
         "",
         markdown_table(["workload", "effjax tokens/s", "PyTorch tokens/s", "effjax / PyTorch"],
                        rows),
+        "",
+        f"## Compile time (seconds, forward at 1x{config.compile_len})",
+        "",
+        markdown_table(["layers", "first call of the model",
+                        f"first call of a new {config.variant} variant"], compile_rows),
+        "",
+        f"## Attention temporaries at {config.memory_len} tokens (one layer, causal, XLA's "
+        "memory analysis)",
+        "",
+        markdown_table(["implementation", "MiB"], memory),
     ])
     return write_report(config.output, report)
 

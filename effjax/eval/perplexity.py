@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from effjax.data.corpora import Corpus
 from effjax.models.config import LMConfig
-from effjax.models.decoder import Params, forward
+from effjax.models.decoder import Params, forward, stack_layers
 from effjax.models.records import LM, check_tokens
 from effjax.quant.recipe import Recipe
 
@@ -147,7 +147,9 @@ def perplexity(
         # Position i predicts token begin + i + 1; score it when that lies in [first, end).
         weights[w, max(first - begin - 1, 0) : end - begin - 1] = 1.0
     check_tokens(inputs, lm.config)
-    params = lm.params if params is None else params
+    # Stacked once, so that every window's forward scans the layers without copying them.
+    params = stack_layers(lm.params if params is None else params, config=lm.config,
+                          recipe=recipe)
     total = 0.0
     for start in tqdm(range(0, padded, batch_size), desc=f"perplexity ({corpus_name})",
                       disable=not progress, unit="batch"):

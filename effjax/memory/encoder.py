@@ -29,7 +29,8 @@ from jaxtyping import Array, Float, Int
 
 from effjax.formats import quantize
 from effjax.models.hf import read_json
-from effjax.models.layers import attention, linear
+from effjax.models.sdpa import attention
+from effjax.models.layers import linear
 
 Params = dict[str, Any]
 
@@ -173,11 +174,11 @@ def encode_tokens(
          + e["type"][0][None, None, :])
     x = _layer_norm(x, e["norm"], config.norm_eps)
     h, d = config.num_heads, config.hidden_size // config.num_heads
-    allowed = jnp.broadcast_to(mask.astype(bool)[:, None, :], (b, t, t))
+    key_valid = mask.astype(bool)
     for i in range(config.num_layers):
         p = params["layers"][i]
         q, k, v = (linear(x, p[n]["kernel"], p[n]["bias"]).reshape(b, t, h, d) for n in "qkv")
-        a = linear(attention(q, k, v, allowed).reshape(b, t, h * d), p["o"]["kernel"],
+        a = linear(attention(q, k, v, key_valid=key_valid).reshape(b, t, h * d), p["o"]["kernel"],
                    p["o"]["bias"])
         x = _layer_norm(x + a, p["attn_norm"], config.norm_eps)
         up = jax.nn.gelu(linear(x, p["up"]["kernel"], p["up"]["bias"]), approximate=False)

@@ -6,8 +6,10 @@ Contents: the Llama / Qwen2 / Qwen3 decoder (`init_params` makes the pytree, typ
 `LayerParams` / `Projection`; `forward` reads it, online transforms included, and hands back
 what it saw when asked, `capture=CAPTURE_KINDS`: hidden states, projection inputs, keys and
 values, queries and keys as attention scores them; RMSNorm, RoPE with `linear` and
-`llama3` scaling, grouped-query attention, SwiGLU, optional q/k norm and biases, tied or untied
-embeddings, explicit `head_dim`, float32 or bfloat16 compute, KV cache); every projection goes
+`llama3` scaling, grouped-query attention (`attention`: dense reference, blocked online-softmax
+XLA, cuDNN and TPU splash kernels, chosen automatically), SwiGLU, optional q/k norm and biases, tied or untied
+embeddings, explicit `head_dim`, float32 or bfloat16 compute, KV cache; runs of like layers
+under one `lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes
 through one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
 sharded too) and llama GGUF files; `shard_params` for FSDP + head-parallel meshes. The
 masked-diffusion LM is the same decoder without the causal mask: `forward(..., attn_mask=...)`
@@ -31,14 +33,17 @@ from effjax.models.decoder import (
     CAPTURE_KINDS,
     KVCache,
     LayerParams,
+    LayerStack,
     Params,
     Projection,
     block_forward,
     embed,
+    layer_runs,
     forward,
     init_cache,
     init_params,
     param_shapes,
+    stack_layers,
 )
 from effjax.models.diffusion import (
     LLADA_MASK_ID,
@@ -51,7 +56,8 @@ from effjax.models.diffusion import (
 )
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
-from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.models.sdpa import IMPLEMENTATIONS, Pairs, attention
+from effjax.models.layers import apply_rope, linear, rms_norm
 from effjax.models.records import LM, VLM, DiffusionLM, check_tokens
 from effjax.models.sharding import param_partition_specs, shard_params
 from effjax.models.vlm import (
@@ -77,7 +83,10 @@ __all__ = [
     "DiffusionLM",
     "SUPPORTED_ARCHITECTURES",
     "CAPTURE_KINDS",
+    "IMPLEMENTATIONS",
     "LayerParams",
+    "LayerStack",
+    "Pairs",
     "Projection",
     "KVCache",
     "LMConfig",
@@ -96,6 +105,7 @@ __all__ = [
     "hf_name_to_path",
     "init_cache",
     "init_params",
+    "layer_runs",
     "linear",
     "llada_config",
     "llada_name_to_path",
@@ -109,6 +119,7 @@ __all__ = [
     "read_config",
     "rms_norm",
     "shard_params",
+    "stack_layers",
     "encode_images",
     "image_token_count",
     "init_vlm_params",

@@ -22,6 +22,7 @@ queries and keys as attention scores them) comes back when asked for by `capture
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TypedDict
@@ -33,7 +34,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from effjax.formats import fake_quant
 from effjax.models.config import LMConfig
-from effjax.models.layers import apply_rope, attention, linear, rms_norm
+from effjax.models.sdpa import Pairs, attention
+from effjax.models.layers import apply_rope, linear, rms_norm
 from effjax.quant.recipe import Recipe
 from effjax.transforms import online
 
@@ -206,14 +208,17 @@ def attention_layer(
     path: str,
     positions: Int[Array, "b t"] | Int[Array, "b t f"],
     inv_freq: Float[Array, " f"],
-    allowed: Bool[Array, "b t s"],
+    pairs: Pairs,
     cache_kv: tuple[Array, Array] | None = None,
     start: Int[Array, ""] | None = None,
     recipe: Recipe | None = None,
     token_types: Int[Array, "b t"] | None = None,
     capture: Capture | None = None,
+    attention_impl: str = "auto",
 ) -> tuple[Float[Array, "b t h"], tuple[Array, Array]]:
-    """Grouped-query attention with RoPE, optional q/k norm and kv_rotation.
+    """Grouped-query attention with RoPE, optional q/k norm and kv_rotation, over the
+    (query, key) pairs `pairs` allows, run by `effjax.models.sdpa.attention` with
+    `attention_impl`.
 
     Returns:
       (the output projection (b, t, hidden), the (keys, values) the cache holds now: the
@@ -253,7 +258,8 @@ def attention_layer(
     if capture is not None:
         capture.put("qk", f"{path}/q", q)
         capture.put("qk", f"{path}/k", k.astype(q.dtype))
-    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), **pairs._asdict(),
+                    implementation=attention_impl)
     return project(p["o_proj"], out.reshape(b, t, c.num_heads * c.head_dim),
                    path=f"{path}/o_proj", **kw), (k, v)
 
@@ -277,7 +283,7 @@ def layer_forward(p: LayerParams, x: Float[Array, "b t h"], *, config: LMConfig,
     h, kv = attention_layer(p["attn"], rms_norm(x, p["input_norm"]["weight"], eps),
                             config=config, path=f"{path}/attn", **kw)
     x = x + h
-    rest = {k: kw.get(k) for k in ("recipe", "token_types", "capture")}
+    rest = {k: kw[k] for k in ("recipe", "token_types", "capture") if k in kw}
     return x + mlp(p["mlp"], rms_norm(x, p["post_attn_norm"]["weight"], eps),
                    path=f"{path}/mlp", **rest), kv
 
@@ -313,6 +319,7 @@ def block_forward(
     attn_mask: Bool[Array, "b t t"] | None = None,
     token_types: Int[Array, "b t"] | None = None,
     capture: Sequence[str] = (),
+    attention_impl: str = "auto",
 ):
     """One decoder layer on the residual stream (no padding, no cache): what `forward` does
     to x in layer `index`, for layer-by-layer work (sequential calibration).
@@ -328,6 +335,7 @@ def block_forward(
       attn_mask: as in `forward`; default causal.
       token_types: as in `forward`.
       capture: kinds of `CAPTURE_KINDS` to hand back ("hidden" aside), as in `forward`.
+      attention_impl: as in `forward`.
 
     Returns:
       The residual stream leaving the layer, x's dtype; with `capture`, the pair (that,
@@ -340,13 +348,12 @@ def block_forward(
     b, t, _ = x.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    allowed = (jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool))[None], (b, t, t))
-               if attn_mask is None else attn_mask)
     inv_freq = jnp.asarray(config.rope_inv_freq(), jnp.float32)
     out, _ = layer_forward(layer_params, x, config=config, index=index,
                            positions=rope_positions(positions, config), inv_freq=inv_freq,
-                           allowed=allowed, recipe=recipe, token_types=token_types,
-                           capture=cap)
+                           pairs=Pairs(causal=attn_mask is None, mask=attn_mask),
+                           recipe=recipe, token_types=token_types, capture=cap,
+                           attention_impl=attention_impl)
     return out if cap is None else (out, cap.found)
 
 
@@ -436,6 +443,129 @@ def param_shapes(config: LMConfig) -> Params:
     return jax.tree.map(lambda a: tuple(a.shape), abstract)
 
 
+SCAN_MIN_TOKENS = 1024
+"""`forward(scan_layers=None)` scans the layers from this many tokens per call on."""
+
+
+_PROJECTIONS = ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/gate_proj",
+                "mlp/up_proj", "mlp/down_proj")
+
+
+def layer_runs(layers: dict[int, LayerParams], *, config: LMConfig,
+               recipe: Recipe | None = None,
+               capture: Capture | None = None, scan: bool = True) -> list[tuple[int, int]]:
+    """How `forward` groups the layers: maximal runs (first index, count) of consecutive
+    layers that share their parameter structure (tree, shapes, dtypes, formats) and their
+    recipe's activation formats, each run then scanned as one compiled layer. Capturing
+    anything but "hidden" (per-layer paths), or `scan=False`, gives every layer its own
+    run.
+
+    Raises:
+      ValueError: a layer index in range(config.num_layers) is missing.
+    """
+    missing = [i for i in range(config.num_layers) if i not in layers]
+    if missing:
+        raise ValueError(f"params['layers'] lacks layers {missing} of config.num_layers="
+                         f"{config.num_layers}")
+    unrolled = not scan or (capture is not None and capture.kinds - {"hidden"})
+
+    def signature(i):
+        leaves, tree = jax.tree.flatten(layers[i])
+        acts = (() if recipe is None else
+                tuple(recipe.activation_format(f"layers/{i}/{p}") for p in _PROJECTIONS))
+        return tree, tuple((x.shape, x.dtype) for x in leaves), acts
+
+    runs: list[tuple[int, int]] = []
+    last = None
+    for i in range(config.num_layers):
+        sig = None if unrolled else signature(i)
+        if runs and sig is not None and sig == last:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+        last = sig
+    return runs
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=("runs",),
+                   meta_fields=("starts",))
+@dataclasses.dataclass(frozen=True)
+class LayerStack:
+    """The layers as `forward` scans them: each run of like layers (`layer_runs`) stacked
+    along a new leading axis, made once by `stack_layers` so that no call copies them.
+
+    Attributes:
+      runs: per run, its `LayerParams` with every leaf stacked, (count, ...).
+      starts: per run, the index of its first layer (static).
+    """
+
+    runs: tuple[LayerParams, ...]
+    starts: tuple[int, ...]
+
+    def counts(self) -> tuple[int, ...]:
+        """Layers per run."""
+        return tuple(jax.tree.leaves(r)[0].shape[0] for r in self.runs)
+
+    def layer(self, index: int) -> LayerParams:
+        """Layer `index`'s parameters (sliced out of its run)."""
+        for start, count, run in zip(self.starts, self.counts(), self.runs):
+            if start <= index < start + count:
+                return jax.tree.map(lambda a: a[index - start], run)
+        raise IndexError(f"no layer {index} in a stack of {sum(self.counts())}")
+
+
+def stack_layers(params: Params, *, config: LMConfig, recipe: Recipe | None = None) -> Params:
+    """`params` with its layers stacked per run (`layer_runs` under `recipe`) into a
+    `LayerStack`: `forward` then scans every run without copying the weights on each
+    call (as it must when stacking a {index: layer} dict in the trace). For running only:
+    the per-layer tools (quantization, calibration, sharding, checkpoints) read the
+    {index: layer} form.
+
+    Args:
+      params: a parameter pytree with "layers" {index: LayerParams}.
+      config: the model's config.
+      recipe: the activation formats `forward` will run with (layers whose formats differ
+        go to different runs).
+
+    Returns:
+      The same pytree with "layers" a `LayerStack` (other entries shared, not copied).
+
+    Raises:
+      ValueError: a layer is missing.
+    """
+    layers = params["layers"]
+    runs = layer_runs(layers, config=config, recipe=recipe)
+    stacked = tuple(jax.tree.map(lambda *a: jnp.stack(a), *(layers[i] for i in range(f, f + n)))
+                    for f, n in runs)
+    return {**params, "layers": LayerStack(stacked, tuple(f for f, _ in runs))}
+
+
+def _layer_groups(layers, *, config, recipe, capture, scan):
+    """(first, count, parameters) for each group `forward` runs: one layer's
+    `LayerParams` (count 1) or a run's stacked ones."""
+    if not isinstance(layers, LayerStack):
+        for first, count in layer_runs(layers, config=config, recipe=recipe, capture=capture,
+                                       scan=scan):
+            run = [layers[i] for i in range(first, first + count)]
+            yield first, count, run[0] if count == 1 else jax.tree.map(
+                lambda *a: jnp.stack(a), *run)
+        return
+    per_layer = not scan or (capture is not None and capture.kinds - {"hidden"})
+    for first, count, run in zip(layers.starts, layers.counts(), layers.runs):
+        if recipe is not None:
+            acts = {tuple(recipe.activation_format(f"layers/{i}/{p}") for p in _PROJECTIONS)
+                    for i in range(first, first + count)}
+            if len(acts) > 1:
+                raise ValueError(f"layers {first}..{first + count - 1} were stacked together "
+                                 "but this recipe gives them different activation formats; "
+                                 "stack_layers with this recipe")
+        if per_layer or count == 1:
+            for j in range(count):
+                yield first + j, 1, jax.tree.map(lambda a, j=j: a[j], run)
+        else:
+            yield first, count, run
+
+
 def forward(
     params: Params,
     tokens: Int[Array, "b t"],
@@ -450,17 +580,22 @@ def forward(
     embeds: Float[Array, "b t h"] | None = None,
     token_types: Int[Array, "b t"] | None = None,
     capture: Sequence[str] = (),
+    attention_impl: str = "auto",
+    scan_layers: bool | None = None,
 ):
     """The pure forward pass: parameter pytree and tokens to float32 logits.
 
-    Jittable. Concrete token ids are checked (`check_token_ids`); traced ones (under jit)
+    Jittable. With `scan_layers`, runs of consecutive layers with the same parameter
+    structure and recipe formats go through one `jax.lax.scan` (one layer compiled per
+    run, whatever the depth); capturing anything but "hidden" unrolls the layers. Concrete token ids are checked (`check_token_ids`); traced ones (under jit)
     cannot be: an id outside [0, vocab) embeds as NaN, which attention spreads to the logits
     of its sequence (other sequences of the batch are unaffected), so a bad id never passes
     for a real token. `LM.apply` checks the ids before it jits; call `check_token_ids`
     yourself before jitting `forward`.
 
     Args:
-      params: the parameter pytree (see the module docstring).
+      params: the parameter pytree (see the module docstring); "layers" may also be a
+        `LayerStack` (`stack_layers`).
       tokens: int32 token ids.
       config: the model's config.
       positions: RoPE positions, (b, t); default 0..t-1 (offset by the cache length when
@@ -481,6 +616,12 @@ def forward(
       token_types: each token's type (int32 in [0, k)), read by per-type input transforms
         (FreeAct: vision / text, or masked / unmasked); traced, so any types, one compile.
       capture: kinds from `CAPTURE_KINDS` to hand back (static: a tuple of names).
+      attention_impl: how attention runs, one of `effjax.models.sdpa.IMPLEMENTATIONS`.
+      scan_layers: scan runs of like layers (True) or unroll every layer (False; with
+        attention_impl="dense", the reference the pinned logits digests check bit for
+        bit). None: scan when params["layers"] is a `LayerStack` (`stack_layers`), or from
+        `SCAN_MIN_TOKENS` tokens per call (b * t) on, where the compute outweighs stacking
+        the {index: layer} dict in the trace (a copy of every layer's weights per call).
 
     Returns:
       (logits (b, t, vocab) float32, the updated cache or None); with `capture`, the triple
@@ -496,6 +637,7 @@ def forward(
     cap = Capture(capture) if capture else None
     c = config
     b, t = tokens.shape
+    key_valid = mask
     if mask is None:
         mask = jnp.ones((b, t), bool)
     if positions is None:
@@ -503,31 +645,49 @@ def forward(
         positions = jnp.broadcast_to(offset + jnp.arange(t, dtype=jnp.int32), (b, t))
     x = (embed_tokens(params["embed"]["embedding"], tokens) if embeds is None
          else embeds).astype(dtype)
-    inv_freq = jnp.asarray(c.rope_inv_freq(), jnp.float32)
-    positions = rope_positions(positions, c)
-    if cache is None:
-        structure = jnp.tril(jnp.ones((t, t), bool))[None] if attn_mask is None else attn_mask
-        keys = mask
-        start = None
-    else:
+    per_layer = attn_mask is not None and attn_mask.ndim == 4
+    pairs = Pairs(causal=attn_mask is None, key_valid=key_valid,
+                  mask=None if per_layer else attn_mask)
+    start = None
+    if cache is not None:
         start = cache.length
         zero = jnp.zeros((), jnp.int32)
-        keys = valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
-        slots = jnp.arange(valid.shape[1])
-        query_slots = start + jnp.arange(t)
-        structure = ((slots[None, :] <= query_slots[:, None])[None] if attn_mask is None
-                     else attn_mask)
-    keys = keys[:, None, :]
-    allowed = structure & (keys[None] if structure.ndim == 4 else keys)
+        valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
+        pairs = pairs._replace(q_offset=start, key_valid=valid)
+    kw = dict(config=c, positions=rope_positions(positions, c),
+              inv_freq=jnp.asarray(c.rope_inv_freq(), jnp.float32), start=start,
+              recipe=recipe, token_types=token_types, capture=cap,
+              attention_impl=attention_impl)
+
+    def one_layer(x, layer, index, layer_mask, cache_kv):
+        return layer_forward(layer, x, index=index, cache_kv=cache_kv, **kw,
+                             pairs=pairs if layer_mask is None else pairs._replace(mask=layer_mask))
+
     new_k, new_v = [], []
-    for i in range(c.num_layers):
-        x, (k, v) = layer_forward(
-            params["layers"][i], x, config=c, index=i, positions=positions, inv_freq=inv_freq,
-            allowed=allowed[i] if allowed.ndim == 4 else allowed,
-            cache_kv=None if cache is None else (cache.k[i], cache.v[i]), start=start,
-            recipe=recipe, token_types=token_types, capture=cap)
-        new_k.append(k)
-        new_v.append(v)
+    scan = (b * t >= SCAN_MIN_TOKENS or isinstance(params["layers"], LayerStack)
+            if scan_layers is None else scan_layers)
+    for first, count, layer in _layer_groups(params["layers"], config=c, recipe=recipe,
+                                             capture=cap, scan=scan):
+        masks = attn_mask[first:first + count] if per_layer else None
+        kvs = None if cache is None else (cache.k[first:first + count],
+                                          cache.v[first:first + count])
+        if count == 1:
+            x, (k, v) = one_layer(x, layer, first, None if masks is None else masks[0],
+                                  None if kvs is None else (kvs[0][0], kvs[1][0]))
+            new_k.append(k)
+            new_v.append(v)
+            continue
+
+        def body(x, xs, first=first):
+            layer, layer_mask, cache_kv = xs
+            x, kv = one_layer(x, layer, first, layer_mask, cache_kv)
+            return x, None if cache_kv is None else kv
+
+        xs = (layer, masks, None if kvs is None else (jnp.stack(kvs[0]), jnp.stack(kvs[1])))
+        x, kv = jax.lax.scan(body, x, xs)
+        if kv is not None:
+            new_k.extend(kv[0])
+            new_v.extend(kv[1])
     x = rms_norm(x, params["norm"]["weight"], c.rms_norm_eps)
     if c.tie_word_embeddings:
         act = None if recipe is None else recipe.activation_format("lm_head")

@@ -70,6 +70,8 @@ def bidirectional_forward(
     attn_mask: Bool[Array, "b t t"] | None = None,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
+    attention_impl: str = "auto",
+    scan_layers: bool | None = None,
 ) -> Float[Array, "b t v"]:
     """Logits of the masked-diffusion LM: the decoder with full (or the given) attention.
 
@@ -83,6 +85,7 @@ def bidirectional_forward(
         every position sees every other.
       dtype: compute dtype.
       recipe: activation formats for quantized params.
+      attention_impl, scan_layers: as in `effjax.models.forward`.
 
     Returns:
       float32 logits (b, t, vocab).
@@ -91,7 +94,8 @@ def bidirectional_forward(
     if attn_mask is None:
         attn_mask = jnp.ones((b, t, t), bool)
     return forward(params, tokens, config=config, mask=mask, positions=positions,
-                   attn_mask=attn_mask, dtype=dtype, recipe=recipe)[0]
+                   attn_mask=attn_mask, dtype=dtype, recipe=recipe,
+                   attention_impl=attention_impl, scan_layers=scan_layers)[0]
 
 
 def noise_tokens(

@@ -1,10 +1,11 @@
-"""The building blocks of the decoder: the one linear function, RMSNorm, RoPE, attention."""
+"""The building blocks of the decoder: the one linear function, RMSNorm, RoPE (attention is
+`effjax.models.sdpa`)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from effjax.formats import QArray
 from effjax.formats.registry import Format
@@ -73,30 +74,3 @@ def apply_rope(
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
 
-
-def attention(
-    q: Float[Array, "b t h d"],
-    k: Float[Array, "b s kv d"],
-    v: Float[Array, "b s kv d"],
-    allowed: Bool[Array, "b t s"],
-) -> Float[Array, "b t h d"]:
-    """Grouped-query softmax attention with scores and softmax in float32.
-
-    Args:
-      q: queries; h must be a multiple of kv.
-      k, v: keys and values.
-      allowed: which (query, key) pairs may attend. A query with no allowed key
-        (a padding slot) gets a uniform average rather than NaN.
-
-    Returns:
-      The attention output, q's dtype.
-    """
-    b, t, h, d = q.shape
-    kv = k.shape[2]
-    qg = q.reshape(b, t, kv, h // kv, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (d**-0.5)
-    scores = jnp.where(allowed[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, h, d).astype(q.dtype)

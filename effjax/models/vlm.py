@@ -52,7 +52,8 @@ from effjax.models.decoder import (
     project,
 )
 from effjax.models.hf import check_shapes, hf_name_to_path, read_json, read_tensors
-from effjax.models.layers import apply_rope, attention, rms_norm
+from effjax.models.sdpa import attention
+from effjax.models.layers import apply_rope, rms_norm
 from effjax.models.records import VLM
 from effjax.quant.recipe import Recipe
 
@@ -230,7 +231,7 @@ def vision_attention(p: Params, x: Float[Array, "b n h"], *, config: VisionConfi
     if capture is not None:
         capture.put("qk", f"{path}/q", q)
         capture.put("qk", f"{path}/k", k)
-    out = attention(q, k, qkv[:, :, 2], allowed)
+    out = attention(q, k, qkv[:, :, 2], mask=allowed)
     return project(p["proj"], out.reshape(b, n, c.hidden_size), path=f"{path}/proj",
                    recipe=recipe, capture=capture)
 
