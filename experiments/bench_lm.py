@@ -9,12 +9,15 @@ every run of like layers is one scan; median of `repeats` runs after a warm-up).
 greedy tokens/s after a prompt, (new - 1) / (time(new tokens) - time(1 token)), so the
 prompt's prefill cancels out. Compile: the first call of a new parameter structure (an
 RTN-quantized variant), layers under `scan` against the unrolled reference, both measured
-here. Memory: XLA's temporary buffer size for one layer's attention at the longest prefill,
-dense against blocked.
+here. Where the time goes: each prefill again with attention replaced by a stub that
+returns its queries (both sides), so total - stubbed is the time in attention. Memory: XLA's
+temporary buffer size for one layer's attention at the longest prefill, dense against
+blocked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 
@@ -40,6 +43,21 @@ from experiments.common import (
 def _logits(params, tokens, *, config, scan_layers=True, attention_impl="auto"):
     return forward(params, tokens, config=config, scan_layers=scan_layers,
                    attention_impl=attention_impl)[0]
+
+
+@contextlib.contextmanager
+def _no_attention():
+    """Both sides' attention replaced by a stub returning the queries (a new jit traces
+    the stub; the caller makes one inside this context)."""
+    import effjax.models.decoder as decoder
+
+    ours, theirs = decoder.attention, torch.nn.functional.scaled_dot_product_attention
+    decoder.attention = lambda q, k, v, **kw: q
+    torch.nn.functional.scaled_dot_product_attention = lambda q, k, v, *a, **kw: q
+    try:
+        yield
+    finally:
+        decoder.attention, torch.nn.functional.scaled_dot_product_attention = ours, theirs
 
 
 def _decode_rate(run, new: int, repeats: int) -> float:
@@ -76,28 +94,37 @@ def run(config) -> str:
                                                dtype=torch.float32).eval()
     rng = np.random.RandomState(0)
     stacked = effjax.models.stack_layers(lm.params, config=c)
-    rows = []
+    rows, profile = [], []
     for batch, length in config.prefill_shapes:
         tokens = rng.randint(0, c.vocab_size, (batch, length)).astype(np.int32)
         t_tokens = torch.tensor(tokens, dtype=torch.long)
-        ours = median_seconds(lambda t=tokens: _logits(stacked, t, config=c).block_until_ready(),
-                              config.repeats)
-        with torch.inference_mode():
-            theirs = median_seconds(lambda t=t_tokens: ref(t), config.repeats)
+        seconds = []
+        for stub in (False, True):
+            with _no_attention() if stub else contextlib.nullcontext():
+                logits = jax.jit(functools.partial(_logits.__wrapped__, config=c))
+                seconds.append(median_seconds(
+                    lambda t=tokens, f=logits: f(stacked, t).block_until_ready(),
+                    config.repeats))
+                with torch.inference_mode():
+                    seconds.append(median_seconds(lambda t=t_tokens: ref(t), config.repeats))
+        ours, theirs, ours_rest, theirs_rest = seconds
         n = batch * length
         rows.append([f"prefill {batch}x{length}", n / ours, n / theirs, theirs / ours])
+        profile.append([f"prefill {batch}x{length}", ours, ours - ours_rest, theirs,
+                        theirs - theirs_rest])
     new = config.decode_new_tokens
     for p in config.decode_prompt_lens:
         prompt = rng.randint(0, c.vocab_size, (1, p))
-        t_prompt = torch.tensor(prompt, dtype=torch.long)
-        ours = _decode_rate(lambda n: effjax.generate(lm.params, prompt.tolist(), max_new_tokens=n,
-                                                      eos_id=-1, config=c), new, config.repeats)
+        t_prompt, ids = torch.tensor(prompt, dtype=torch.long), prompt.tolist()
+        ours = _decode_rate(lambda n, ids=ids: effjax.generate(
+            lm.params, ids, max_new_tokens=n, eos_id=-1, config=c), new, config.repeats)
         with torch.inference_mode():
             theirs = _decode_rate(
-                lambda n: ref.generate(t_prompt, attention_mask=torch.ones_like(t_prompt),
-                                       max_new_tokens=n, min_new_tokens=n, do_sample=False),
+                lambda n, t_prompt=t_prompt: ref.generate(
+                    t_prompt, attention_mask=torch.ones_like(t_prompt), max_new_tokens=n,
+                    min_new_tokens=n, do_sample=False),
                 new, config.repeats)
-        rows.append([f"greedy decode after a {p}-token prompt", ours, theirs, theirs / ours])
+        rows.append([f"greedy decode after a {p}-token prompt", ours, theirs, ours / theirs])
 
     tokens = rng.randint(0, c.vocab_size, (1, config.compile_len)).astype(np.int32)
     compile_rows = []
@@ -118,6 +145,12 @@ def run(config) -> str:
         "",
         markdown_table(["workload", "effjax tokens/s", "PyTorch tokens/s", "effjax / PyTorch"],
                        rows),
+        "",
+        "## Where the prefill time goes (seconds; attention = total - total with attention "
+        "stubbed out)",
+        "",
+        markdown_table(["workload", "effjax total", "effjax attention", "PyTorch total",
+                        "PyTorch attention"], profile),
         "",
         f"## Compile time (seconds, forward at 1x{config.compile_len})",
         "",

@@ -29,8 +29,8 @@ from jaxtyping import Array, Float, Int
 
 from effjax.formats import quantize
 from effjax.models.hf import read_json
-from effjax.models.sdpa import attention
 from effjax.models.layers import linear
+from effjax.models.sdpa import attention
 
 Params = dict[str, Any]
 

@@ -6,11 +6,12 @@ Contents: the Llama / Qwen2 / Qwen3 decoder (`init_params` makes the pytree, typ
 `LayerParams` / `Projection`; `forward` reads it, online transforms included, and hands back
 what it saw when asked, `capture=CAPTURE_KINDS`: hidden states, projection inputs, keys and
 values, queries and keys as attention scores them; RMSNorm, RoPE with `linear` and
-`llama3` scaling, grouped-query attention (`attention`: dense reference, blocked online-softmax
-XLA, cuDNN and TPU splash kernels, chosen automatically), SwiGLU, optional q/k norm and biases, tied or untied
-embeddings, explicit `head_dim`, float32 or bfloat16 compute, KV cache; runs of like layers
-under one `lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes
-through one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
+`llama3` scaling, grouped-query attention (`attention`: dense reference, blocked
+online-softmax XLA, cuDNN and TPU splash kernels, chosen automatically; sliding-window
+layers), SwiGLU, optional q/k norm and biases, tied or untied embeddings, explicit
+`head_dim`, float32 or bfloat16 compute, KV cache; runs of like layers under one
+`lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes through
+one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
 sharded too) and llama GGUF files; `shard_params` for FSDP + head-parallel meshes. The
 masked-diffusion LM is the same decoder without the causal mask: `forward(..., attn_mask=...)`
 takes any (query, key) structure, with or without a cache; `bidirectional_forward`; the LLaDA
@@ -38,10 +39,10 @@ from effjax.models.decoder import (
     Projection,
     block_forward,
     embed,
-    layer_runs,
     forward,
     init_cache,
     init_params,
+    layer_runs,
     param_shapes,
     stack_layers,
 )
@@ -56,9 +57,9 @@ from effjax.models.diffusion import (
 )
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
-from effjax.models.sdpa import IMPLEMENTATIONS, Pairs, attention
 from effjax.models.layers import apply_rope, linear, rms_norm
 from effjax.models.records import LM, VLM, DiffusionLM, check_tokens
+from effjax.models.sdpa import IMPLEMENTATIONS, Pairs, attention
 from effjax.models.sharding import param_partition_specs, shard_params
 from effjax.models.vlm import (
     VisionConfig,

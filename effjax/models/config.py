@@ -16,6 +16,7 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "Qwen3ForCausalLM": "qwen3",
 }
 ROPE_TYPES = ("default", "linear", "llama3")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 # config.json fields `LMConfig.from_hf` cannot do without.
 _REQUIRED_HF_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                        "num_attention_heads")
@@ -68,6 +69,10 @@ class LMConfig:
       mrope_section: multimodal RoPE (Qwen2.5-VL): how many of the head_dim // 2 rotary
         frequencies follow the temporal, height and width position ids, in that order
         (e.g. (16, 24, 24)); None for one position per token.
+      sliding_window: the window of the sliding-attention layers: a query at position i
+        attends keys at i - sliding_window + 1 .. i; None for full attention everywhere.
+      layer_types: per layer, one of `LAYER_TYPES`; None: every layer "sliding_attention"
+        when `sliding_window` is set (Hugging Face's names and rule).
     """
 
     family: str = "llama"
@@ -91,6 +96,8 @@ class LMConfig:
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     mrope_section: tuple[int, ...] | None = None
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.family not in SUPPORTED_ARCHITECTURES.values():
@@ -117,6 +124,26 @@ class LMConfig:
                 f"mrope_section must be three non-negative counts summing to head_dim // 2 = "
                 f"{self.head_dim // 2}, got {self.mrope_section!r}"
             )
+
+        if self.sliding_window is not None and (
+                not isinstance(self.sliding_window, int | np.integer) or self.sliding_window <= 0):
+            raise ValueError(f"sliding_window must be a positive integer or None, got "
+                             f"{self.sliding_window!r}")
+        if self.layer_types is not None and (
+                len(self.layer_types) != self.num_layers
+                or not set(self.layer_types) <= set(LAYER_TYPES)):
+            raise ValueError(f"layer_types must give one of {LAYER_TYPES} for each of the "
+                             f"{self.num_layers} layers, got {self.layer_types!r}")
+        if (self.layer_types is not None and "sliding_attention" in self.layer_types
+                and self.sliding_window is None):
+            raise ValueError("layer_types names sliding_attention layers but sliding_window "
+                             "is None; expected a positive window")
+
+    def layer_window(self, index: int) -> int | None:
+        """Layer `index`'s attention window (`sliding_window`), or None for full attention."""
+        if self.layer_types is not None and self.layer_types[index] == "full_attention":
+            return None
+        return self.sliding_window
 
     def mrope_axes(self) -> np.ndarray:
         """For each rotary frequency, the position axis (0 = t, 1 = h, 2 = w) it follows.
@@ -187,8 +214,13 @@ class LMConfig:
         act = hf.get("hidden_act", "silu")
         if act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {act!r}")
+        window, layer_types = None, None
         if hf.get("use_sliding_window"):
-            raise ValueError("use_sliding_window=True is not supported; expected False")
+            window = hf.get("sliding_window")
+            layer_types = hf.get("layer_types") or [
+                "sliding_attention" if i >= hf.get("max_window_layers", 0) else "full_attention"
+                for i in range(hf["num_hidden_layers"])]
+            layer_types = tuple(layer_types)
         num_heads = hf["num_attention_heads"]
         rope = dict(hf.get("rope_parameters") or {})
         rope.update(hf.get("rope_scaling") or {})
@@ -228,4 +260,6 @@ class LMConfig:
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=eos,
             pad_token_id=hf.get("pad_token_id"),
+            sliding_window=window,
+            layer_types=layer_types,
         )

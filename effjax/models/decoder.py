@@ -34,8 +34,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from effjax.formats import fake_quant
 from effjax.models.config import LMConfig
-from effjax.models.sdpa import Pairs, attention
 from effjax.models.layers import apply_rope, linear, rms_norm
+from effjax.models.sdpa import Pairs, attention
 from effjax.quant.recipe import Recipe
 from effjax.transforms import online
 
@@ -280,6 +280,9 @@ def layer_forward(p: LayerParams, x: Float[Array, "b t h"], *, config: LMConfig,
     `kw` are `attention_layer`'s keyword arguments (path aside). Returns (x, cache kv)."""
     path = f"layers/{index}"
     eps = config.rms_norm_eps
+    window = config.layer_window(index)
+    if window is not None:
+        kw = {**kw, "pairs": kw["pairs"]._replace(window=window)}
     h, kv = attention_layer(p["attn"], rms_norm(x, p["input_norm"]["weight"], eps),
                             config=config, path=f"{path}/attn", **kw)
     x = x + h
@@ -455,10 +458,10 @@ def layer_runs(layers: dict[int, LayerParams], *, config: LMConfig,
                recipe: Recipe | None = None,
                capture: Capture | None = None, scan: bool = True) -> list[tuple[int, int]]:
     """How `forward` groups the layers: maximal runs (first index, count) of consecutive
-    layers that share their parameter structure (tree, shapes, dtypes, formats) and their
-    recipe's activation formats, each run then scanned as one compiled layer. Capturing
-    anything but "hidden" (per-layer paths), or `scan=False`, gives every layer its own
-    run.
+    layers that share their parameter structure (tree, shapes, dtypes, formats), their
+    recipe's activation formats and their attention window (`config.layer_window`), each
+    run then scanned as one compiled layer. Capturing anything but "hidden" (per-layer
+    paths), or `scan=False`, gives every layer its own run.
 
     Raises:
       ValueError: a layer index in range(config.num_layers) is missing.
@@ -473,7 +476,7 @@ def layer_runs(layers: dict[int, LayerParams], *, config: LMConfig,
         leaves, tree = jax.tree.flatten(layers[i])
         acts = (() if recipe is None else
                 tuple(recipe.activation_format(f"layers/{i}/{p}") for p in _PROJECTIONS))
-        return tree, tuple((x.shape, x.dtype) for x in leaves), acts
+        return tree, tuple((x.shape, x.dtype) for x in leaves), acts, config.layer_window(i)
 
     runs: list[tuple[int, int]] = []
     last = None
@@ -508,9 +511,9 @@ class LayerStack:
 
     def layer(self, index: int) -> LayerParams:
         """Layer `index`'s parameters (sliced out of its run)."""
-        for start, count, run in zip(self.starts, self.counts(), self.runs):
+        for start, count, run in zip(self.starts, self.counts(), self.runs, strict=True):
             if start <= index < start + count:
-                return jax.tree.map(lambda a: a[index - start], run)
+                return jax.tree.map(lambda a, j=index - start: a[j], run)
         raise IndexError(f"no layer {index} in a stack of {sum(self.counts())}")
 
 
@@ -551,7 +554,7 @@ def _layer_groups(layers, *, config, recipe, capture, scan):
                 lambda *a: jnp.stack(a), *run)
         return
     per_layer = not scan or (capture is not None and capture.kinds - {"hidden"})
-    for first, count, run in zip(layers.starts, layers.counts(), layers.runs):
+    for first, count, run in zip(layers.starts, layers.counts(), layers.runs, strict=True):
         if recipe is not None:
             acts = {tuple(recipe.activation_format(f"layers/{i}/{p}") for p in _PROJECTIONS)
                     for i in range(first, first + count)}
@@ -587,10 +590,11 @@ def forward(
 
     Jittable. With `scan_layers`, runs of consecutive layers with the same parameter
     structure and recipe formats go through one `jax.lax.scan` (one layer compiled per
-    run, whatever the depth); capturing anything but "hidden" unrolls the layers. Concrete token ids are checked (`check_token_ids`); traced ones (under jit)
-    cannot be: an id outside [0, vocab) embeds as NaN, which attention spreads to the logits
-    of its sequence (other sequences of the batch are unaffected), so a bad id never passes
-    for a real token. `LM.apply` checks the ids before it jits; call `check_token_ids`
+    run, whatever the depth); capturing anything but "hidden" unrolls the layers. Concrete
+    token ids are checked (`check_token_ids`); traced ones (under jit) cannot be: an id
+    outside [0, vocab) embeds as NaN, which attention spreads to the logits of its sequence
+    (other sequences of the batch are unaffected), so a bad id never passes for a real
+    token. `LM.apply` checks the ids before it jits; call `check_token_ids`
     yourself before jitting `forward`.
 
     Args:

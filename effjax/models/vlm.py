@@ -52,9 +52,9 @@ from effjax.models.decoder import (
     project,
 )
 from effjax.models.hf import check_shapes, hf_name_to_path, read_json, read_tensors
-from effjax.models.sdpa import attention
 from effjax.models.layers import apply_rope, rms_norm
 from effjax.models.records import VLM
+from effjax.models.sdpa import attention
 from effjax.quant.recipe import Recipe
 
 Grid = tuple[int, int, int]  # (frames, patch rows, patch columns) of one image

@@ -24,7 +24,7 @@ class ByteTokenizer:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("qwen2")
-    model = write_tiny("qwen2_gqa3_bias", path)
+    model = write_tiny("qwen2_gqa3_bias_window", path)
     lm = effjax.load(path)
     return dataclasses.replace(lm, tokenizer=ByteTokenizer(lm.config.vocab_size)), model
 

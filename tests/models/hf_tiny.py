@@ -5,7 +5,8 @@ import transformers
 
 # name -> (config class, model class, config kwargs). Together they cover GQA ratios 1, 3
 # and 4, tied and untied embeddings, q/k norm, attention bias, llama3 and linear rope
-# scaling and a head_dim different from hidden / heads.
+# scaling, a head_dim different from hidden / heads, and a sliding-window layer after a
+# full-attention one.
 TINY = {
     "llama_mha_untied": (
         transformers.LlamaConfig, transformers.LlamaForCausalLM,
@@ -22,9 +23,10 @@ TINY = {
         dict(num_attention_heads=4, num_key_value_heads=2, attention_bias=True, mlp_bias=True,
              rope_scaling={"rope_type": "linear", "factor": 2.0}),
     ),
-    "qwen2_gqa3_bias": (
+    "qwen2_gqa3_bias_window": (
         transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
-        dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True),
+        dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True,
+             use_sliding_window=True, sliding_window=6, max_window_layers=1),
     ),
     "qwen3_qknorm_headdim": (
         transformers.Qwen3Config, transformers.Qwen3ForCausalLM,

@@ -29,7 +29,7 @@ def test_unsupported_architecture_names_the_supported_ones():
 
 @pytest.mark.parametrize("bad, match", [
     ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"use_sliding_window": True}, "use_sliding_window"),
+    ({"use_sliding_window": True}, "sliding_window is None"),
     ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_type"),
     ({"num_key_value_heads": 3}, "multiple of num_kv_heads"),
 ])
@@ -38,12 +38,33 @@ def test_from_hf_rejects_bad_options(bad, match):
         LMConfig.from_hf({**BASE, **bad})
 
 
+def test_from_hf_sliding_window_layers():
+    """Qwen2's rule: layers from max_window_layers on slide; explicit layer_types win."""
+    c = LMConfig.from_hf({**BASE, "use_sliding_window": True, "sliding_window": 8,
+                          "max_window_layers": 1})
+    assert c.layer_types == ("full_attention", "sliding_attention")
+    assert [c.layer_window(i) for i in range(2)] == [None, 8]
+    c = LMConfig.from_hf({**BASE, "use_sliding_window": True, "sliding_window": 8,
+                          "layer_types": ["sliding_attention", "full_attention"]})
+    assert [c.layer_window(i) for i in range(2)] == [8, None]
+    off = LMConfig.from_hf({**BASE, "use_sliding_window": False, "sliding_window": 8})
+    assert off.sliding_window is None and off.layer_window(1) is None
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         LMConfig(vocab_size=10, hidden_size=0, intermediate_size=4, num_layers=1, num_heads=1,
                  num_kv_heads=1, head_dim=4)
     with pytest.raises(ValueError, match="rope_type"):
         RopeScaling(rope_type="ntk", factor=2.0)
+    sizes = dict(vocab_size=10, hidden_size=4, intermediate_size=4, num_layers=2, num_heads=1,
+                 num_kv_heads=1, head_dim=4)
+    with pytest.raises(ValueError, match="sliding_window must be a positive integer"):
+        LMConfig(**sizes, sliding_window=0)
+    with pytest.raises(ValueError, match="layer_types must give one of"):
+        LMConfig(**sizes, sliding_window=4, layer_types=("full_attention",))
+    with pytest.raises(ValueError, match="layer_types must give one of"):
+        LMConfig(**sizes, sliding_window=4, layer_types=("full_attention", "chunked"))
 
 
 @pytest.mark.parametrize("rope", [

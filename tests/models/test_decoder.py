@@ -35,7 +35,7 @@ def test_tiny_configs_cover_required_features():
     import tempfile
 
     seen = {"gqa": set(), "tied": set(), "qk_norm": False, "bias": False, "llama3": False,
-            "odd_head_dim": False}
+            "odd_head_dim": False, "window": False}
     for name in TINY:
         with tempfile.TemporaryDirectory() as d:
             write_tiny(name, d)
@@ -46,12 +46,14 @@ def test_tiny_configs_cover_required_features():
         seen["bias"] |= c.qkv_bias
         seen["llama3"] |= c.rope_scaling is not None and c.rope_scaling.rope_type == "llama3"
         seen["odd_head_dim"] |= c.head_dim != c.hidden_size // c.num_heads
+        seen["window"] |= c.layer_types == ("full_attention", "sliding_attention")
     assert {1, 3, 4} <= seen["gqa"] and seen["tied"] == {True, False}
     assert seen["qk_norm"] and seen["bias"] and seen["llama3"] and seen["odd_head_dim"]
+    assert seen["window"]
 
 
 def test_sharded_safetensors_index(tmp_path):
-    model = write_tiny("qwen2_gqa3_bias", tmp_path, max_shard_size="20KB")
+    model = write_tiny("qwen2_gqa3_bias_window", tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
     lm = effjax.load(tmp_path)
     tokens = _tokens(lm.config, (1, 16))

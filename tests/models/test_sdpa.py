@@ -3,6 +3,7 @@ values and gradients, for every kind of pair rule; the decoder's fast paths (blo
 attention, layers under scan, stacked layers) against its reference path on the test
 models."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -15,8 +16,10 @@ from effjax.models import LMConfig, forward, init_params, layer_runs, stack_laye
 from effjax.models.sdpa import (
     allowed_pairs,
     attention,
+    block_size,
     blocked_attention,
     dense_attention,
+    single_query_attention,
 )
 from effjax.quant import Recipe, Rule, quantize_params
 
@@ -75,8 +78,38 @@ def test_blocked_matches_dense_values_and_gradients(causal, window, padded, mask
 
     np.testing.assert_allclose(blocked(q, k, v), dense(q, k, v), atol=1e-5, rtol=0)
     grads = [jax.grad(loss(f), argnums=(0, 1, 2))(q, k, v) for f in (dense, blocked)]
-    for want, got in zip(*grads):
+    for want, got in zip(*grads, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("padded, window", [(False, None), (True, 4)])
+def test_single_query_matches_dense(dtype, padded, window):
+    """A decoding step (one query per sequence, a cache with unwritten slots) through
+    "xla"'s single-query path against the dense reference, values and gradients."""
+    b, h, kv, d, s = 3, 6, 2, 8, 11
+    q, k, v = (a.astype(dtype) for a in qkv(b, 1, s, h, kv, d))
+    valid = jnp.asarray(RNG.random((b, s)) > 0.3) if padded else None
+    allowed = allowed_pairs(1, s, batch=b, causal=True, q_offset=7, window=window,
+                            key_valid=valid)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    got = attention(q, k, v, causal=True, q_offset=7, window=window, key_valid=valid,
+                    implementation="xla")
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32),
+                               np.asarray(dense_attention(q, k, v, allowed), np.float32),
+                               atol=tol, rtol=0)
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(jnp.sin(f(*a, allowed).astype(jnp.float32))),
+                      argnums=(0, 1, 2))(q, k, v)
+             for f in (dense_attention, single_query_attention)]
+    for want, got in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   atol=tol, rtol=0)
+
+
+def test_block_size_rule():
+    assert [block_size(n) for n in (1, 100, 128, 511, 512, 2047, 2048, 8192)] == [
+        1, 100, 128, 128, 256, 256, 512, 512]
 
 
 def test_traced_offset_and_no_allowed_key():
@@ -106,16 +139,17 @@ def test_causal_blocks_above_the_diagonal_are_skipped():
     assert np.isfinite(np.asarray(out)).all()
 
 
-def test_auto_picks_dense_for_short_and_blocked_for_long(monkeypatch):
+def test_auto_picks_dense_for_short_blocked_for_long_and_single_query(monkeypatch):
     calls = []
     import effjax.models.sdpa as A
-    monkeypatch.setattr(A, "blocked_attention", lambda *a, **k: calls.append("xla") or a[0])
-    monkeypatch.setattr(A, "dense_attention", lambda *a, **k: calls.append("dense") or a[0])
+    for name in ("blocked_attention", "dense_attention", "single_query_attention"):
+        monkeypatch.setattr(A, name, lambda *a, name=name, **k: calls.append(name) or a[0])
     q, k, v = qkv(1, 4, 4, 2, 1, 4)
     attention(q, k, v)
-    long_q = jnp.zeros((1, 1024, 2, 4))
-    attention(long_q, jnp.zeros((1, 1024, 1, 4)), jnp.zeros((1, 1024, 1, 4)), causal=True)
-    assert calls == ["dense", "xla"]
+    long_q = jnp.zeros((1, 256, 2, 4))
+    attention(long_q, jnp.zeros((1, 256, 1, 4)), jnp.zeros((1, 256, 1, 4)), causal=True)
+    attention(q[:, :1], k, v, causal=True, q_offset=3)
+    assert calls == ["dense_attention", "blocked_attention", "single_query_attention"]
 
 
 def test_attention_rejects_bad_arguments():
@@ -129,6 +163,8 @@ def test_attention_rejects_bad_arguments():
 
 TINY = LMConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=4, num_heads=4,
                 num_kv_heads=2, head_dim=8, qk_norm=True)
+WINDOWED = dataclasses.replace(TINY, sliding_window=7, layer_types=(
+    "full_attention", "sliding_attention", "sliding_attention", "full_attention"))
 
 
 def test_layer_runs_group_like_layers():
@@ -139,6 +175,7 @@ def test_layer_runs_group_like_layers():
     act = Recipe(rules=(Rule(pattern=r"layers/0/", activation="int8"),))
     assert layer_runs(params["layers"], config=TINY, recipe=act) == [(0, 1), (1, 3)]
     assert layer_runs(params["layers"], config=TINY, scan=False) == [(i, 1) for i in range(4)]
+    assert layer_runs(params["layers"], config=WINDOWED) == [(0, 1), (1, 2), (3, 1)]
     with pytest.raises(ValueError, match="lacks layers"):
         layer_runs({0: params["layers"][0]}, config=TINY)
 
@@ -149,36 +186,38 @@ def _close(got, want, tol=1e-5):
     assert np.max(np.abs(got - want)) <= tol * max(1.0, np.max(np.abs(want)))
 
 
-@pytest.mark.parametrize("recipe", [None, Recipe(rules=(Rule(pattern=r"layers/[12]/",
-                                                             weight="mxfp4"),))],
-                         ids=["float", "mixed-quantized"])
-def test_fast_paths_match_the_reference(recipe):
+@pytest.mark.parametrize("config, recipe", [
+    (TINY, None), (WINDOWED, None),
+    (TINY, Recipe(rules=(Rule(pattern=r"layers/[12]/", weight="mxfp4"),)))],
+    ids=["float", "sliding-window", "mixed-quantized"])
+def test_fast_paths_match_the_reference(config, recipe):
     """Blocked attention, scanned runs and a LayerStack against dense + unrolled: prefill,
     prefill into a cache then a decode step, per-layer masks, and the gradient. (Weights
     only are quantized: an activation quantizer turns a reordered sum's last-bit change
     into a step of its grid, so there the paths agree only where no rounding flips.)"""
-    params = init_params(TINY, jax.random.PRNGKey(1))
+    params = init_params(config, jax.random.PRNGKey(1))
     params = params if recipe is None else quantize_params(params, recipe)
     tokens = jnp.asarray(RNG.integers(0, 64, (2, 40)), jnp.int32)
     mask = jnp.asarray(np.arange(40)[None] >= np.array([[0], [5]]))  # row 1 left-padded
-    kw = dict(config=TINY, recipe=recipe, mask=mask)
+    kw = dict(config=config, recipe=recipe, mask=mask)
     want = forward(params, tokens, **kw, **REFERENCE)[0]
-    stacked = stack_layers(params, config=TINY, recipe=recipe)
+    stacked = stack_layers(params, config=config, recipe=recipe)
     _close(forward(params, tokens, **kw, attention_impl="xla", scan_layers=True)[0], want)
     _close(forward(stacked, tokens, **kw, attention_impl="xla")[0], want)  # scanned
     _close(forward(stacked, tokens, **kw, scan_layers=False)[0], want)  # sliced per layer
     if recipe is not None:  # the quantized runs: prefill above is what differs
         return
-    cache = effjax.models.init_cache(TINY, 2, 48)
+    cache = effjax.models.init_cache(config, 2, 48)
     outs = []
     for fast in (REFERENCE, dict(attention_impl="xla", scan_layers=True)):
         _, c1 = forward(params, tokens, **kw, cache=cache, **fast)
-        step, c2 = forward(params, tokens[:, :1], config=TINY, recipe=recipe, cache=c1, **fast)
+        step, c2 = forward(params, tokens[:, :1], config=config, recipe=recipe, cache=c1, **fast)
         outs.append((step, c2))
     _close(outs[1][0], outs[0][0])
-    for a, b in zip(outs[1][1].k, outs[0][1].k):
+    for a, b in zip(outs[1][1].k, outs[0][1].k, strict=True):
         _close(a, b)
-    layer_masks = jnp.asarray(RNG.random((4, 2, 40, 40)) > 0.3) | jnp.eye(40, dtype=bool)[None, None]
+    layer_masks = (jnp.asarray(RNG.random((4, 2, 40, 40)) > 0.3)
+                   | jnp.eye(40, dtype=bool)[None, None])
     _close(forward(params, tokens, **kw, attn_mask=layer_masks, attention_impl="xla",
                    scan_layers=True)[0],
            forward(params, tokens, **kw, attn_mask=layer_masks, **REFERENCE)[0])
@@ -188,7 +227,7 @@ def test_fast_paths_match_the_reference(recipe):
 
     g_ref = jax.grad(lambda p: loss(p, **REFERENCE))(params)
     g_fast = jax.grad(lambda p: loss(p, attention_impl="xla", scan_layers=True))(params)
-    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
         _close(a, b, 1e-4)
 
 
@@ -270,5 +309,5 @@ def test_shapes_vlm_and_minilm_match_the_reference(monkeypatch):
     monkeypatch.setattr(vlm_module, "attention", forced)
     monkeypatch.setattr(encoder_module, "attention", forced)
     got = run(**XLA)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         _close(a, b)
