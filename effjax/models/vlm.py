@@ -215,9 +215,11 @@ class VLMConfig:
 def vision_attention(p: Params, x: Float[Array, "b n h"], *, config: VisionConfig, path: str,
                      positions: Int[Array, "b n f"], inv_freq: Float[Array, " f"],
                      allowed: Bool[Array, "1 n n"], recipe: Recipe | None = None,
-                     capture: Capture | None = None) -> Float[Array, "b n h"]:
-    """A vision block's attention: fused qkv, 2D RoPE, attention within `allowed`, proj.
-    Captures "qk" (after RoPE) and "qk_prerope" at f"{path}/q" and f"{path}/k"."""
+                     capture: Capture | None = None,
+                     attention_impl: str = "auto") -> Float[Array, "b n h"]:
+    """A vision block's attention: fused qkv, 2D RoPE, attention within `allowed` (run by
+    `effjax.models.attention` with `attention_impl`), proj. Captures "qk" (after RoPE) and
+    "qk_prerope" at f"{path}/q" and f"{path}/k"."""
     c = config
     b, n, _ = x.shape
     qkv = project(p["qkv"], x, path=f"{path}/qkv", recipe=recipe, capture=capture).reshape(
@@ -231,7 +233,7 @@ def vision_attention(p: Params, x: Float[Array, "b n h"], *, config: VisionConfi
     if capture is not None:
         capture.put("qk", f"{path}/q", q)
         capture.put("qk", f"{path}/k", k)
-    out = attention(q, k, qkv[:, :, 2], mask=allowed)
+    out = attention(q, k, qkv[:, :, 2], mask=allowed, implementation=attention_impl)
     return project(p["proj"], out.reshape(b, n, c.hidden_size), path=f"{path}/proj",
                    recipe=recipe, capture=capture)
 
@@ -239,8 +241,8 @@ def vision_attention(p: Params, x: Float[Array, "b n h"], *, config: VisionConfi
 def vision_block(p: Params, x: Float[Array, "b n h"], *, config: VisionConfig, path: str,
                  recipe: Recipe | None = None, capture: Capture | None = None,
                  **geometry) -> Float[Array, "b n h"]:
-    """A pre-norm vision block (`geometry`: `vision_attention`'s positions, inv_freq and
-    allowed)."""
+    """A pre-norm vision block (`geometry`: `vision_attention`'s positions, inv_freq,
+    allowed and attention_impl)."""
     eps = config.rms_norm_eps
     x = x + vision_attention(p["attn"], rms_norm(x, p["norm1"]["weight"], eps), config=config,
                              path=f"{path}/attn", recipe=recipe, capture=capture, **geometry)
@@ -327,6 +329,7 @@ def encode_images(
     dtype=jnp.float32,
     recipe: Recipe | None = None,
     capture: Sequence[str] = (),
+    attention_impl: str = "auto",
 ):
     """Runs the vision transformer over k images of one size.
 
@@ -339,6 +342,7 @@ def encode_images(
       recipe: optional activation formats (paths "vision/blocks/<i>/...").
       capture: kinds to hand back, as `effjax.models.forward`'s ("inputs", "qk",
         "qk_prerope"; paths "vision/blocks/<i>/attn/q" and so on).
+      attention_impl: how attention runs, one of `effjax.models.sdpa.IMPLEMENTATIONS`.
 
     Returns:
       The merged image tokens (k, n / spatial_merge_size^2, out_hidden) float32, in the
@@ -363,7 +367,8 @@ def encode_images(
     for i in range(config.depth):
         x = vision_block(params["blocks"][i], x, config=config, path=f"vision/blocks/{i}",
                          recipe=recipe, capture=cap, positions=pos, inv_freq=inv_freq,
-                         allowed=full if i in config.fullatt_block_indexes else win)
+                         allowed=full if i in config.fullatt_block_indexes else win,
+                         attention_impl=attention_impl)
     out = patch_merger(params["merger"], x, config=config, recipe=recipe,
                        capture=cap).astype(jnp.float32)
     return out if cap is None else (out, cap.found)

@@ -11,6 +11,7 @@ fast paths (blocked attention, layers under `scan`) reorder sums, so they are he
 reference within a tolerance instead (tests/models/test_sdpa.py).
 """
 
+import functools
 import hashlib
 
 import jax
@@ -108,10 +109,13 @@ def test_smollm2_logits_are_pinned(smollm2):
     check("smollm2", logits)
 
 
-def test_shapes_vlm_logits_are_pinned():
+def test_shapes_vlm_logits_are_pinned(monkeypatch):
     from effjax.data import shapes_vqa
+    from effjax.models import vlm as vlm_module
     from effjax.pruning import shapes_vlm
 
+    monkeypatch.setattr(shapes_vlm, "encode_images", functools.partial(  # the reference path
+        vlm_module.encode_images, attention_impl="dense"))
     vlm = shapes_vlm.load_shapes_vlm()
     params, config = vlm.params, vlm.config
     batch = shapes_vqa.batch([shapes_vqa.example("test", i) for i in range(2)])

@@ -187,7 +187,7 @@ def _close(got, want, tol=1e-5):
 
 
 @pytest.mark.parametrize("config, recipe", [
-    (TINY, None), (WINDOWED, None),
+    (TINY, None), pytest.param(WINDOWED, None, marks=pytest.mark.slow),
     (TINY, Recipe(rules=(Rule(pattern=r"layers/[12]/", weight="mxfp4"),)))],
     ids=["float", "sliding-window", "mixed-quantized"])
 def test_fast_paths_match_the_reference(config, recipe):

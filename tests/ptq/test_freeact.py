@@ -48,7 +48,7 @@ def trained():
     params = load_agent(AgentTraining()).params
     one = dict(params, layers={0: params["layers"][0]})  # layer 0 alone
     tokens, ctx = diffusion_windows(0, 32, 0)
-    train = dict(steps=40, batch_size=8, context=ctx, progress=False)  # the same for both
+    train = dict(steps=20, batch_size=8, context=ctx, progress=False)  # the same for both
     shared, shared_losses = flatquant(one, tokens, R, **train, config=AGENT_CONFIG)
     free, info = freeact(one, tokens, R, **train, config=AGENT_CONFIG)
     return params, one, shared, free, info, shared_losses[0]
@@ -79,7 +79,7 @@ def test_complement_basis_spans_what_the_row_space_misses():
 def test_type_grams_split_the_layer_inputs_by_type(trained):
     params, one, *_ = trained
     tokens, ctx = diffusion_windows(3, 2, 3)
-    x = embed(params, tokens)
+    x = embed(params, tokens, config=AGENT_CONFIG)
     grams = type_grams(one["layers"][0], x, ctx, 0, 2, config=AGENT_CONFIG)
     inputs = _group_inputs(one["layers"][0], x, ctx)
     types = np.asarray(ctx.token_types).reshape(-1)
@@ -95,7 +95,7 @@ def test_float_layer_is_kept_on_each_types_subspace_while_t_k_is_not_m_inverse(t
     with the learned (trained) transforms, and T_k differs from M^-1."""
     params, one, _, _, info, _ = trained
     tokens, ctx = diffusion_windows(1000, 8, 1)
-    inputs = _group_inputs(one["layers"][0], embed(params, tokens), ctx)
+    inputs = _group_inputs(one["layers"][0], embed(params, tokens, config=AGENT_CONFIG), ctx)
     types = np.asarray(ctx.token_types).reshape(-1)
     learned = info["learned"][0]
     for group, (block, proj) in {"qkv": ("attn", "q_proj"), "o": ("attn", "o_proj"),
@@ -148,7 +148,7 @@ def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
     # (a) FlatQuant's learned quantized layer, each P replaced by FreeAct's T_k at Z_k = 0:
     # T_k is P exactly (P + Q_k 0), and the layer is FlatQuant's on held-out windows.
     tokens, ctx = diffusion_windows(1000, 16, 1)
-    x = embed(params, tokens)
+    x = embed(params, tokens, config=AGENT_CONFIG)
     as_free = copy_dicts(shared["layers"][0])
     for name, (block, projs) in GROUPS.items():
         for p in projs:
@@ -173,7 +173,7 @@ def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
     # (FlatQuant) and through T_k at Z_k = 0 (FreeAct), on the first step's windows, W4.
     tokens, ctx = diffusion_windows(0, 32, 0)
     sl = np.arange(8)
-    x, ctx = embed(params, tokens)[sl], ctx.rows(sl)
+    x, ctx = embed(params, tokens, config=AGENT_CONFIG)[sl], ctx.rows(sl)
     target = block_forward(layer, x, config=AGENT_CONFIG, index=0, attn_mask=ctx.attn_mask,
                            token_types=ctx.token_types)
     start = affine_init(layer, R, 0)
