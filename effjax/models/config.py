@@ -1,4 +1,4 @@
-"""Configuration of the decoder LM (Llama, Qwen2 and Qwen3 families)."""
+"""Configuration of the decoder LM (Llama, Qwen2, Qwen3 and Gemma 3 text families)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
 }
+ACTIVATIONS = ("silu", "gelu_tanh")
+# Hugging Face activation names -> ours.
+_HF_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
 ROPE_TYPES = ("default", "linear", "llama3")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # config.json fields `LMConfig.from_hf` cannot do without.
@@ -53,7 +57,7 @@ class LMConfig:
     """Shape and options of a decoder-only LM.
 
     Attributes:
-      family: "llama", "qwen2" or "qwen3".
+      family: "llama", "qwen2", "qwen3" or "gemma3".
       vocab_size, hidden_size, intermediate_size, num_layers: the usual sizes.
       num_heads, num_kv_heads: query and key/value heads (grouped-query attention when
         they differ; num_heads must be a multiple of num_kv_heads).
@@ -73,6 +77,14 @@ class LMConfig:
         attends keys at i - sliding_window + 1 .. i; None for full attention everywhere.
       layer_types: per layer, one of `LAYER_TYPES`; None: every layer "sliding_attention"
         when `sliding_window` is set (Hugging Face's names and rule).
+      hidden_act: the gated MLP's activation, one of `ACTIVATIONS` (SwiGLU or GeGLU).
+      sandwich_norms: RMSNorms also on the attention and MLP outputs before they join the
+        residual (Gemma's post-attention and post-feed-forward norms).
+      scale_embeddings: token embeddings multiplied by sqrt(hidden_size) (Gemma).
+      query_pre_attn_scalar: scores scaled by its inverse square root in place of
+        head_dim ** -0.5 (Gemma); None for head_dim.
+      local_rope_theta: the RoPE base of the sliding-window layers (Gemma 3, unscaled);
+        None: every layer uses `rope_theta` and `rope_scaling`.
     """
 
     family: str = "llama"
@@ -98,6 +110,11 @@ class LMConfig:
     mrope_section: tuple[int, ...] | None = None
     sliding_window: int | None = None
     layer_types: tuple[str, ...] | None = None
+    hidden_act: str = "silu"
+    sandwich_norms: bool = False
+    scale_embeddings: bool = False
+    query_pre_attn_scalar: float | None = None
+    local_rope_theta: float | None = None
 
     def __post_init__(self):
         if self.family not in SUPPORTED_ARCHITECTURES.values():
@@ -125,6 +142,11 @@ class LMConfig:
                 f"{self.head_dim // 2}, got {self.mrope_section!r}"
             )
 
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
+        if self.query_pre_attn_scalar is not None and not self.query_pre_attn_scalar > 0:
+            raise ValueError(f"query_pre_attn_scalar must be > 0 or None, got "
+                             f"{self.query_pre_attn_scalar!r}")
         if self.sliding_window is not None and (
                 not isinstance(self.sliding_window, int | np.integer) or self.sliding_window <= 0):
             raise ValueError(f"sliding_window must be a positive integer or None, got "
@@ -160,9 +182,18 @@ class LMConfig:
         """Query heads per key/value head."""
         return self.num_heads // self.num_kv_heads
 
-    def rope_inv_freq(self) -> np.ndarray:
-        """Inverse RoPE frequencies, shape (head_dim // 2,), float64 then cast by the caller."""
+    def rope_inv_freq(self, layer: int | None = None) -> np.ndarray:
+        """Inverse RoPE frequencies, shape (head_dim // 2,), float64 then cast by the caller.
+
+        Args:
+          layer: the layer they rotate in; a sliding-window layer takes `local_rope_theta`
+            where it is set. None: the global (full-attention) frequencies.
+        """
         exponents = np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim
+        local = (layer is not None and self.local_rope_theta is not None
+                 and self.layer_window(layer) is not None)
+        if local:
+            return 1.0 / (self.local_rope_theta**exponents)
         inv_freq = 1.0 / (self.rope_theta**exponents)
         scaling = self.rope_scaling
         if scaling is None:
@@ -211,18 +242,41 @@ class LMConfig:
         for k in _REQUIRED_HF_FIELDS:
             if isinstance(hf[k], bool) or not isinstance(hf[k], int):
                 raise ValueError(f"config.json field {k!r} must be an integer, got {hf[k]!r}")
-        act = hf.get("hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {act!r}")
+        gemma = family == "gemma3"
+        act_key = "hidden_activation" if gemma else "hidden_act"
+        act = hf.get(act_key, "gelu_pytorch_tanh" if gemma else "silu")
+        if act not in _HF_ACTIVATIONS:
+            raise ValueError(f"{act_key} must be one of {sorted(_HF_ACTIVATIONS)}, got {act!r}")
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if hf.get(key) is not None:
+                raise ValueError(f"{key}={hf[key]!r} is not supported; expected None")
+        if hf.get("use_bidirectional_attention"):
+            raise ValueError("use_bidirectional_attention=True is not supported; expected False")
+        n = hf["num_hidden_layers"]
         window, layer_types = None, None
-        if hf.get("use_sliding_window"):
+        if gemma and hf.get("sliding_window"):
+            pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
+            window = hf["sliding_window"]
+            layer_types = hf.get("layer_types") or [
+                "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                for i in range(n)]
+        elif hf.get("use_sliding_window"):
             window = hf.get("sliding_window")
             layer_types = hf.get("layer_types") or [
                 "sliding_attention" if i >= hf.get("max_window_layers", 0) else "full_attention"
-                for i in range(hf["num_hidden_layers"])]
+                for i in range(n)]
+        if layer_types is not None:
             layer_types = tuple(layer_types)
         num_heads = hf["num_attention_heads"]
         rope = dict(hf.get("rope_parameters") or {})
+        local_theta = hf.get("rope_local_base_freq") if gemma else None
+        if "full_attention" in rope or "sliding_attention" in rope:  # per layer type
+            local = rope.get("sliding_attention") or {}
+            if local.get("rope_type", "default") != "default":
+                raise ValueError(f"sliding-attention RoPE must be 'default', got "
+                                 f"{local.get('rope_type')!r}")
+            local_theta = local.get("rope_theta", local_theta)
+            rope = dict(rope.get("full_attention") or {})
         rope.update(hf.get("rope_scaling") or {})
         rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
         rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -252,14 +306,20 @@ class LMConfig:
             rope_theta=float(rope_theta),
             rope_scaling=scaling,
             max_position_embeddings=hf.get("max_position_embeddings", 2048),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", gemma)),
             qkv_bias=True if family == "qwen2" else attention_bias,
             o_bias=False if family == "qwen2" else attention_bias,
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            qk_norm=family == "qwen3",
+            qk_norm=family in ("qwen3", "gemma3"),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=eos,
             pad_token_id=hf.get("pad_token_id"),
             sliding_window=window,
             layer_types=layer_types,
+            hidden_act=_HF_ACTIVATIONS[act],
+            sandwich_norms=gemma,
+            scale_embeddings=gemma,
+            query_pre_attn_scalar=(float(hf.get("query_pre_attn_scalar", 256)) if gemma
+                                   else None),
+            local_rope_theta=None if local_theta is None else float(local_theta),
         )

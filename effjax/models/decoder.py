@@ -9,13 +9,16 @@ other input is an argument. Kernels are laid out (in, out):
                      "norm": {"weight": (hidden,)},
                      ["lm_head": Projection (hidden -> vocab), untied models only]}
     LayerParams = {"input_norm": {"weight"}, "attn": AttentionParams,
-                   "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"}}
+                   "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"},
+                   ["attn_out_norm", "mlp_out_norm": {"weight"}, with sandwich norms]}
     AttentionParams = {"q_proj", "k_proj", "v_proj", "o_proj": Projection,
                        ["q_norm", "k_norm": {"weight": (head_dim,)}], ["kv_rotation"]}
     Projection = {"kernel": (in, out) array or QArray, ["bias": (out,)],
                   ["input_transform": an `effjax.transforms.online.Transform`]}
 
 A projection's path ("layers/3/attn/q_proj") is what quantization recipes match against.
+Gemma's RMSNorm scales by (1 + w); its norms are stored here as the weight 1 + w, so every
+family shares one `rms_norm`.
 What a forward pass saw on the way (hidden states, projection inputs, keys and values,
 queries and keys as attention scores them) comes back when asked for by `capture`.
 """
@@ -130,11 +133,16 @@ class MLPParams(TypedDict):
     down_proj: Projection
 
 
-class LayerParams(TypedDict):
+class LayerParams(TypedDict, total=False):
+    """A decoder layer: input_norm before attention, post_attn_norm before the MLP and,
+    with `LMConfig.sandwich_norms`, attn_out_norm / mlp_out_norm on their outputs."""
+
     input_norm: Norm
     attn: AttentionParams
     post_attn_norm: Norm
     mlp: MLPParams
+    attn_out_norm: Norm
+    mlp_out_norm: Norm
 
 
 CAPTURE_KINDS = ("hidden", "inputs", "kv", "qk", "qk_prerope")
@@ -258,6 +266,8 @@ def attention_layer(
     if capture is not None:
         capture.put("qk", f"{path}/q", q)
         capture.put("qk", f"{path}/k", k.astype(q.dtype))
+    if c.query_pre_attn_scalar is not None and c.query_pre_attn_scalar != c.head_dim:
+        q = q * jnp.asarray((c.head_dim / c.query_pre_attn_scalar) ** 0.5, q.dtype)
     out = attention(q, k.astype(q.dtype), v.astype(q.dtype), **pairs._asdict(),
                     implementation=attention_impl)
     return project(p["o_proj"], out.reshape(b, t, c.num_heads * c.head_dim),
@@ -265,30 +275,40 @@ def attention_layer(
 
 
 def mlp(p: MLPParams, x: Float[Array, "b t h"], *, path: str, recipe: Recipe | None = None,
-        token_types: Int[Array, "b t"] | None = None,
-        capture: Capture | None = None) -> Float[Array, "b t h"]:
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+        token_types: Int[Array, "b t"] | None = None, capture: Capture | None = None,
+        activation: str = "silu") -> Float[Array, "b t h"]:
+    """A gated MLP: down(act(gate(x)) * up(x)), act silu (SwiGLU) or "gelu_tanh" (GeGLU)."""
     kw = dict(recipe=recipe, token_types=token_types, capture=capture)
-    hidden = (jax.nn.silu(project(p["gate_proj"], x, path=f"{path}/gate_proj", **kw))
+    act = jax.nn.silu if activation == "silu" else functools.partial(jax.nn.gelu,
+                                                                      approximate=True)
+    hidden = (act(project(p["gate_proj"], x, path=f"{path}/gate_proj", **kw))
               * project(p["up_proj"], x, path=f"{path}/up_proj", **kw))
     return project(p["down_proj"], hidden, path=f"{path}/down_proj", **kw)
 
 
 def layer_forward(p: LayerParams, x: Float[Array, "b t h"], *, config: LMConfig, index: int,
                   **kw) -> tuple[Float[Array, "b t h"], tuple[Array, Array]]:
-    """One pre-norm decoder layer (attention then MLP, each added to the residual);
-    `kw` are `attention_layer`'s keyword arguments (path aside). Returns (x, cache kv)."""
+    """One pre-norm decoder layer (attention then MLP, each added to the residual, each
+    output normalized first with `config.sandwich_norms`), with the layer's own window and
+    RoPE frequencies (`config.layer_window`, `config.rope_inv_freq`); `kw` are
+    `attention_layer`'s keyword arguments (path, inv_freq aside). Returns (x, cache kv)."""
     path = f"layers/{index}"
     eps = config.rms_norm_eps
     window = config.layer_window(index)
     if window is not None:
         kw = {**kw, "pairs": kw["pairs"]._replace(window=window)}
+    inv_freq = jnp.asarray(config.rope_inv_freq(index), jnp.float32)
     h, kv = attention_layer(p["attn"], rms_norm(x, p["input_norm"]["weight"], eps),
-                            config=config, path=f"{path}/attn", **kw)
+                            config=config, path=f"{path}/attn", inv_freq=inv_freq, **kw)
+    if config.sandwich_norms:
+        h = rms_norm(h, p["attn_out_norm"]["weight"], eps)
     x = x + h
     rest = {k: kw[k] for k in ("recipe", "token_types", "capture") if k in kw}
-    return x + mlp(p["mlp"], rms_norm(x, p["post_attn_norm"]["weight"], eps),
-                   path=f"{path}/mlp", **rest), kv
+    h = mlp(p["mlp"], rms_norm(x, p["post_attn_norm"]["weight"], eps), path=f"{path}/mlp",
+            activation=config.hidden_act, **rest)
+    if config.sandwich_norms:
+        h = rms_norm(h, p["mlp_out_norm"]["weight"], eps)
+    return x + h, kv
 
 
 def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: LMConfig):
@@ -299,8 +319,19 @@ def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: L
     return positions
 
 
-def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float[Array, "b t h"]:
+def embed(params: Params, tokens: Int[Array, "b t"], *, config: LMConfig,
+          dtype=jnp.float32) -> Float[Array, "b t h"]:
     """The token embeddings: the residual stream entering layer 0.
+
+    Args:
+      params: the parameter pytree.
+      tokens: int32 token ids.
+      config: the model's config (`scale_embeddings`).
+      dtype: the residual stream's dtype.
+
+    Returns:
+      (b, t, hidden) embeddings, scaled by sqrt(hidden_size) in `dtype` where the config
+      says so.
 
     Raises:
       ValueError: concrete token ids outside [0, vocab) (see `check_token_ids`; traced
@@ -308,7 +339,14 @@ def embed(params: Params, tokens: Int[Array, "b t"], dtype=jnp.float32) -> Float
     """
     table = params["embed"]["embedding"]
     check_token_ids(tokens, table.shape[0])
-    return embed_tokens(table, tokens).astype(dtype)
+    return _scaled(embed_tokens(table, tokens).astype(dtype), config)
+
+
+def _scaled(x: Float[Array, "b t h"], config: LMConfig) -> Float[Array, "b t h"]:
+    """Token embeddings times sqrt(hidden_size) in their dtype, where the config says so."""
+    if not config.scale_embeddings:
+        return x
+    return x * jnp.asarray(config.hidden_size**0.5, x.dtype)
 
 
 def block_forward(
@@ -351,9 +389,8 @@ def block_forward(
     b, t, _ = x.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    inv_freq = jnp.asarray(config.rope_inv_freq(), jnp.float32)
     out, _ = layer_forward(layer_params, x, config=config, index=index,
-                           positions=rope_positions(positions, config), inv_freq=inv_freq,
+                           positions=rope_positions(positions, config),
                            pairs=Pairs(causal=attn_mask is None, mask=attn_mask),
                            recipe=recipe, token_types=token_types, capture=cap,
                            attention_impl=attention_impl)
@@ -434,9 +471,13 @@ def init_layer(config: LMConfig, keys: KeyStream) -> LayerParams:
     if c.qk_norm:
         attn["q_norm"] = {"weight": jnp.ones((c.head_dim,))}
         attn["k_norm"] = {"weight": jnp.ones((c.head_dim,))}
-    return {"input_norm": {"weight": jnp.ones((c.hidden_size,))}, "attn": attn,
-            "post_attn_norm": {"weight": jnp.ones((c.hidden_size,))},
-            "mlp": init_mlp(c, keys)}
+    layer: LayerParams = {"input_norm": {"weight": jnp.ones((c.hidden_size,))}, "attn": attn,
+                          "post_attn_norm": {"weight": jnp.ones((c.hidden_size,))},
+                          "mlp": init_mlp(c, keys)}
+    if c.sandwich_norms:
+        layer["attn_out_norm"] = {"weight": jnp.ones((c.hidden_size,))}
+        layer["mlp_out_norm"] = {"weight": jnp.ones((c.hidden_size,))}
+    return layer
 
 
 @functools.lru_cache(maxsize=32)
@@ -647,8 +688,8 @@ def forward(
     if positions is None:
         offset = jnp.zeros((), jnp.int32) if cache is None else cache.length
         positions = jnp.broadcast_to(offset + jnp.arange(t, dtype=jnp.int32), (b, t))
-    x = (embed_tokens(params["embed"]["embedding"], tokens) if embeds is None
-         else embeds).astype(dtype)
+    x = (_scaled(embed_tokens(params["embed"]["embedding"], tokens).astype(dtype), c)
+         if embeds is None else embeds.astype(dtype))
     per_layer = attn_mask is not None and attn_mask.ndim == 4
     pairs = Pairs(causal=attn_mask is None, key_valid=key_valid,
                   mask=None if per_layer else attn_mask)
@@ -659,7 +700,7 @@ def forward(
         valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, start))
         pairs = pairs._replace(q_offset=start, key_valid=valid)
     kw = dict(config=c, positions=rope_positions(positions, c),
-              inv_freq=jnp.asarray(c.rope_inv_freq(), jnp.float32), start=start,
+              start=start,
               recipe=recipe, token_types=token_types, capture=cap,
               attention_impl=attention_impl)
 

@@ -1,4 +1,5 @@
-"""Loading llama-architecture GGUF files (llama.cpp) into effjax params, dequantized with numpy."""
+"""Loading llama- and gemma3-architecture GGUF files (llama.cpp) into effjax params,
+dequantized with numpy."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ _LAYER_NAMES = {
     "ffn_up.weight": ("mlp", "up_proj", "kernel"),
     "ffn_down.weight": ("mlp", "down_proj", "kernel"),
 }
+# Gemma 3's four norms per block (see `effjax.models.hf`) and its q/k norms. llama.cpp's
+# converter stores every Gemma norm as 1 + w, the form effjax keeps.
+_GEMMA_LAYER_NAMES = {
+    **_LAYER_NAMES,
+    "post_attention_norm.weight": ("attn_out_norm", "weight"),
+    "post_ffw_norm.weight": ("mlp_out_norm", "weight"),
+    "attn_q_norm.weight": ("attn", "q_norm", "weight"),
+    "attn_k_norm.weight": ("attn", "k_norm", "weight"),
+}
+ARCHITECTURES = ("llama", "gemma3")
+# llama.cpp's fixed Gemma 3 layout: every 6th layer global, the others local with RoPE base 1e4.
+_GEMMA_PATTERN = 6
+_GEMMA_LOCAL_THETA = 10000.0
 _TOP_NAMES = {
     "token_embd.weight": ("embed", "embedding"),
     "output_norm.weight": ("norm", "weight"),
@@ -105,22 +119,26 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
-    """Builds an `LMConfig` from a GGUF file's llama.* metadata.
+    """Builds an `LMConfig` from a GGUF file's llama.* or gemma3.* metadata.
+
+    Gemma 3 follows llama.cpp: layers 6, 12, ... are global, the others slide over
+    `attention.sliding_window` with RoPE base 1e4, and scores are scaled by key_length ** -0.5
+    (true of every Gemma 3 size but 27B).
 
     Raises:
-      ValueError: not a llama model, an unsupported RoPE option, or a missing metadata key
-        (naming `path` and the key).
+      ValueError: an architecture outside `ARCHITECTURES`, an unsupported RoPE option, or a
+        missing metadata key (naming `path` and the key).
     """
     arch = _field(reader, "general.architecture")
-    if arch != "llama":
+    if arch not in ARCHITECTURES:
         raise ValueError(f"unsupported GGUF architecture {arch!r} in {path!r}; "
-                         "supported: ['llama']")
-    g = lambda key, default=None: _field(reader, f"llama.{key}", default)  # noqa: E731
+                         f"supported: {list(ARCHITECTURES)}")
+    g = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
 
     def need(key):
         value = g(key)
         if value is None:
-            raise ValueError(f"{path!r} lacks the GGUF metadata key 'llama.{key}'")
+            raise ValueError(f"{path!r} lacks the GGUF metadata key '{arch}.{key}'")
         return value
 
     hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
@@ -141,15 +159,27 @@ def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
             raise ValueError(f"{path!r} has neither 'llama.vocab_size' nor "
                              "'tokenizer.ggml.tokens' to give the vocabulary size")
         vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    extra = {}
+    head_dim = int(g("rope.dimension_count", hidden // heads))
+    if arch == "gemma3":
+        head_dim = int(need("attention.key_length"))
+        layers, window = int(need("block_count")), g("attention.sliding_window")
+        extra = dict(
+            hidden_act="gelu_tanh", sandwich_norms=True, scale_embeddings=True, qk_norm=True,
+            query_pre_attn_scalar=float(head_dim), local_rope_theta=_GEMMA_LOCAL_THETA,
+            sliding_window=None if window is None else int(window),
+            layer_types=None if window is None else tuple(
+                "full_attention" if (i + 1) % _GEMMA_PATTERN == 0 else "sliding_attention"
+                for i in range(layers)))
     return LMConfig(
-        family="llama",
+        family=arch,
         vocab_size=int(vocab),
         hidden_size=hidden,
         intermediate_size=int(need("feed_forward_length")),
         num_layers=int(need("block_count")),
         num_heads=heads,
         num_kv_heads=int(g("attention.head_count_kv", heads)),
-        head_dim=int(g("rope.dimension_count", hidden // heads)),
+        head_dim=head_dim,
         rms_norm_eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(g("rope.freq_base", 10000.0)),
         rope_scaling=scaling,
@@ -158,11 +188,13 @@ def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
         bos_token_id=tok("bos_token_id"),
         eos_token_id=tok("eos_token_id"),
         pad_token_id=tok("padding_token_id"),
+        **extra,
     )
 
 
 def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = False) -> LM:
-    """Reads a llama GGUF file: config, dequantized parameters and optionally its tokenizer.
+    """Reads a llama or gemma3 GGUF file: config, dequantized parameters and optionally its
+    tokenizer.
 
     Args:
       path: the .gguf file.
@@ -174,8 +206,8 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
 
     Raises:
       ValueError: the file is missing, truncated (naming the tensor cut short, with the
-        bytes it needs and the bytes left), not a readable GGUF file, not a llama model,
-        or lacks a tensor or metadata key the config needs.
+        bytes it needs and the bytes left), not a readable GGUF file, an architecture
+        outside `ARCHITECTURES`, or lacks a tensor or metadata key the config needs.
     """
     path = str(path)
     if not pathlib.Path(path).is_file():
@@ -184,6 +216,8 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
 
     reader = _open(path)
     config = read_gguf_config(reader, path)
+    gemma = config.family == "gemma3"
+    layer_names = _GEMMA_LAYER_NAMES if gemma else _LAYER_NAMES
     params: Params = {}
     for tensor in reader.tensors:
         name = tensor.name
@@ -191,17 +225,16 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
             target = _TOP_NAMES[name]
         elif name.startswith("blk."):
             _, index, rest = name.split(".", 2)
-            if rest not in _LAYER_NAMES:
+            if rest not in layer_names:
                 continue
-            target = ("layers", int(index), *_LAYER_NAMES[rest])
+            target = ("layers", int(index), *layer_names[rest])
         else:
             continue
         value = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         value = value.reshape(tuple(int(d) for d in reversed(tensor.shape)))
-        if target[-2] == "q_proj":
-            value = _unpermute(value, config.num_heads)
-        elif target[-2] == "k_proj":
-            value = _unpermute(value, config.num_kv_heads)
+        if not gemma and target[-2] in ("q_proj", "k_proj"):  # gemma3 keeps HF's row order
+            value = _unpermute(value, config.num_heads if target[-2] == "q_proj"
+                               else config.num_kv_heads)
         if target[-1] == "kernel":
             value = value.T
         set_path(params, target, np.ascontiguousarray(value, dtype=dtype))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import re
@@ -30,23 +31,43 @@ _TOP_NAMES = {
     "lm_head.weight": ("lm_head", "kernel"),
 }
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
+# Gemma 3's four norms per layer: its post_attention_layernorm normalizes the attention
+# output (our attn_out_norm); its pre_feedforward_layernorm is our post_attn_norm.
+_GEMMA_LAYER_NAMES = {
+    **_LAYER_NAMES,
+    "post_attention_layernorm.weight": ("attn_out_norm", "weight"),
+    "pre_feedforward_layernorm.weight": ("post_attn_norm", "weight"),
+    "post_feedforward_layernorm.weight": ("mlp_out_norm", "weight"),
+}
 
 
-def hf_name_to_path(name: str) -> tuple | None:
+def hf_name_to_path(name: str, *, family: str = "llama") -> tuple | None:
     """Maps a Hugging Face tensor name to its path in the effjax parameter pytree.
 
     Args:
       name: e.g. "model.layers.3.self_attn.q_proj.weight".
+      family: the config's family ("gemma3" names its norms differently).
 
     Returns:
       e.g. ("layers", 3, "attn", "q_proj", "kernel"), or None for tensors effjax does not use.
     """
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]
+    names = _GEMMA_LAYER_NAMES if family == "gemma3" else _LAYER_NAMES
     m = _LAYER_RE.fullmatch(name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return ("layers", int(m.group(1)), *_LAYER_NAMES[m.group(2)])
+    if m and m.group(2) in names:
+        return ("layers", int(m.group(1)), *names[m.group(2)])
     return None
+
+
+def _offset_norms(params: Params, offset: float) -> Params:
+    """Every RMSNorm weight (a "weight" under a key ending in "norm") plus `offset`: Gemma
+    scales by (1 + w), stored here as the weight itself, so Hugging Face's w loads with
+    offset 1 (and is written back with -1)."""
+    def shift(path, a):
+        parent = getattr(path[-2], "key", "") if len(path) > 1 else ""
+        return a + offset if isinstance(parent, str) and parent.endswith("norm") else a
+    return jax.tree_util.tree_map_with_path(shift, params)
 
 
 def read_json(file: pathlib.Path) -> dict:
@@ -206,6 +227,8 @@ def load_hf_params(path: str | pathlib.Path, config: LMConfig, dtype=np.float32)
       dtype: dtype of the returned arrays.
 
     Returns:
-      The parameter pytree with (in, out) kernels.
+      The parameter pytree with (in, out) kernels (Gemma's norms as 1 + w).
     """
-    return read_weights(pathlib.Path(path), hf_name_to_path, config, dtype)
+    names = functools.partial(hf_name_to_path, family=config.family)
+    params = read_weights(pathlib.Path(path), names, config, dtype)
+    return _offset_norms(params, 1.0) if config.family == "gemma3" else params

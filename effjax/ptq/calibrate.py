@@ -107,7 +107,7 @@ def calibrate_sequential(params, tokens: Int[Array, "n t"], quantize_layer, *,
       The quantized parameters.
     """
     tokens = _check(tokens, batch_size, sample_size)
-    hidden = [embed(params, jnp.asarray(tokens[s:s + batch_size], jnp.int32))
+    hidden = [embed(params, jnp.asarray(tokens[s:s + batch_size], jnp.int32), config=config)
               for s in range(0, tokens.shape[0], batch_size)]
     for i in tqdm(sorted(params["layers"]), desc="sequential calibration",
                   disable=not progress):

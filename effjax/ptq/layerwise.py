@@ -163,7 +163,8 @@ def train_layerwise(params, tokens: Int[Array, "n t"], recipe: Recipe, *,
         raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     tokens = jnp.asarray(np.asarray(tokens, np.int32))
     context = LayerContext() if context is None else context
-    x_fp = embed(params, tokens) if context.embeds is None else jnp.asarray(context.embeds)
+    x_fp = (embed(params, tokens, config=config) if context.embeds is None
+            else jnp.asarray(context.embeds))
     if x_fp.shape[:2] != tokens.shape:
         raise ValueError(f"context.embeds must be (n, t, hidden) for tokens {tokens.shape}, got "
                          f"{x_fp.shape}")

@@ -93,6 +93,10 @@ def fuse_norms(params, *, config: LMConfig) -> tuple[dict, LMConfig]:
 
 
 def _check_fused(params) -> None:
+    if any("attn_out_norm" in layer for layer in _layers(params)):
+        raise ValueError("rotate_residual cannot rotate a model with norms on the attention "
+                         "and MLP outputs (Gemma's sandwich norms): their weights act on the "
+                         "residual stream and do not commute with a rotation")
     weights = [params["norm"]["weight"]] + [layer[n]["weight"] for layer in _layers(params)
                                             for n in ("input_norm", "post_attn_norm")]
     concrete = [w for w in weights if not isinstance(w, jax.core.Tracer)]

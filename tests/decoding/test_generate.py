@@ -39,6 +39,17 @@ def test_greedy_batch_of_different_lengths_matches_reference(tiny):
         assert got == _torch_greedy(model, prompt, 12)
 
 
+def test_gemma3_greedy_past_the_window_matches_reference(tmp_path):
+    """Gemma 3 (a window of 6 in layer 0): prompts and continuations longer than the window,
+    decoded with the KV cache, against PyTorch's full recompute."""
+    model = write_tiny("gemma3_local_global", tmp_path)
+    lm = effjax.load(tmp_path)
+    prompts = [[5, 9, 14], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]]
+    out = generate(lm.params, prompts, max_new_tokens=12, eos_id=-1, config=lm.config)
+    for prompt, got in zip(prompts, out, strict=True):
+        assert got == _torch_greedy(model, prompt, 12)
+
+
 def test_eos_stops_a_sequence(lm):
     prompt = [5, 9, 14]
     free = generate(lm.params, [prompt], max_new_tokens=10, eos_id=-1, config=lm.config)[0]

@@ -6,7 +6,8 @@ import transformers
 # name -> (config class, model class, config kwargs). Together they cover GQA ratios 1, 3
 # and 4, tied and untied embeddings, q/k norm, attention bias, llama3 and linear rope
 # scaling, a head_dim different from hidden / heads, and a sliding-window layer after a
-# full-attention one.
+# full-attention one, and Gemma 3 (sandwich norms, GeGLU, scaled embeddings, local and
+# global RoPE bases, query_pre_attn_scalar).
 TINY = {
     "llama_mha_untied": (
         transformers.LlamaConfig, transformers.LlamaForCausalLM,
@@ -27,6 +28,11 @@ TINY = {
         transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
         dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True,
              use_sliding_window=True, sliding_window=6, max_window_layers=1),
+    ),
+    "gemma3_local_global": (
+        transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM,
+        dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=6,
+             layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=8),
     ),
     "qwen3_qknorm_headdim": (
         transformers.Qwen3Config, transformers.Qwen3ForCausalLM,

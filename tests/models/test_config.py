@@ -20,6 +20,38 @@ def test_from_hf_defaults_and_families():
     assert q3.qk_norm and q3.head_dim == 32 and not q3.qkv_bias
 
 
+GEMMA = dict(BASE, architectures=["Gemma3ForCausalLM"], model_type="gemma3_text",
+             head_dim=16, num_key_value_heads=1, sliding_window=512,
+             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                              "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+
+
+def test_from_hf_gemma3():
+    c = LMConfig.from_hf({**GEMMA, "num_hidden_layers": 12})
+    assert c.layer_types == tuple(["sliding_attention"] * 5 + ["full_attention"]) * 2
+    assert (c.hidden_act, c.sandwich_norms, c.scale_embeddings, c.qk_norm) == (
+        "gelu_tanh", True, True, True)
+    assert c.tie_word_embeddings and c.query_pre_attn_scalar == 256
+    assert (c.rope_theta, c.local_rope_theta) == (1e6, 1e4)
+    np.testing.assert_allclose(c.rope_inv_freq(0), 1e4 ** -(np.arange(0, 16, 2) / 16))
+    np.testing.assert_allclose(c.rope_inv_freq(5), 1e6 ** -(np.arange(0, 16, 2) / 16))
+    np.testing.assert_allclose(c.rope_inv_freq(), c.rope_inv_freq(5))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"},
+     "unsupported architecture"),
+    ({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}, "Gemma2ForCausalLM"),
+    ({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0 is not supported"),
+    ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
+    ({"layer_types": ["sliding_attention", "chunked_attention"]}, "layer_types must give"),
+    ({"hidden_activation": "relu"}, "hidden_activation must be one of"),
+])
+def test_from_hf_refuses_what_gemma3_support_lacks(bad, match):
+    with pytest.raises(ValueError, match=match):
+        LMConfig.from_hf({**GEMMA, **bad})
+
+
 def test_unsupported_architecture_names_the_supported_ones():
     with pytest.raises(ValueError, match="unsupported architecture") as e:
         LMConfig.from_hf({**BASE, "architectures": ["GPT2LMHeadModel"]})

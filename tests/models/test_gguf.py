@@ -1,8 +1,10 @@
 """SmolLM2-135M from its GGUF file against transformers loading the same file."""
 
+import dataclasses
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,102 @@ def test_gguf_missing_metadata_names_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"lacks the GGUF metadata key "
                                          r"'llama.feed_forward_length'"):
         effjax.models.load_gguf(path)
+
+
+TINY_GEMMA = dataclasses.replace(
+    TINY_GGUF, family="gemma3", num_layers=6, hidden_size=16, num_heads=2, num_kv_heads=1,
+    head_dim=256, rms_norm_eps=2.0**-20, rope_theta=1e6, qk_norm=True, hidden_act="gelu_tanh",
+    sandwich_norms=True, scale_embeddings=True, query_pre_attn_scalar=256.0,
+    local_rope_theta=1e4, sliding_window=4,
+    layer_types=("sliding_attention",) * 5 + ("full_attention",))
+
+
+def _write_tiny_gemma_gguf(path, config, params):
+    """A float32 gemma3 GGUF of `params` as llama.cpp's converter lays it out: norms as
+    1 + w (effjax's form), q/k rows unpermuted, the sliding pattern and local base implied."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_block_count(config.num_layers)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_heads)
+    w.add_head_count_kv(config.num_kv_heads)
+    w.add_key_length(config.head_dim)
+    w.add_value_length(config.head_dim)
+    w.add_sliding_window(config.sliding_window)
+    w.add_rope_freq_base(config.rope_theta)
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    w.add_vocab_size(config.vocab_size)
+    names = {**_GGUF_LAYER, "post_attention_norm": ("attn_out_norm", "weight"),
+             "post_ffw_norm": ("mlp_out_norm", "weight"),
+             "attn_q_norm": ("attn", "q_norm", "weight"),
+             "attn_k_norm": ("attn", "k_norm", "weight")}
+    w.add_tensor("token_embd.weight", np.asarray(params["embed"]["embedding"]))
+    w.add_tensor("output_norm.weight", np.asarray(params["norm"]["weight"]))
+    for i, layer in params["layers"].items():
+        for name, target in names.items():
+            value = layer
+            for key in target:
+                value = value[key]
+            value = np.asarray(value)
+            if target[-1] == "kernel":
+                value = value.T
+            w.add_tensor(f"blk.{i}.{name}.weight", np.ascontiguousarray(value, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_tiny_gemma3_gguf_matches_transformers_reading_it(tmp_path):
+    """effjax and transformers (which subtracts llama.cpp's + 1 from the norms and reads
+    the sliding pattern its own way) load one gemma3 GGUF to the same logits, over a
+    sequence four times the window. head_dim is 256 as in Gemma 3 up to 12B, where
+    llama.cpp's score scale (key_length ** -0.5) and transformers' default
+    query_pre_attn_scalar (256) agree."""
+    from transformers import AutoModelForCausalLM
+
+    rng = np.random.default_rng(0)
+    params = effjax.models.init_params(TINY_GEMMA, jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map_with_path(  # norms (1 + w) away from 1
+        lambda path, a: a + jnp.asarray(rng.normal(0, 0.3, a.shape), a.dtype)
+        if getattr(path[-1], "key", "") == "weight" else a, params)
+    path = tmp_path / "tiny-gemma3.gguf"
+    _write_tiny_gemma_gguf(path, TINY_GEMMA, params)
+    lm = effjax.models.load_gguf(path)
+    assert lm.config == TINY_GEMMA
+    jax.tree.map(np.testing.assert_array_equal, lm.params, params)
+    tokens = rng.integers(0, TINY_GEMMA.vocab_size, (2, 16)).astype(np.int32)
+    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name,
+                                               dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = ref(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+    got = np.asarray(lm.apply(lm.params, tokens))
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_gemma3_270m_logits_match_transformers(gemma3):
+    """Gemma 3 270M (Q4_K_M GGUF, dequantized): effjax against transformers reading the same
+    file, on the prompts above and one past the 512-token window."""
+    from transformers import AutoModelForCausalLM
+
+    c = gemma3.config
+    assert (c.family, c.num_layers, c.hidden_size, c.head_dim, c.sliding_window) == (
+        "gemma3", 18, 640, 256, 512)
+    assert c.layer_types.count("full_attention") == 3 and c.vocab_size == 262144
+    path = effjax.zoo.gemma3_path()
+    reference = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                     dtype=torch.float32).eval()
+    long = " ".join(PROMPTS[2] + f" ({i})" for i in range(60))
+    for prompt in [*PROMPTS, long]:
+        ids = gemma3.tokenizer(prompt, return_tensors="np")["input_ids"].astype(np.int32)
+        ours = np.asarray(gemma3.apply(gemma3.params, ids))
+        with torch.no_grad():
+            ref = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+        rel = np.abs(ours - ref).max() / np.abs(ref).max()
+        assert rel <= 1e-3, (prompt[:40], ids.shape, rel)
+    assert ids.shape[1] > c.sliding_window

@@ -56,7 +56,7 @@ def test_block_forward_chain_is_the_forward():
     from tests.transforms.helpers import TOKENS, logits, tiny
 
     config, params = tiny(tied=False, bias=True, qk_norm=True)
-    x = effjax.models.embed(params, TOKENS)
+    x = effjax.models.embed(params, TOKENS, config=config)
     for i in range(config.num_layers):
         x = effjax.models.block_forward(params["layers"][i], x, config=config, index=i)
     x = rms_norm(x, params["norm"]["weight"], config.rms_norm_eps)
@@ -72,7 +72,7 @@ def test_block_forward_takes_forwards_positions_and_attention_mask():
     positions = jnp.asarray(np.random.RandomState(0).permutation(t)[None].repeat(b, 0),
                             jnp.int32)
     attn = jnp.ones((b, t, t), bool)  # bidirectional
-    x = effjax.models.embed(params, TOKENS)
+    x = effjax.models.embed(params, TOKENS, config=config)
     for i in range(config.num_layers):
         x = effjax.models.block_forward(params["layers"][i], x, config=config, index=i,
                                         positions=positions, attn_mask=attn)

@@ -39,7 +39,7 @@ def test_every_group_gets_a_transform_and_quantized_kernels():
 
 def _layer0_loss(q, params, config, r):
     """Layer 0's training objective: the mean squared error of its output on all TOKENS."""
-    x = embed(params, jnp.asarray(TOKENS))
+    x = embed(params, jnp.asarray(TOKENS), config=config)
     want = block_forward(params["layers"][0], x, config=config, index=0)
     got = block_forward(q["layers"][0], x, config=config, index=0, recipe=r)
     return float(jnp.mean(jnp.square(got - want)))

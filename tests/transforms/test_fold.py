@@ -2,6 +2,8 @@
 float32), on tiny models with random norm weights and biases, tied and untied heads, GQA
 and q/k norms; and refuses what it cannot do."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +117,23 @@ def test_all_together(model):
     out = T.rotate_values(out, T.random_hadamard(16, jax.random.PRNGKey(8)), config=fconfig)
     out = T.add_input_transform(out, r"down_proj$", *T.hadamard_pair(96))
     assert rel_err(logits(out, fconfig), logits(params, config)) <= TOL
+
+
+def test_sandwich_norms_fuse_but_refuse_rotation():
+    """Gemma's layout: the pre-norms fold as usual (logits kept); the norms on the branch
+    outputs act on the residual stream, so a residual rotation is refused."""
+    config, _ = tiny(tied=True, bias=False, qk_norm=True)
+    config = dataclasses.replace(config, sandwich_norms=True, scale_embeddings=True,
+                                 hidden_act="gelu_tanh")
+    params = effjax.models.init_params(config, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: a * jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype)
+        if getattr(path[-1], "key", "") == "weight" else a, params)
+    fused, fconfig = T.fuse_norms(params, config=config)
+    assert rel_err(logits(fused, fconfig), logits(params, config)) <= TOL
+    with pytest.raises(ValueError, match="sandwich norms"):
+        T.rotate_residual(fused, T.random_orthogonal(48, jax.random.PRNGKey(1)))
 
 
 def test_quantized_kernels_are_refused():
