@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
+
 from configs.bench_kernels import get_config
 from experiments.bench_kernels import run
 
 
+@pytest.mark.slow  # the fast tier runs the loop through test_bench_kernels_failed_kernel_is_a_row
 def test_bench_kernels_tiny(tmp_path):
     config = get_config("tiny")
     config.output = str(tmp_path / "bench.md")

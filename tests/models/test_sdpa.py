@@ -188,7 +188,8 @@ def _close(got, want, tol=1e-5):
 
 @pytest.mark.parametrize("config, recipe", [
     (TINY, None), pytest.param(WINDOWED, None, marks=pytest.mark.slow),
-    (TINY, Recipe(rules=(Rule(pattern=r"layers/[12]/", weight="mxfp4"),)))],
+    pytest.param(TINY, Recipe(rules=(Rule(pattern=r"layers/[12]/", weight="mxfp4"),)),
+                 marks=pytest.mark.slow)],
     ids=["float", "sliding-window", "mixed-quantized"])
 def test_fast_paths_match_the_reference(config, recipe):
     """Blocked attention, scanned runs and a LayerStack against dense + unrolled: prefill,

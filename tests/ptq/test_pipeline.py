@@ -118,7 +118,8 @@ def _layer0_codes(params):
             for proj in projs}
 
 
-@pytest.mark.parametrize("method", ["gptq", "awq", "quarot_gptq"])
+@pytest.mark.parametrize("method", ["gptq", pytest.param("awq", marks=pytest.mark.slow),
+                                    "quarot_gptq"])
 def test_sequential_mode(method):
     """Sequential mode end to end; layer 0 sees the same inputs either way (its statistics
     match to float32 sums' order), and the quantizer is a function of the statistics (the
