@@ -17,6 +17,7 @@ import hashlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import effjax
 from effjax.models import LMConfig, forward, init_params
@@ -88,6 +89,7 @@ def transformed_tiny():
     return config, quantize_params(params, recipe), recipe
 
 
+@pytest.mark.slow  # ~55 s of XLA compiles; the four real models' digests stay in the fast tier
 def test_transformed_tiny_prefill_and_decode_are_pinned():
     config, params, recipe = transformed_tiny()
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 64, (2, 7)), jnp.int32)
