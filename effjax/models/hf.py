@@ -63,7 +63,7 @@ def hf_name_to_path(name: str, *, family: str = "llama") -> tuple | None:
 def _offset_norms(params: Params, offset: float) -> Params:
     """Every RMSNorm weight (a "weight" under a key ending in "norm") plus `offset`: Gemma
     scales by (1 + w), stored here as the weight itself, so Hugging Face's w loads with
-    offset 1 (and is written back with -1)."""
+    offset 1."""
     def shift(path, a):
         parent = getattr(path[-2], "key", "") if len(path) > 1 else ""
         return a + offset if isinstance(parent, str) and parent.endswith("norm") else a
