@@ -1,8 +1,10 @@
-"""The long quickstart tables (`experiments/quickstart_full.py`): SmolLM2-135M perplexity in
+"""The long quickstart tables (`experiments/quickstart_full.py`): a model's perplexity in
 float32 and bfloat16, 16 quantized variants and two greedy generations.
 
-`--config=configs/quickstart_full.py` runs the default; `--config=configs/quickstart_full.py:tiny` a
-seconds-long smoke variant.
+`--config=configs/quickstart_full.py` runs SmolLM2-135M; `:gemma3` Gemma 3 270M (one window
+per forward: its 262k-entry vocabulary makes a 1024-token window's logits 1 GiB), written to
+`quickstart_full.gemma3-270m.md` (`experiments.common.for_model`); `:tiny` a seconds-long
+smoke variant (`--config.model=gemma3-270m` runs it on Gemma).
 """
 
 import ml_collections
@@ -52,6 +54,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.quant_seq_len, c.quant_max_tokens = 128, 256
         c.corpus = "stdlib"
         c.output = "/tmp/effjax_quickstart_full_tiny.md"
+    elif variant == "gemma3":
+        c.model = "gemma3-270m"
+        c.batch_size = 1
+        c.prompts = ("The three primary colours are", "def reverse_string(s):\n")
     elif variant:
-        raise ValueError(f"unknown quickstart_full variant {variant!r}; expected '' or 'tiny'")
+        raise ValueError(f"unknown quickstart_full variant {variant!r}; expected '', 'gemma3' "
+                         "or 'tiny'")
     return c

@@ -20,10 +20,12 @@ from effjax.ptq import batquant_parameter_count, gpk_split, kron_split
 from effjax.transforms import block_apply, gpk_apply, kron_apply, online
 from experiments.common import (
     cell_key,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
     median_seconds,
+    model_line,
     ppl_and_kl,
     projection_recipe,
     run_ptq,
@@ -87,6 +89,7 @@ def overhead(config, lm) -> list[list]:
 
 def run(config) -> str:
     """Runs the missing rows and the overhead timing, then writes the report."""
+    config = for_model(config)  # files named for a non-default model
     elapsed = stopwatch()
     lm = effjax.load(config.model)
     recipe = projection_recipe(config.weight, config.activation)
@@ -120,7 +123,9 @@ def _report(config, cache, float_key, overhead_rows, seconds) -> str:
                                                   f"{learned['clip']:,} clip",
                      f"{cell['online_floats']:,}", f"{cell['seconds']:.0f}"])
     return "\n".join([
-        "# BATQuant on SmolLM2-135M, W4A4KV16 MXFP4",
+        f"# BATQuant on {config.model}, W4A4KV16 MXFP4",
+        "",
+        model_line(config.model),
         "",
         "Command: `python -m experiments.batquant` (config `configs/batquant.py`); jax "
         f"{jax.__version__}. Weights {config.weight}, activations {config.activation}, KV "

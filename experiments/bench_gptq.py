@@ -23,8 +23,10 @@ from effjax.ptq import calibrate, gptq, gptq_quantize
 from effjax.quant import get_layer, recipe
 from experiments.common import (
     command,
+    for_model,
     main_with_config,
     markdown_table,
+    model_line,
     stopwatch,
     timed_call,
     write_report,
@@ -62,6 +64,7 @@ def _qwix_layer(w, h, spec):
 
 def run(config) -> str:
     """Runs the benchmark and writes its Markdown report; returns the text."""
+    config = for_model(config)  # files named for a non-default model
     lm = effjax.load(config.model, tokenizer=True)
     tokens = _windows(lm, config)
     elapsed = stopwatch()
@@ -95,6 +98,7 @@ def run(config) -> str:
         "# GPTQ speed on CPU",
         "",
         f"Command: {command('bench_gptq')}",
+        model_line(config.model),
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
         f"jax {jax.__version__}. Model {config.model}; calibration: {config.num_windows} "
         f"windows of {config.window} tokens ({config.corpus}, {config.split}).",

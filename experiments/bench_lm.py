@@ -31,9 +31,11 @@ from effjax.models import forward
 from effjax.models.sdpa import attention
 from experiments.common import (
     command,
+    for_model,
     main_with_config,
     markdown_table,
     median_seconds,
+    model_line,
     stopwatch,
     write_report,
 )
@@ -85,6 +87,7 @@ def _attention_temp_bytes(config, length: int, implementation: str) -> int:
 
 def run(config) -> str:
     """Runs the benchmark and writes its Markdown tables; returns the report text."""
+    config = for_model(config)  # files named for a non-default model
     from transformers import AutoModelForCausalLM
 
     lm = effjax.load(config.model, tokenizer=False)
@@ -136,8 +139,9 @@ def run(config) -> str:
     memory = [[impl, _attention_temp_bytes(c, config.memory_len, impl) / 2**20]
               for impl in ("dense", "xla")]
     report = "\n".join([
-        "# CPU speed: effjax vs transformers (PyTorch), SmolLM2-135M float32",
+        f"# CPU speed: effjax vs transformers (PyTorch), {config.model} float32",
         "",
+        model_line(config.model),
         f"Command: {command('bench_lm')}",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} PyTorch threads, jax "
         f"{jax.__version__}, torch {torch.__version__}. Median of {config.repeats} runs after a "

@@ -24,9 +24,11 @@ from effjax.quant import Recipe, Rule, get_layer
 from experiments.common import (
     cell_key,
     cell_value,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
+    model_line,
     ppl_and_kl,
     pyplot,
     run_ptq,
@@ -112,11 +114,8 @@ def _stats_key(config) -> str:
 def _tensor_stats(lm, config, calib_texts) -> dict:
     formats = {label: parse_format_spec(spec)
                for label, spec in config.formats8 + config.formats4}
-    ids = lm.tokenizer("\n\n".join(calib_texts), add_special_tokens=False)["input_ids"]
-    if len(ids) < config.stats_tokens:
-        raise ValueError(f"{config.calib_corpus} has {len(ids)} tokens, fewer than "
-                         f"stats_tokens={config.stats_tokens}")
-    tokens = np.asarray(ids[:config.stats_tokens], np.int32)[None]
+    tokens = effjax.models.token_windows(lm, calib_texts, window=config.stats_tokens,
+                                         max_windows=1)
     stats = model_tensor_stats(lm, tokens, formats)
     return {name: s._asdict() for name, s in stats.items()}
 
@@ -129,6 +128,7 @@ def bits_per_element(lm, spec: str) -> float:
 
 def run(config) -> str:
     """Runs the missing parts, then writes the tables, the plot and the claims."""
+    config = for_model(config)  # files named for a non-default model
     elapsed = stopwatch()
     lm = _first_layers(effjax.load(config.model), config.layers)
     calib_texts = effjax.data.load_corpus(config.calib_corpus, split=config.calib_split).texts
@@ -291,7 +291,9 @@ def _report(config, cache, float_key, bits, seconds) -> str:
     if stats:
         _plot(config, stats)
     return "\n".join([
-        "# HiFloat study on SmolLM2-135M",
+        f"# HiFloat study on {config.model}",
+        "",
+        model_line(config.model),
         "",
         "Command: `python -m experiments.hifloat_study` (config `configs/hifloat_study.py`); "
         f"jax {jax.__version__}. Perplexity and mean token KL(float32 || quantized) from one "

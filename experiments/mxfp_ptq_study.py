@@ -20,9 +20,11 @@ import effjax
 from experiments.common import (
     cell_key,
     cell_value,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
+    model_line,
     percent_change,
     projection_recipe,
     pyplot,
@@ -65,6 +67,7 @@ def _cell_key(method, column, config) -> str:
 
 def run(config) -> str:
     """Runs the missing cells, then writes the table, the plot and the findings."""
+    config = for_model(config)  # files named for a non-default model
     elapsed = stopwatch()
     lm = effjax.load(config.model)
     calib_texts = _texts(config.calib_corpus, config.calib_split)
@@ -122,7 +125,9 @@ def _report(config, cache, float_key, not_run, seconds) -> str:
     errors = sorted({f"{m} / {c}: {cell['error']}" for (m, c), cell in cells.items()
                      if cell is not None and "error" in cell})
     return "\n".join([
-        "# MXFP PTQ study on SmolLM2-135M",
+        f"# MXFP PTQ study on {config.model}",
+        "",
+        model_line(config.model),
         "",
         "Command: `python -m experiments.mxfp_ptq_study` "
         f"(config `configs/mxfp_ptq_study.py`); jax {jax.__version__}. Calibration: "

@@ -10,8 +10,10 @@ import jax
 
 import effjax
 from experiments.common import (
+    for_model,
     main_with_config,
     markdown_table,
+    model_line,
     percent_change,
     projection_recipe,
     stopwatch,
@@ -25,6 +27,7 @@ def _spec(config, bits: int | None) -> str | None:
 
 def run(config) -> str:
     """Quantizes, evaluates and writes the report; returns its text."""
+    config = for_model(config)  # files named for a non-default model
     elapsed = stopwatch()
     lm = effjax.load(config.model)
     recipe = projection_recipe(_spec(config, config.weight_bits), _spec(config, config.act_bits),
@@ -43,6 +46,8 @@ def run(config) -> str:
     fmt = lambda f: "-" if f is None else f.name  # noqa: E731
     report = "\n".join([
         f"# PTQ: {config.method}, {config.setting} on {config.model}",
+        "",
+        model_line(config.model),
         "",
         f"Command: `python -m experiments.ptq --config=configs/ptq.py:{config.setting} "
         f"--config.method={config.method}`; jax {jax.__version__}; weights {fmt(rule.weight)}, "

@@ -34,9 +34,11 @@ from effjax.data import load_corpus
 from effjax.memory import STOPWORDS, words
 from experiments.common import (
     HOLDS,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
+    model_line,
     stopwatch,
     verdict,
     write_report,
@@ -121,6 +123,7 @@ def _paragraphs(count: int) -> list[str]:
 
 def run(config) -> str:
     """Runs (or resumes) the study and writes the report; returns it."""
+    config = for_model(config)  # files named for a non-default model
     cells = load_cells(config.cache)
     n, m = config.requests, config.profile_requests
     if config.compute:
@@ -204,7 +207,8 @@ def route_rows(config, cells) -> dict[str, list[tuple[str, dict, float, float]]]
 
 def _report(config, cells) -> str:
     out = ["# QuantClaw: precision routing on a mixed agent workload", "",
-           "Command: `python -m experiments.quantclaw`. SmolLM2-135M, tiers "
+           model_line(config.model), "",
+           f"Command: `python -m experiments.quantclaw`. {config.model}, tiers "
            + ", ".join(f"{t} = {f}" for t, f in config.tiers)
            + " (projection weights; embeddings and norms bfloat16 in every tier), greedy, "
            f"{config.max_new_tokens} new tokens, on this 2-core CPU.", ""]

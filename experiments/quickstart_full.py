@@ -1,8 +1,8 @@
-"""The long quickstart tables: SmolLM2-135M perplexity (float32, bfloat16) on 32k tokens, 16
+"""The long quickstart tables: a model's perplexity (float32, bfloat16) on 32k tokens, 16
 round-to-nearest quantized variants (weight-only, W8A8, W4A4) and two generations. The main
 job, a short version of this, is `python -m effjax.demo` (`make demo`).
 
-    python -m experiments.quickstart_full [--config=configs/quickstart_full.py[:tiny]]
+    python -m experiments.quickstart_full [--config=configs/quickstart_full.py[:gemma3|:tiny]]
 
 Writes the Markdown report named by `config.output`.
 """
@@ -19,11 +19,20 @@ from tqdm.auto import tqdm
 import effjax
 from effjax.formats import QArray, dequantize, parse_format_spec
 from effjax.quant import quantize_params, recipe
-from experiments.common import command, main_with_config, markdown_table, stopwatch, write_report
+from experiments.common import (
+    command,
+    for_model,
+    main_with_config,
+    markdown_table,
+    model_line,
+    stopwatch,
+    write_report,
+)
 
 
 def run(config) -> str:
     """Runs the full quickstart and writes its report; returns the report text."""
+    config = for_model(config)  # files named for a non-default model
     total = stopwatch()
     print(f"loading {config.model} ...", flush=True)
     lm = effjax.load(config.model)
@@ -52,19 +61,23 @@ def run(config) -> str:
     for p, o in zip(config.prompts, outs, strict=True):
         gen_lines += [f"**Prompt:** `{p!r}`", "", "````", lm.tokenizer.decode(o), "````", ""]
     report = "\n".join([
-        "# Quickstart: SmolLM2-135M-Instruct in effjax",
+        f"# Quickstart: {config.model} in effjax",
         "",
         f"Command: {command('quickstart_full')}",
-        f"Model: `{pathlib.Path(lm.source).name}` ({lm.config.num_layers} layers, hidden "
-        f"{lm.config.hidden_size}); loaded in {load_s:.1f} s.",
+        model_line(config.model),
+        f"File: `{pathlib.Path(lm.source).name}` ({lm.config.num_layers} layers, hidden "
+        f"{lm.config.hidden_size}, vocabulary {lm.config.vocab_size}); loaded in {load_s:.1f} s.",
         f"Machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
         f"jax {jax.__version__}.",
         "",
         f"## Perplexity on {corpus.name} ({corpus.split})",
         "",
         f"Source: `{corpus.source}`; first {config.max_tokens} tokens, windows of "
-        f"{config.seq_len} tokens with stride {config.stride}, every token but the first scored "
-        "once (`effjax.eval.sliding_windows`).",
+        f"{config.seq_len} tokens with stride {config.stride}, every token scored once "
+        "(`effjax.eval.sliding_windows`); "
+        + ("each window starts with the tokenizer's prefix token (`<bos>`), so the first "
+           "token is scored too." if effjax.models.prefix_token(lm.tokenizer) is not None
+           else "the first token has no context and is not scored."),
         "",
         markdown_table(["compute dtype", "perplexity", "nll (nats/token)", "tokens scored",
                         "windows", "seconds"], rows),

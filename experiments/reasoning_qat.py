@@ -31,10 +31,12 @@ from effjax.data import gsm8k, load_corpus
 from effjax.quant import quantize_params, recipe
 from experiments.common import (
     binomial_se,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
     median_seconds,
+    model_line,
     projection_recipe,
     pyplot,
     save_figure,
@@ -227,6 +229,7 @@ def _teacher(config, task: Task) -> dict:
 
 def run(config) -> str:
     """Runs (or resumes) the grid, then writes the report and the plot; returns the report."""
+    config = for_model(config)  # files named for a non-default model
     task = make_task(config)
     cells = load_cells(config.cache)
     if config.compute:
@@ -324,6 +327,7 @@ def report(config, cells) -> str:
     else:
         what = (f"{config.model} on GSM8K", f"Teacher: {config.model} in float32.",
                 "GSM8K test problems (greedy)", "GSM8K training solutions")
+        what = (what[0], f"{model_line(config.model)} {what[1]}", *what[2:])
     lines = [f"# Reasoning-QAT on {what[0]}", "",
              "Command: `python -m experiments.reasoning_qat` (cells cached in "
              f"`{config.cache}`). {what[1]} Weights of every attention/MLP "

@@ -47,6 +47,7 @@ from experiments.common import (
     binomial_se,
     cell_key,
     fmt_number,
+    for_model,
     load_cells,
     main_with_config,
     markdown_table,
@@ -208,8 +209,8 @@ def make_draft(target, spec: str):
 
 
 def smollm2_pair(pc) -> Pair:
-    """SmolLM2 on prose (WikiText-2 test paragraphs) and two-operand arithmetic questions;
-    AutoJudge mined on other arithmetic questions."""
+    """A zoo LM (`pc.model`, SmolLM2 by default) on prose (WikiText-2 test paragraphs) and
+    two-operand arithmetic questions; AutoJudge mined on other arithmetic questions."""
     lm = effjax.load(pc.model)
     corpus = effjax.data.load_corpus(pc.prose_corpus, split=pc.prose_split)
     tasks = arithmetic_tasks(pc.arith_prompts, pc.arith_seed)
@@ -228,7 +229,7 @@ def smollm2_pair(pc) -> Pair:
             "result")}
     judge = [lm.tokenizer(q)["input_ids"] for q, _ in arithmetic_tasks(pc.judge_prompts,
                                                                      pc.judge_seed)]
-    return Pair(f"SmolLM2-135M ({pc.model}, float32)", lm.params, lm.config,
+    return Pair(f"{pc.model} (float32)", lm.params, lm.config,
                 [(label, spec, make_draft(lm, spec)) for label, spec in pc.drafts], domains,
                 judge, first, -1, pc,
                 (pc.model, pc.k, pc.prose_prompts, pc.prompt_tokens, pc.arith_prompts,
@@ -357,6 +358,7 @@ def _rule_cell(pair: Pair, dom: Domain, rule, draft, ref: list[list[int]], basel
 
 def run(config) -> str:
     """Runs the missing rows of every pair, then writes the report and the plot."""
+    config = for_model(config, config.smollm2.model)  # files named for a non-default model
     elapsed = stopwatch()
     cache = load_cells(config.cache)
     pairs = [PAIRS[name](config[name]) for name in config.pairs]

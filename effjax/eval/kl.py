@@ -10,13 +10,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 from tqdm.auto import tqdm
 
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward
-from effjax.models.records import LM, check_tokens
+from effjax.models.records import LM, check_tokens, token_windows
 from effjax.quant.recipe import Recipe
 
 
@@ -67,13 +66,10 @@ def kl_and_perplexity(ref: LM, lm: LM, texts: str | Sequence[str], *,
     if ref.tokenizer is None:
         raise ValueError("kl_and_perplexity needs ref.tokenizer; the reference was loaded "
                          "without one")
-    docs = [texts] if isinstance(texts, str) else list(texts)
-    ids = np.asarray(ref.tokenizer("\n\n".join(docs), add_special_tokens=False)["input_ids"])
-    n = min(len(ids), max_tokens) // seq_len
-    if n < 1:
-        raise ValueError(f"the text has {len(ids)} tokens (max_tokens={max_tokens}), fewer "
-                         f"than one window of {seq_len}")
-    windows = ids[:n * seq_len].reshape(n, seq_len).astype(np.int32)
+    if max_tokens < seq_len:
+        raise ValueError(f"max_tokens={max_tokens} is less than one window of {seq_len=}")
+    windows = token_windows(ref, texts, window=seq_len, max_windows=max_tokens // seq_len)
+    n = len(windows)
     check_tokens(windows, lm.config)
     kl = nll = 0.0
     for s in tqdm(range(0, n, batch_size), desc="token KL", disable=not progress):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from effjax.data.corpora import Corpus
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, forward, stack_layers
-from effjax.models.records import LM, check_tokens
+from effjax.models.records import LM, check_tokens, prefix_token
 from effjax.quant.recipe import Recipe
 
 
@@ -103,7 +103,9 @@ def perplexity(
 
     Documents are joined with blank lines and tokenized once; windows of `seq_len`
     tokens start every `stride` tokens and each token is scored once (see
-    `sliding_windows`).
+    `sliding_windows`). Where the tokenizer puts a prefix token before text
+    (`effjax.models.prefix_token`: Gemma's `<bos>`), every window starts with it in
+    place of its first context token, and the text's first token is scored too.
 
     Args:
       lm: the model (config and tokenizer).
@@ -135,6 +137,9 @@ def perplexity(
     ids = np.asarray(lm.tokenizer("\n\n".join(docs), add_special_tokens=False)["input_ids"])
     if max_tokens is not None:
         ids = ids[:max_tokens]
+    prefix = prefix_token(lm.tokenizer)
+    if prefix is not None:  # every window starts with it; the text's first token is scored
+        ids = np.concatenate([np.asarray([prefix], ids.dtype), ids])
     windows = sliding_windows(len(ids), seq_len, stride)
     width = min(seq_len, len(ids))
     padded = -(-len(windows) // batch_size) * batch_size
@@ -143,6 +148,8 @@ def perplexity(
     weights = np.zeros((padded, width), np.float32)
     for w, (begin, end, first) in enumerate(windows):
         inputs[w, : end - begin] = ids[begin:end]
+        if prefix is not None:
+            inputs[w, 0] = prefix
         targets[w, : end - begin - 1] = ids[begin + 1 : end]
         # Position i predicts token begin + i + 1; score it when that lies in [first, end).
         weights[w, max(first - begin - 1, 0) : end - begin - 1] = 1.0

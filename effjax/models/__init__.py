@@ -10,7 +10,8 @@ values, queries and keys as attention scores them; RMSNorm, RoPE with `linear` a
 online-softmax XLA, cuDNN and TPU splash kernels, chosen automatically; sliding-window
 layers), SwiGLU or GeGLU, Gemma's sandwich norms, scaled embeddings and local RoPE base,
 optional q/k norm and biases, tied or untied embeddings, explicit
-`head_dim`, float32 or bfloat16 compute, KV cache; runs of like layers under one
+`head_dim`, float32 or bfloat16 compute, KV cache; `prefix_token` / `token_windows` (text
+windows led by the tokenizer's `<bos>` where it adds one); runs of like layers under one
 `lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes through
 one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
 sharded too) and llama GGUF files; `shard_params` for FSDP + head-parallel meshes. The
@@ -59,7 +60,7 @@ from effjax.models.diffusion import (
 from effjax.models.gguf_loader import load_gguf
 from effjax.models.hf import hf_name_to_path, load_hf_params, read_config
 from effjax.models.layers import apply_rope, linear, rms_norm
-from effjax.models.records import LM, VLM, DiffusionLM, check_tokens
+from effjax.models.records import LM, VLM, DiffusionLM, check_tokens, prefix_token, token_windows
 from effjax.models.sdpa import IMPLEMENTATIONS, Pairs, attention
 from effjax.models.sharding import param_partition_specs, shard_params
 from effjax.models.vlm import (
@@ -118,10 +119,12 @@ __all__ = [
     "noise_tokens",
     "param_partition_specs",
     "param_shapes",
+    "prefix_token",
     "read_config",
     "rms_norm",
     "shard_params",
     "stack_layers",
+    "token_windows",
     "encode_images",
     "image_token_count",
     "init_vlm_params",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -50,6 +50,63 @@ def check_tokens(tokens: Any, config: LMConfig) -> np.ndarray | jax.Array:
                          f"{config.max_position_embeddings=}")
     check_token_ids(tokens, config.vocab_size)
     return tokens.astype(jnp.int32)
+
+
+def prefix_token(tokenizer: Any) -> int | None:
+    """The token a tokenizer puts before every text by default (Gemma's `<bos>`), or None.
+
+    Models trained with such a prefix are far off their distribution without it (Gemma 3
+    270M: WikiText-2 perplexity 144 without, 57 with), so the evaluators and calibration
+    start every window with it.
+
+    Args:
+      tokenizer: a `transformers` tokenizer.
+
+    Returns:
+      The prefix id, or None when encoding adds nothing before the text (SmolLM2).
+    """
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    extra = len(full) - len(plain)
+    if extra == 1 and full[1:] == plain:
+        return int(full[0])
+    return None
+
+
+def token_windows(lm: LM, texts: str | Sequence[str], *, window: int,
+                  max_windows: int) -> Int[np.ndarray, "n window"]:
+    """Non-overlapping windows of the joined texts' tokens, each led by `prefix_token`.
+
+    Args:
+      lm: the model whose tokenizer splits the text.
+      texts: a string or documents (joined with blank lines).
+      window: tokens per window, the prefix included (>= 2).
+      max_windows: keep at most this many windows (>= 1).
+
+    Returns:
+      int32 (n, window) with 1 <= n <= max_windows: the text's first tokens in order.
+
+    Raises:
+      ValueError: no tokenizer, bad sizes, or fewer tokens than one window.
+    """
+    if lm.tokenizer is None:
+        raise ValueError("lm.tokenizer is None: this model was loaded without a tokenizer")
+    if window < 2 or max_windows < 1:
+        raise ValueError(f"need window >= 2 and max_windows >= 1, got {window=}, "
+                         f"{max_windows=}")
+    docs = [texts] if isinstance(texts, str) else list(texts)
+    ids = np.asarray(lm.tokenizer("\n\n".join(docs), add_special_tokens=False)["input_ids"],
+                     np.int32)
+    prefix = prefix_token(lm.tokenizer)
+    body = window - (prefix is not None)
+    n = min(max_windows, len(ids) // body)
+    if n < 1:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than one window of {body}"
+                         + (" after the prefix token" if prefix is not None else ""))
+    rows = ids[:n * body].reshape(n, body)
+    if prefix is not None:
+        rows = np.concatenate([np.full((n, 1), prefix, np.int32), rows], axis=1)
+    return rows
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype", "recipe"))

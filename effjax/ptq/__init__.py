@@ -1,32 +1,32 @@
 """Post-training quantization: calibration statistics and methods over parameter pytrees.
 
 Contents: post-training quantization over parameter pytrees, each method `method(params, calib,
-recipe, **options) -> params`: `calibrate(params, config, windows)` -> per-layer `LayerStats`
-(X^T X, token count, per-channel absmax, a bounded input sample) captured from the
-decoder's linear layers by one jitted forward per batch; `calibrate_sequential(params,
-config, windows, quantize_layer)` (layer by layer: each layer's statistics from the
-already-quantized layers before it); `rtn`; `gptq` (and `gptq_quantize` for one layer: blocked
-lazy updates from the upper Cholesky factor of the damped inverse Hessian, onto every effjax
-format, group scales fixed from the updated weights as each group is reached or up front,
-act-order, dead inputs zeroed, dampening raised if the Hessian is not positive definite,
-optional Hessian-weighted scale search); `mr_gptq` (block-wise Hadamard of the format's group as
-an online input transform, calibration statistics rotated exactly, GPTQ with scale search);
-`scale_opt` (MX pre-scale optimization: each block's E8M0 exponent offset by -1/0/+1, NVFP4's
-E4M3 scale or INT/FP8's scale searched by Hessian-weighted error; `search_scales`,
-`quantize_searched`); `smoothquant` (`smoothquant_scales`, alpha migration into the norms and
-up_proj); `awq` (`awq_scales`: grid search of mean|x|^a on the calibration output error, then a
-clip ratio per output channel and group); `quarot(params, config, key)` (fused norms,
-random-Hadamard residual rotation, value/KV Hadamard with online query/key rotation, online
-Hadamard before down_proj); `spinquant_rotations` (R1 and R2 learned from random Hadamard starts
-by `cayley_sgd`, an optax transformation on the orthogonal group, through the fake-quantized
+recipe, **options) -> params`: `calibrate(params, windows, *, config)` -> per-layer `LayerStats`
+(X^T X, token count, per-channel absmax, a bounded input sample) captured from the decoder's
+linear layers by one jitted forward per batch; `calibrate_sequential(params, windows,
+quantize_layer, *, config)` (layer by layer: each layer's statistics from the already-quantized
+layers before it); `rtn`; `gptq` (and `gptq_quantize` for one layer: blocked lazy updates from
+the upper Cholesky factor of the damped inverse Hessian, onto every effjax format, group scales
+fixed from the updated weights as each group is reached or up front, act-order, dead inputs
+zeroed, dampening raised if the Hessian is not positive definite, optional Hessian-weighted
+scale search); `mr_gptq` (block-wise Hadamard of the format's group as an online input
+transform, calibration statistics rotated exactly, GPTQ with scale search); `scale_opt` (MX
+pre-scale optimization: each block's E8M0 exponent offset by -1/0/+1, NVFP4's E4M3 scale or
+INT/FP8's scale searched by Hessian-weighted error; `search_scales`, `quantize_searched`);
+`smoothquant` (`smoothquant_scales`, alpha migration into the norms and up_proj); `awq`
+(`awq_scales`: grid search of mean|x|^a on the calibration output error, then a clip ratio per
+output channel and group); `quarot(params, *, config, key)` (fused norms, random-Hadamard
+residual rotation, value/KV Hadamard with online query/key rotation, online Hadamard before
+down_proj); `spinquant_rotations` (R1 and R2 learned from random Hadamard starts by
+`cayley_sgd`, an optax transformation on the orthogonal group, through the fake-quantized
 model's LM loss); `flatquant` (learnable Kronecker affine transforms before every projection
 group and learnable weight clipping, trained layer by layer with Adam on the quantized layer's
 output error); `batquant` (block-diagonal affine transforms aligned with the 32-element MX
 blocks, each block kron(G, P_k) with a global G and private P_k (GPK), or a full or orthogonal
 block; invertible by construction as Hadamard x Cayley rotation x positive diagonal x rotation,
 with a closed-form inverse; block-wise weight and activation clipping; trained by the same
-layer-wise loop as FlatQuant; `batquant_parameter_count`); `freeact(params, config, windows,
-recipe, context=LayerContext(...))` (FreeAct: one static weight transform M = FlatQuant's
+layer-wise loop as FlatQuant; `batquant_parameter_count`); `freeact(params, windows, recipe,
+config=..., context=LayerContext(...))` (FreeAct: one static weight transform M = FlatQuant's
 Kronecker P^-1 and, per token type k, an activation transform T_k = P + Q_k Z_k, Q_k the
 complement of type k's calibration row space (`type_grams`, `complement_basis`: the fewest top
 eigenvectors holding `energy` of the spectrum), so x T_k M W = x W on that space; Z_k, M and

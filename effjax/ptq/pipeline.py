@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from effjax.models.config import LMConfig
-from effjax.models.records import LM
+from effjax.models.records import LM, token_windows
 from effjax.ptq.batquant import batquant
 from effjax.ptq.calibrate import calibrate, calibrate_sequential
 from effjax.ptq.flatquant import flatquant
@@ -91,22 +91,15 @@ def quarot(params, *, config: LMConfig, key: jax.Array, kv: bool = True,
 
 def calibration_windows(lm: LM, texts: str | Sequence[str], *, num_windows: int,
                         window: int) -> np.ndarray:
-    """The first num_windows * window tokens of the joined texts, as (num_windows, window).
+    """The text's first tokens as (num_windows, window), each window led by the tokenizer's
+    prefix token where it has one (`effjax.models.token_windows`).
 
     Raises:
       ValueError: if the text has fewer tokens than one window, or the model no tokenizer.
     """
     if lm.tokenizer is None:
         raise ValueError("calibration needs lm.tokenizer; this model was loaded without one")
-    if num_windows < 1 or window < 2:
-        raise ValueError(f"need num_windows >= 1 and window >= 2, got {num_windows}, {window}")
-    docs = [texts] if isinstance(texts, str) else list(texts)
-    ids = lm.tokenizer("\n\n".join(docs), add_special_tokens=False)["input_ids"]
-    if len(ids) < window:
-        raise ValueError(f"calibration text has {len(ids)} tokens, fewer than one window of "
-                         f"{window}")
-    n = min(num_windows, len(ids) // window)
-    return np.asarray(ids[:n * window], np.int32).reshape(n, window)
+    return token_windows(lm, texts, window=window, max_windows=num_windows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +171,8 @@ def run(lm: LM, method: str, recipe: Recipe, calib_texts: str | Sequence[str], *
                                  **options)
     if quantizer in LEARNED:  # learn and quantize layer by layer (always sequential)
         seconds["calibration"] = 0.0
-        params = jax.block_until_ready(LEARNED[quantizer](params, config, tokens, recipe,
-                                                          progress=progress, **options)[0])
+        params = jax.block_until_ready(LEARNED[quantizer](
+            params, tokens, recipe, config=config, progress=progress, **options)[0])
         seconds["quantization"] = time.perf_counter() - t0
     elif sequential and quantizer != "rtn":
         def layer(p, stats, index):

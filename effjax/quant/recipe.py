@@ -39,7 +39,11 @@ class Rule:
 
     Attributes:
       pattern: a regular expression searched in the layer path, e.g. "attn/(q|k|v)_proj"
-        or "mlp/"; paths look like "layers/3/attn/q_proj".
+        or "mlp/". The paths are the same for every family (Llama, Qwen, Gemma 3):
+        "layers/<i>/attn/{q,k,v,o}_proj", "layers/<i>/mlp/{gate,up,down}_proj" and
+        "lm_head" (an untied head); Gemma 3's GeGLU uses the same gate/up/down names, and
+        norms (its sandwich norms "attn_out_norm" / "mlp_out_norm" too) are never
+        quantized.
       weight: the weight format (quantized along the input axis), or None to keep float.
       activation: the format of the layer's input activations (along the features), or None;
         INT/FP8 names mean one scale per token (see `_dynamic_fmt`).

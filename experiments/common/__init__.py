@@ -4,10 +4,11 @@ Contents: the cell cache (`Cells`, `load_cells`, `save_cells`, `cell_key`, `file
 results by a canonical key of what they depend on, in a JSON file written atomically, so a
 stopped run resumes); timing (`stopwatch`, `timed_call` -> `Timed`, `median_seconds`); noise
 bands (`binomial_se`, `within_two_se`); report rendering (`markdown_table`, `fmt_number`,
-`plus_minus`, `percent_change`, `cell_value`, `verdict` with `CONFIRMED` / `HOLDS`,
-`command`, `write_report`, `pyplot`, `save_figure`); quantization plumbing
-(`projection_recipe` from format specs, `run_ptq` of a config row, `ppl_and_kl` from one pass);
-`main_with_config` (the absl / ml-collections entry point).
+`plus_minus`, `percent_change`, `cell_value`, `verdict` with `CONFIRMED` / `HOLDS`, `command`,
+`model_line` (the model and its storage), `for_model` (files per model), `write_report`,
+`pyplot`, `save_figure`); quantization plumbing (`projection_recipe` from format specs,
+`run_ptq` of a config row, `ppl_and_kl` from one pass); `main_with_config` (the absl /
+ml-collections entry point).
 """
 
 from experiments.common.cells import Cells, cell_key, file_digest, load_cells, save_cells
@@ -19,7 +20,9 @@ from experiments.common.report import (
     cell_value,
     command,
     fmt_number,
+    for_model,
     markdown_table,
+    model_line,
     percent_change,
     plus_minus,
     pyplot,
@@ -41,9 +44,11 @@ __all__ = [
     "command",
     "file_digest",
     "fmt_number",
+    "for_model",
     "load_cells",
     "main_with_config",
     "markdown_table",
+    "model_line",
     "median_seconds",
     "percent_change",
     "plus_minus",

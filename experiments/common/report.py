@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pathlib
 import sys
 
+import ml_collections
+
+from effjax import zoo
 from effjax.durable import atomic_write
 from effjax.eval import markdown_table as markdown_table  # the tables of every report
 from effjax.eval import write_atomic
@@ -102,6 +106,54 @@ def command(module: str) -> str:
       The text.
     """
     return "`" + " ".join([f"python -m experiments.{module}", *sys.argv[1:]]) + "`"
+
+
+# The models the committed results files are for; a study run on any other model
+# (`--config.model=...`) writes files named for it (`for_model`).
+RESULTS_MODELS = ("smollm2-135m", "arith_teacher")
+PATH_FIELDS = ("cache", "output", "plot", "checkpoints")
+
+
+def model_line(name: str) -> str:
+    """What a study ran on and how its weights are stored, for the report.
+
+    Args:
+      name: a zoo name (`effjax.zoo.NAMES`) or a Hugging Face directory.
+
+    Returns:
+      "Model: `smollm2-135m`, SmolLM2-135M-Instruct, stored Q4_1 in ..." and so on, with
+      the flag that chose it when it is not the studies' default.
+    """
+    flag = "" if name in RESULTS_MODELS else f" (`--config.model={name}`)"
+    if name in zoo.NAMES:
+        return f"Model: `{name}`{flag}, {zoo.NAMES[name].about}."
+    return f"Model: the Hugging Face directory `{name}`{flag}, in the dtypes its files store."
+
+
+def for_model(config: ml_collections.ConfigDict,
+              model: str | None = None) -> ml_collections.ConfigDict:
+    """The config with its result files named for the model it runs, so one model's cells
+    and report never overwrite or mix with another's.
+
+    Args:
+      config: a study's config; its `PATH_FIELDS` present are renamed.
+      model: the model (default `config.model`).
+
+    Returns:
+      `config` itself for a model in `RESULTS_MODELS`; otherwise a copy with each path
+      `dir/name.ext` made `dir/name.<model>.ext` (a directory's last part for a Hugging
+      Face directory).
+    """
+    model = config.model if model is None else model
+    if model in RESULTS_MODELS:
+        return config
+    tag = pathlib.Path(model).name
+    out = copy.deepcopy(config)
+    for field in PATH_FIELDS:
+        if field in out and out[field]:
+            p = pathlib.Path(out[field])
+            out[field] = str(p.with_name(f"{p.stem}.{tag}{p.suffix}"))
+    return out
 
 
 def write_report(path: str | os.PathLike, text: str) -> str:

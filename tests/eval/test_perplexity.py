@@ -12,13 +12,16 @@ from tests.models.hf_tiny import torch_logits, write_tiny
 
 
 class ByteTokenizer:
-    """Bytes modulo the vocabulary: enough of a tokenizer to test windowing."""
+    """Bytes modulo the vocabulary: enough of a tokenizer to test windowing; with `bos`,
+    that id goes before the text unless add_special_tokens=False (as Gemma's does)."""
 
-    def __init__(self, vocab):
-        self.vocab = vocab
+    def __init__(self, vocab, bos=None):
+        self.vocab, self.bos = vocab, bos
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [b % self.vocab for b in text.encode()]}
+    def __call__(self, text, add_special_tokens=True):
+        ids = [b % self.vocab for b in text.encode()]
+        return {"input_ids": ([self.bos] if add_special_tokens and self.bos is not None
+                              else []) + ids}
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +52,14 @@ def test_windows_bad_input():
         sliding_windows(1, 4, 4)
 
 
-def _reference_nll(model, ids, seq_len, stride):
-    """Float64 NLL of each scored token from PyTorch logits, one window at a time."""
+def _reference_nll(model, ids, seq_len, stride, prefix=None):
+    """Float64 NLL of each scored token from PyTorch logits, one window at a time; with a
+    prefix id, `ids` start with it and it replaces every window's first token."""
     total, count = 0.0, 0
     for begin, end, first in sliding_windows(len(ids), seq_len, stride):
         window = np.asarray(ids[begin:end])
+        if prefix is not None:
+            window[0] = prefix
         logp = torch.log_softmax(torch.tensor(torch_logits(model, window[None])[0],
                                               dtype=torch.float64), -1).numpy()
         for j in range(first, end):  # token j is predicted at window position j - begin - 1
@@ -66,7 +72,7 @@ def _reference_nll(model, ids, seq_len, stride):
 def test_perplexity_matches_float64_reference(tiny, seq_len, stride, batch_size):
     lm, model = tiny
     text = "the quick brown fox jumps over the lazy dog; " * 6
-    ids = lm.tokenizer(text)["input_ids"]
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     ref_nll, ref_count = _reference_nll(model, ids, seq_len, stride)
     r = perplexity(lm, text, seq_len=seq_len, stride=stride, batch_size=batch_size,
                    progress=False)
@@ -74,6 +80,22 @@ def test_perplexity_matches_float64_reference(tiny, seq_len, stride, batch_size)
     assert abs(r.nll - ref_nll) < 1e-5
     assert abs(r.perplexity - np.exp(ref_nll)) / np.exp(ref_nll) < 1e-5
     assert r.corpus == "text" and r.num_windows == len(sliding_windows(len(ids), seq_len, stride))
+
+
+def test_prefix_token_leads_every_window(tiny):
+    """A tokenizer that puts <bos> before text: every window starts with it and the text's
+    first token is scored too."""
+    lm, model = tiny
+    lm = dataclasses.replace(lm, tokenizer=ByteTokenizer(lm.config.vocab_size, bos=1))
+    text = "the quick brown fox jumps over the lazy dog; " * 3
+    ids = lm.tokenizer(text)["input_ids"]  # [1, text...]
+    ref_nll, ref_count = _reference_nll(model, ids, 48, 16, prefix=1)
+    r = perplexity(lm, text, seq_len=48, stride=16, progress=False)
+    assert r.num_tokens == ref_count == len(ids) - 1 == len(text)
+    assert abs(r.nll - ref_nll) < 1e-5
+    plain = perplexity(dataclasses.replace(lm, tokenizer=ByteTokenizer(lm.config.vocab_size)),
+                       text, seq_len=48, stride=16, progress=False)
+    assert abs(plain.nll - r.nll) > 1e-3  # the prefix changes what is scored
 
 
 def test_perplexity_params_override_and_max_tokens(tiny):

