@@ -10,7 +10,8 @@ other input is an argument. Kernels are laid out (in, out):
                      ["lm_head": Projection (hidden -> vocab), untied models only]}
     LayerParams = {"input_norm": {"weight"}, "attn": AttentionParams,
                    "post_attn_norm": {"weight"}, "mlp": {"gate_proj", "up_proj", "down_proj"},
-                   ["attn_out_norm", "mlp_out_norm": {"weight"}, with sandwich norms]}
+                   ["attn_out_norm", "mlp_out_norm": {"weight", ["rotation" (hidden, hidden)
+                    after rotate_residual]}, with sandwich norms]}
     AttentionParams = {"q_proj", "k_proj", "v_proj", "o_proj": Projection,
                        ["q_norm", "k_norm": {"weight": (head_dim,)}], ["kv_rotation"]}
     Projection = {"kernel": (in, out) array or QArray, ["bias": (out,)],
@@ -28,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +112,11 @@ class Projection(TypedDict, total=False):
 
 
 class Norm(TypedDict):
+    """An RMSNorm's weight; a sandwich (output) norm also holds the residual rotation its
+    output is multiplied by once `rotate_residual` has rotated the stream."""
+
     weight: Float[Array, " d"]
+    rotation: NotRequired[Float[Array, "d d"]]
 
 
 class AttentionParams(TypedDict, total=False):
@@ -301,14 +306,22 @@ def layer_forward(p: LayerParams, x: Float[Array, "b t h"], *, config: LMConfig,
     h, kv = attention_layer(p["attn"], rms_norm(x, p["input_norm"]["weight"], eps),
                             config=config, path=f"{path}/attn", inv_freq=inv_freq, **kw)
     if config.sandwich_norms:
-        h = rms_norm(h, p["attn_out_norm"]["weight"], eps)
+        h = _out_norm(h, p["attn_out_norm"], eps)
     x = x + h
     rest = {k: kw[k] for k in ("recipe", "token_types", "capture") if k in kw}
     h = mlp(p["mlp"], rms_norm(x, p["post_attn_norm"]["weight"], eps), path=f"{path}/mlp",
             activation=config.hidden_act, **rest)
     if config.sandwich_norms:
-        h = rms_norm(h, p["mlp_out_norm"]["weight"], eps)
+        h = _out_norm(h, p["mlp_out_norm"], eps)
     return x + h, kv
+
+
+def _out_norm(h: Float[Array, "b t d"], norm: Norm, eps: float) -> Float[Array, "b t d"]:
+    """A sandwich norm on a branch's output, times its `rotation` where it has one."""
+    h = rms_norm(h, norm["weight"], eps)
+    if "rotation" in norm:
+        h = jnp.matmul(h, norm["rotation"].astype(h.dtype))
+    return h
 
 
 def rope_positions(positions: Int[Array, "b t"] | Int[Array, "3 b t"], config: LMConfig):

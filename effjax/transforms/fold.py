@@ -6,7 +6,10 @@ reshaped for quantization.
   a tied output head becomes an explicit `lm_head` (the config says so).
 - `rotate_residual`: the residual stream rotated by an orthogonal Q (QuaRot, SpinQuant's R1):
   embeddings and writers (o_proj, down_proj) times Q, readers (q/k/v, gate/up, lm_head)
-  times Q^T. Needs fused norms: RMSNorm(x Q) = RMSNorm(x) Q only for unit weights.
+  times Q^T. Needs fused norms: RMSNorm(x Q) = RMSNorm(x) Q only for unit weights. With
+  Gemma's sandwich norms a writer's output is normed before it joins the stream, and that
+  norm's weight does not commute with Q: the writer stays as it is and the norm's output is
+  multiplied by Q (a (hidden, hidden) float matmul per output norm, `Norm.rotation`).
 - `rotate_values`: each value head times an orthogonal R (into v_proj), undone in o_proj;
   with `online_kv=True` queries and keys are rotated by R after RoPE too (the KV cache then
   holds rotated keys and values: QuaRot's KV Hadamard).
@@ -93,10 +96,6 @@ def fuse_norms(params, *, config: LMConfig) -> tuple[dict, LMConfig]:
 
 
 def _check_fused(params) -> None:
-    if any("attn_out_norm" in layer for layer in _layers(params)):
-        raise ValueError("rotate_residual cannot rotate a model with norms on the attention "
-                         "and MLP outputs (Gemma's sandwich norms): their weights act on the "
-                         "residual stream and do not commute with a rotation")
     weights = [params["norm"]["weight"]] + [layer[n]["weight"] for layer in _layers(params)
                                             for n in ("input_norm", "post_attn_norm")]
     concrete = [w for w in weights if not isinstance(w, jax.core.Tracer)]
@@ -145,7 +144,13 @@ def rotate_residual(params, q: Float[Array, "h h"]) -> dict:
             k = block[name]["kernel"]
             block[name]["kernel"] = _mm(jnp.transpose(q), k).astype(k.dtype)
     for layer in _layers(out):
-        for block, name in ((layer["attn"], "o_proj"), (layer["mlp"], "down_proj")):
+        for block, name, norm in ((layer["attn"], "o_proj", "attn_out_norm"),
+                                  (layer["mlp"], "down_proj", "mlp_out_norm")):
+            if norm in layer:  # sandwich norms: rotate the norm's output, not the writer's
+                n = layer[norm] = dict(layer[norm])
+                n["rotation"] = (_mm(n["rotation"], q) if "rotation" in n
+                                 else jnp.asarray(q, jnp.float32))
+                continue
             proj = block[name]
             for leaf in ("kernel", "bias"):
                 if leaf in proj:

@@ -44,6 +44,8 @@ def test_partition_specs():
                                       "q_proj": {"kernel": np.zeros((6, 8)),
                                                  "bias": np.zeros(8)}},
                              "input_norm": {"weight": np.zeros(6)},
+                             "attn_out_norm": {"weight": np.zeros(6),
+                                               "rotation": np.zeros((6, 6))},
                              "mlp": {"down_proj": {"kernel": np.zeros((8, 6)),
                                                    "input_transform": online.Kron(
                                                        np.zeros((2, 2)), np.zeros((4, 4)))
@@ -55,6 +57,7 @@ def test_partition_specs():
     assert layer["attn"]["q_proj"]["kernel"] == PartitionSpec("data", "model")
     assert layer["attn"]["q_proj"]["bias"] == PartitionSpec("model")
     assert layer["input_norm"]["weight"] == PartitionSpec()
+    assert layer["attn_out_norm"]["rotation"] == PartitionSpec()  # Gemma's, after QuaRot
     assert layer["mlp"]["down_proj"]["input_transform"].right == PartitionSpec()
     # 6 is not divisible by the model axis (4): that dimension stays replicated.
     odd = param_partition_specs({"mlp": {"up_proj": {"kernel": np.zeros((4, 6))}}}, mesh)

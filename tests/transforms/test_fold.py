@@ -38,13 +38,15 @@ def test_rotate_residual(model, rotation):
     fused, fconfig = T.fuse_norms(params, config=config)
     key = jax.random.PRNGKey(3)
     q = (T.random_hadamard if rotation == "hadamard" else T.random_orthogonal)(48, key)
-    if config.sandwich_norms:  # the output norms' weights do not commute with a rotation
-        with pytest.raises(ValueError, match="sandwich norms"):
-            T.rotate_residual(fused, q)
-        return
     rotated = T.rotate_residual(fused, q)
     assert not np.allclose(rotated["embed"]["embedding"], fused["embed"]["embedding"])
     assert rel_err(logits(rotated, fconfig), logits(params, config)) <= TOL
+    if config.sandwich_norms:  # the output norms carry q; rotating twice composes
+        np.testing.assert_array_equal(rotated["layers"][1]["mlp_out_norm"]["rotation"], q)
+        twice = T.rotate_residual(rotated, q.T)
+        assert rel_err(logits(twice, fconfig), logits(params, config)) <= TOL
+        np.testing.assert_allclose(twice["layers"][0]["attn_out_norm"]["rotation"], np.eye(48),
+                                   atol=1e-6)
     with pytest.raises(ValueError, match="needs fused norms"):
         T.rotate_residual(params, q)
     with pytest.raises(ValueError, match=r"q \(hidden, hidden\) must be an orthogonal"):
@@ -117,8 +119,6 @@ def test_all_together(model):
     Hadamard before down_proj."""
     config, params = model
     fused, fconfig = T.fuse_norms(params, config=config)
-    if config.sandwich_norms:
-        pytest.skip("a residual rotation is refused with sandwich norms (test_rotate_residual)")
     out = T.rotate_residual(fused, T.random_hadamard(48, jax.random.PRNGKey(7)))
     out = T.rotate_values(out, T.random_hadamard(16, jax.random.PRNGKey(8)), config=fconfig)
     out = T.add_input_transform(out, r"down_proj$", *T.hadamard_pair(96))
