@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from effjax.formats import QArray, get_format
 from effjax.models.config import LMConfig, RopeScaling
 from effjax.models.decoder import Params
 from effjax.models.hf import check_params, set_path
@@ -118,6 +119,21 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(w.shape))
 
 
+def _mxfp4_qarray(blocks: np.ndarray, inputs: int, dtype) -> QArray:
+    """GGML MXFP4 blocks (out, in / 32 * 17) as the (in, out) effjax MXFP4 kernel they hold:
+    the E8M0 bytes become the scales, and the nibbles (element j low, j + 16 high in GGML)
+    are repacked as effjax's neighbours (element 2i low, 2i + 1 high)."""
+    rows = blocks.shape[0]
+    b = blocks.reshape(rows, inputs // 32, 17)
+    packed = b[..., 1:]
+    elements = np.concatenate([packed & 0xF, packed >> 4], axis=-1).reshape(rows, inputs)
+    codes = elements[:, 0::2] | (elements[:, 1::2] << 4)
+    return QArray(codes=jax.numpy.asarray(codes, np.uint8),
+                  scale=jax.numpy.asarray(np.ascontiguousarray(b[..., 0]), np.uint8),
+                  global_scale=None, zero_point=None, levels=None, fmt=get_format("mxfp4"),
+                  axis=0, shape=(inputs, rows), dtype=np.dtype(dtype).name)
+
+
 def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
     """Builds an `LMConfig` from a GGUF file's llama.* or gemma3.* metadata.
 
@@ -192,7 +208,8 @@ def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
     )
 
 
-def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = False) -> LM:
+def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = False,
+              quantized: bool = False) -> LM:
     """Reads a llama or gemma3 GGUF file: config, dequantized parameters and optionally its
     tokenizer.
 
@@ -200,6 +217,8 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
       path: the .gguf file.
       dtype: dtype of the returned arrays.
       tokenizer: also build the file's tokenizer (`transformers`).
+      quantized: load the projection kernels stored as MXFP4 as effjax MXFP4 `QArray`s, bit
+        for bit, with no float round trip (the other tensors are dequantized).
 
     Returns:
       An `LM` whose params have (in, out) kernels and q/k rows in Hugging Face order.
@@ -230,14 +249,23 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
             target = ("layers", int(index), *layer_names[rest])
         else:
             continue
-        value = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        value = value.reshape(tuple(int(d) for d in reversed(tensor.shape)))
+        exact = (quantized and target[-1] == "kernel"
+                 and tensor.tensor_type == gguf.GGMLQuantizationType.MXFP4)
+        if exact:  # the stored blocks, rows (out, in / 32 * 17)
+            value = np.asarray(tensor.data).reshape(int(tensor.shape[1]), -1)
+        else:
+            value = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            value = value.reshape(tuple(int(d) for d in reversed(tensor.shape)))
         if not gemma and target[-2] in ("q_proj", "k_proj"):  # gemma3 keeps HF's row order
             value = _unpermute(value, config.num_heads if target[-2] == "q_proj"
                                else config.num_kv_heads)
-        if target[-1] == "kernel":
-            value = value.T
-        set_path(params, target, np.ascontiguousarray(value, dtype=dtype))
+        if exact:
+            value = _mxfp4_qarray(value, int(tensor.shape[0]), dtype)
+        elif target[-1] == "kernel":
+            value = np.ascontiguousarray(value.T, dtype=dtype)
+        else:
+            value = np.ascontiguousarray(value, dtype=dtype)
+        set_path(params, target, value)
     check_params(params, source=path, config=config)
     tok = None
     if tokenizer:

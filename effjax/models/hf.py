@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from effjax.formats import QArray
 from effjax.models.config import LMConfig
 from effjax.models.decoder import Params, param_shapes
 
@@ -148,7 +149,8 @@ def check_shapes(params: Params, expected: Params, source: str) -> None:
     """
     expected = dict(jax.tree_util.tree_flatten_with_path(
         expected, is_leaf=lambda x: isinstance(x, tuple))[0])
-    given = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    given = dict(jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda x: isinstance(x, QArray))[0])  # a QArray: its .shape
     missing = [jax.tree_util.keystr(k) for k in expected if k not in given]
     if missing:
         raise ValueError(f"{source}: missing weights for {missing[:8]}"
