@@ -119,19 +119,40 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(w.shape))
 
 
-def _mxfp4_qarray(blocks: np.ndarray, inputs: int, dtype) -> QArray:
-    """GGML MXFP4 blocks (out, in / 32 * 17) as the (in, out) effjax MXFP4 kernel they hold:
-    the E8M0 bytes become the scales, and the nibbles (element j low, j + 16 high in GGML)
-    are repacked as effjax's neighbours (element 2i low, 2i + 1 high)."""
-    rows = blocks.shape[0]
-    b = blocks.reshape(rows, inputs // 32, 17)
-    packed = b[..., 1:]
-    elements = np.concatenate([packed & 0xF, packed >> 4], axis=-1).reshape(rows, inputs)
-    codes = elements[:, 0::2] | (elements[:, 1::2] << 4)
-    return QArray(codes=jax.numpy.asarray(codes, np.uint8),
-                  scale=jax.numpy.asarray(np.ascontiguousarray(b[..., 0]), np.uint8),
-                  global_scale=None, zero_point=None, levels=None, fmt=get_format("mxfp4"),
-                  axis=0, shape=(inputs, rows), dtype=np.dtype(dtype).name)
+def _exact_blocks(tensor, gguf) -> bool:
+    """Whether a GGUF tensor's blocks are an effjax format bit for bit (MXFP4; Q8_0 without
+    the code -128, which effjax's symmetric INT8 reserves for NaN)."""
+    kind = tensor.tensor_type
+    if kind == gguf.GGMLQuantizationType.MXFP4:
+        return True
+    if kind == gguf.GGMLQuantizationType.Q8_0:
+        codes = np.asarray(tensor.data).reshape(-1, 34)[:, 2:].view(np.int8)
+        return not (codes == -128).any()
+    return False
+
+
+def _blocks_qarray(blocks: np.ndarray, inputs: int, kind: str, dtype) -> QArray:
+    """GGML blocks (out, in / 32 * block bytes) as the (in, out) effjax kernel they hold.
+
+    MXFP4: the E8M0 bytes become the scales and the nibbles (element j low, j + 16 high in
+    GGML) are repacked as effjax's neighbours (element 2i low, 2i + 1 high). Q8_0: the f16
+    scales as float32, the int8 codes as they are.
+    """
+    rows, nb = blocks.shape[0], inputs // 32
+    if kind == "Q8_0":
+        b = blocks.reshape(rows, nb, 34)
+        scale = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0].astype(np.float32)
+        codes = np.ascontiguousarray(b[..., 2:]).view(np.int8).reshape(rows, inputs)
+        fmt = get_format("int8", granularity="group", group_size=32)
+    else:
+        b = blocks.reshape(rows, nb, 17)
+        packed = b[..., 1:]
+        elements = np.concatenate([packed & 0xF, packed >> 4], axis=-1).reshape(rows, inputs)
+        codes = (elements[:, 0::2] | (elements[:, 1::2] << 4)).astype(np.uint8)
+        scale, fmt = np.ascontiguousarray(b[..., 0]), get_format("mxfp4")
+    return QArray(codes=jax.numpy.asarray(codes), scale=jax.numpy.asarray(scale),
+                  global_scale=None, zero_point=None, levels=None, fmt=fmt, axis=0,
+                  shape=(inputs, rows), dtype=np.dtype(dtype).name)
 
 
 def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
@@ -217,8 +238,9 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
       path: the .gguf file.
       dtype: dtype of the returned arrays.
       tokenizer: also build the file's tokenizer (`transformers`).
-      quantized: load the projection kernels stored as MXFP4 as effjax MXFP4 `QArray`s, bit
-        for bit, with no float round trip (the other tensors are dequantized).
+      quantized: load the projection kernels whose GGML type effjax has exactly as `QArray`s,
+        with no float round trip: MXFP4 as "mxfp4", Q8_0 (an f16 scale per 32 int8 codes,
+        none of them -128) as "int8:32"; other tensors are dequantized.
 
     Returns:
       An `LM` whose params have (in, out) kernels and q/k rows in Hugging Face order.
@@ -249,9 +271,8 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
             target = ("layers", int(index), *layer_names[rest])
         else:
             continue
-        exact = (quantized and target[-1] == "kernel"
-                 and tensor.tensor_type == gguf.GGMLQuantizationType.MXFP4)
-        if exact:  # the stored blocks, rows (out, in / 32 * 17)
+        exact = quantized and target[-1] == "kernel" and _exact_blocks(tensor, gguf)
+        if exact:  # the stored blocks as byte rows (out, in / 32 * block bytes)
             value = np.asarray(tensor.data).reshape(int(tensor.shape[1]), -1)
         else:
             value = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
@@ -260,7 +281,7 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
             value = _unpermute(value, config.num_heads if target[-2] == "q_proj"
                                else config.num_kv_heads)
         if exact:
-            value = _mxfp4_qarray(value, int(tensor.shape[0]), dtype)
+            value = _blocks_qarray(value, int(tensor.shape[0]), tensor.tensor_type.name, dtype)
         elif target[-1] == "kernel":
             value = np.ascontiguousarray(value.T, dtype=dtype)
         else:

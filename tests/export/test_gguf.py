@@ -84,6 +84,10 @@ def test_requantized_tensors_report_their_error(tmp_path):
     assert by_name["output_norm.weight"].ggml_type == "F32" and by_name["output_norm.weight"].exact
     back = load_gguf(path)
     assert not isinstance(back.params["layers"][0]["mlp"]["up_proj"]["kernel"], QArray)
+    # Q8_0 is effjax's INT8 per 32 (scales f16-valued): loaded as QArrays, the file's values
+    exact = load_gguf(path, quantized=True).params["layers"][1]["mlp"]["up_proj"]["kernel"]
+    assert isinstance(exact, QArray) and exact.fmt == parse_format_spec("int8:32")
+    np.testing.assert_array_equal(np.asarray(dequantize(exact, jnp.float32)).T, values[up.name])
     rel = np.abs(np.asarray(back.apply(back.params, TOKENS)) - np.asarray(lm.apply(q, TOKENS)))
     assert rel.max() < 0.05 * np.abs(np.asarray(lm.apply(q, TOKENS))).max()
 

@@ -133,6 +133,7 @@ def _per_type(t):
     return online.PerType(type_transforms(t))
 
 
+@pytest.mark.slow  # 33 s; the fast tier keeps the other properties of the same training
 def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
     """FreeAct's search space holds FlatQuant's (Z_k = 0: T_k = M^-1 = P for every type), and
     the two trainings start at the same point: the same first loss and the same gradient in
