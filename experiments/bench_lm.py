@@ -3,8 +3,8 @@
 
     python -m experiments.bench_lm [--config=configs/bench_lm.py[:tiny]]
 
-Both sides run float32 on the same SmolLM2-135M weights (transformers loads the same GGUF
-file). Prefill: tokens/s of one forward over the layers stacked once (`stack_layers`, so
+Both sides run float32 on the same weights: transformers loads the GGUF file effjax loaded
+(SmolLM2-135M by default, `--config.model=gemma3-270m` for Gemma 3). Prefill: tokens/s of one forward over the layers stacked once (`stack_layers`, so
 every run of like layers is one scan; median of `repeats` runs after a warm-up). Decode:
 greedy tokens/s after a prompt, (new - 1) / (time(new tokens) - time(1 token)), so the
 prompt's prefill cancels out. Compile: the first call of a new parameter structure (an
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import pathlib
 import platform
 
 import jax
@@ -92,7 +93,10 @@ def run(config) -> str:
 
     lm = effjax.load(config.model, tokenizer=False)
     c = lm.config
-    path = effjax.zoo.smollm2_path()  # the GGUF file transformers reads as the reference
+    path = pathlib.Path(lm.source)  # the same GGUF file, read by transformers as the reference
+    if path.suffix != ".gguf":
+        raise ValueError(f"bench_lm compares against transformers reading the model's GGUF file; "
+                         f"{config.model!r} was loaded from {lm.source!r}")
     ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                dtype=torch.float32).eval()
     rng = np.random.RandomState(0)
