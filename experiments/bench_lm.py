@@ -4,15 +4,15 @@
     python -m experiments.bench_lm [--config=configs/bench_lm.py[:tiny]]
 
 Both sides run float32 on the same weights: transformers loads the GGUF file effjax loaded
-(SmolLM2-135M by default, `--config.model=gemma3-270m` for Gemma 3). Prefill: tokens/s of one forward over the layers stacked once (`stack_layers`, so
-every run of like layers is one scan; median of `repeats` runs after a warm-up). Decode:
-greedy tokens/s after a prompt, (new - 1) / (time(new tokens) - time(1 token)), so the
-prompt's prefill cancels out. Compile: the first call of a new parameter structure (an
-RTN-quantized variant), layers under `scan` against the unrolled reference, both measured
-here. Where the time goes: each prefill again with attention replaced by a stub that
-returns its queries (both sides), so total - stubbed is the time in attention. Memory: XLA's
-temporary buffer size for one layer's attention at the longest prefill, dense against
-blocked.
+(SmolLM2-135M by default, `--config.model=gemma3-270m` for Gemma 3). Prefill: tokens/s of one
+forward over the layers stacked once (`stack_layers`, so every run of like layers is one scan;
+median of `repeats` runs after a warm-up). Decode: greedy tokens/s after a prompt, (new - 1) /
+(time(new tokens) - time(1 token)), so the prompt's prefill cancels out. Compile: the first call
+of a new parameter structure (an RTN-quantized variant), layers under `scan` against the
+unrolled reference, both measured here. Where the time goes: each prefill again with attention
+replaced by a stub that returns its queries (both sides), so total - stubbed is the time in
+attention. Memory: XLA's temporary buffer size for one layer's attention at the longest prefill,
+dense against blocked.
 """
 
 from __future__ import annotations

@@ -70,8 +70,7 @@ def _first_layers(lm, n: int | None):
     if not 1 <= n <= lm.config.num_layers:
         raise ValueError(f"layers must be in [1, {lm.config.num_layers}], got {n}")
     params = {**lm.params, "layers": {i: lm.params["layers"][i] for i in range(n)}}
-    return dataclasses.replace(lm, params=params,
-                               config=dataclasses.replace(lm.config, num_layers=n))
+    return dataclasses.replace(lm, params=params, config=lm.config.first_layers(n))
 
 
 def _evaluate(ref, lm, recipe, config, eval_texts) -> dict:

@@ -253,7 +253,7 @@ def early_exit_draft(params: Params, num_layers: int, *,
                          f"{num_layers!r}")
     draft = dict(params)
     draft["layers"] = {i: params["layers"][i] for i in range(num_layers)}
-    return draft, dataclasses.replace(config, num_layers=int(num_layers))
+    return draft, config.first_layers(int(num_layers))
 
 
 class SpeculativeOutput(NamedTuple):

@@ -167,6 +167,18 @@ class LMConfig:
             return None
         return self.sliding_window
 
+    def first_layers(self, n: int) -> LMConfig:
+        """The config of this model's first n layers (an early-exit draft, a study's slice):
+        `num_layers` and the per-layer `layer_types` cut together.
+
+        Raises:
+          ValueError: n outside [1, num_layers].
+        """
+        if not 1 <= n <= self.num_layers:
+            raise ValueError(f"n must be in [1, {self.num_layers}], got {n}")
+        types = None if self.layer_types is None else self.layer_types[:n]
+        return dataclasses.replace(self, num_layers=int(n), layer_types=types)
+
     def mrope_axes(self) -> np.ndarray:
         """For each rotary frequency, the position axis (0 = t, 1 = h, 2 = w) it follows.
 

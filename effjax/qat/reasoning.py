@@ -10,7 +10,6 @@ generation.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import time
@@ -32,7 +31,7 @@ TEACHER_CONFIG = LMConfig(
     family="llama", vocab_size=arithmetic.VOCAB_SIZE, hidden_size=128, intermediate_size=384,
     num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, max_position_embeddings=128,
     rope_theta=10000.0, eos_token_id=arithmetic.EOS_ID, pad_token_id=arithmetic.PAD_ID)
-DRAFT_CONFIG = dataclasses.replace(TEACHER_CONFIG, num_layers=1)
+DRAFT_CONFIG = TEACHER_CONFIG.first_layers(1)
 SEQ_LEN = 64  # every level-1..4 problem fits
 
 

@@ -99,6 +99,20 @@ def test_config_validation():
         LMConfig(**sizes, sliding_window=4, layer_types=("full_attention", "chunked"))
 
 
+def test_first_layers_cuts_the_layer_types_too():
+    config = LMConfig(vocab_size=10, hidden_size=4, intermediate_size=4, num_layers=3,
+                      num_heads=1, num_kv_heads=1, head_dim=4, sliding_window=2,
+                      layer_types=("sliding_attention", "full_attention", "sliding_attention"))
+    two = config.first_layers(2)
+    assert two.num_layers == 2 and two.layer_types == config.layer_types[:2]
+    assert [two.layer_window(i) for i in range(2)] == [2, None]
+    plain = LMConfig(vocab_size=10, hidden_size=4, intermediate_size=4, num_layers=3,
+                     num_heads=1, num_kv_heads=1, head_dim=4)
+    assert plain.first_layers(1).layer_types is None
+    with pytest.raises(ValueError, match=r"n must be in \[1, 3\], got 4"):
+        config.first_layers(4)
+
+
 @pytest.mark.parametrize("rope", [
     None,
     {"rope_type": "linear", "factor": 4.0},
