@@ -40,6 +40,10 @@ class CharTokenizer:
         """Token ids of `text`."""
         return [c if c < VOCAB_SIZE else ord("?") for c in map(ord, text)]
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a sequence's first text (no prefix token: the same as `encode`)."""
+        return self.encode(text)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of token ids (padding dropped)."""
         return "".join(chr(i) for i in ids if 0 < i < VOCAB_SIZE)

@@ -23,13 +23,22 @@ _CALC = re.compile(r"<<[^>]*>>")
 
 
 class HFTokenizer:
-    """A `transformers` tokenizer with the char tokenizer's interface (no special tokens)."""
+    """A `transformers` tokenizer with the char tokenizer's interface: `encode` adds no
+    special tokens, `encode_prompt` puts the tokenizer's prefix token (Gemma's `<bos>`,
+    `effjax.models.prefix_token`) before a sequence's first text."""
 
     def __init__(self, tokenizer):
+        from effjax.models.records import prefix_token  # noqa: PLC0415 (data stays light)
+
         self.tokenizer = tokenizer
+        prefix = prefix_token(tokenizer)
+        self.prefix = [] if prefix is None else [prefix]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.prefix + self.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -80,7 +89,7 @@ def encode_problems(items: Sequence[Problem], tokenizer, seq_len: int
     tokens = np.zeros((len(items), seq_len), np.int32)
     mask = np.zeros((len(items), seq_len), bool)
     for i, p in enumerate(items):
-        prompt, sol = tokenizer.encode(p.prompt), tokenizer.encode(p.solution)
+        prompt, sol = tokenizer.encode_prompt(p.prompt), tokenizer.encode(p.solution)
         row = (prompt + sol)[:seq_len]
         tokens[i, :len(row)] = row
         mask[i, len(prompt):len(row)] = True

@@ -68,7 +68,7 @@ def generate_solutions(params: Params, prompts: Sequence[str], *,
                        ) -> list[str]:
     """Greedy solution texts (up to eos) for prompts, in fixed-size batches."""
     tok = arithmetic.CharTokenizer() if tokenizer is None else tokenizer
-    encoded = [tok.encode(p) for p in prompts]
+    encoded = [tok.encode_prompt(p) for p in prompts]
     out = []
     key = jax.random.PRNGKey(0) if key is None else key
     for start in range(0, len(encoded), batch_size):

@@ -44,4 +44,19 @@ def test_hf_tokenizer(smollm2):
     tok = gsm8k.HFTokenizer(smollm2.tokenizer)
     ids = tok.encode("Question: 2+2?")
     assert ids and tok.decode(ids) == "Question: 2+2?"
+    assert tok.encode_prompt("Question: 2+2?") == ids  # SmolLM2 adds no prefix token
     assert ar.parse_answer("so 1,000 + 5 = 1,005\n#### 1,005") == 1005
+
+
+def test_prompts_start_with_the_prefix_token():
+    """A tokenizer that puts <bos> before text (Gemma's): each row's prompt starts with it,
+    the solution follows without one, and the loss mask still covers the solution."""
+    from tests.eval.test_perplexity import ByteTokenizer
+
+    tok = gsm8k.HFTokenizer(ByteTokenizer(128, bos=2))
+    assert tok.encode_prompt("ab") == [2, 97, 98] and tok.encode("ab") == [97, 98]
+    p = ar.Problem(prompt="Q:1+1\nA:", solution=" 2\n#### 2\n", answer=2, level=1)
+    rows = gsm8k.encode_problems([p], tok, 32)
+    n = 1 + len(p.prompt) + len(p.solution)
+    assert rows["tokens"][0, 0] == 2 and rows["tokens"][0, 1] == ord("Q")
+    assert rows["loss_mask"][0].sum() == len(p.solution) and rows["loss_mask"][0, n - 1]
