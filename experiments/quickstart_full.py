@@ -48,7 +48,8 @@ def run(config) -> str:
                               batch_size=config.batch_size, params=params, dtype=dtype,
                               max_tokens=config.max_tokens)
         secs = elapsed()
-        rows.append([name, r.perplexity, r.nll, r.num_tokens, r.num_windows, secs])
+        rows.append([name, r.perplexity, r.nll, r.bits_per_byte, r.num_tokens, r.num_windows,
+                     secs])
         print(f"{name}: perplexity {r.perplexity:.4f} over {r.num_tokens} tokens "
               f"({secs:.1f} s)", flush=True)
     quant_table = quantized_rows(lm, corpus, config)
@@ -79,8 +80,9 @@ def run(config) -> str:
            "token is scored too." if effjax.models.prefix_token(lm.tokenizer) is not None
            else "the first token has no context and is not scored."),
         "",
-        markdown_table(["compute dtype", "perplexity", "nll (nats/token)", "tokens scored",
-                        "windows", "seconds"], rows),
+        markdown_table(["compute dtype", "perplexity", "nll (nats/token)",
+                        "bits per byte (any tokenizer)", "tokens scored", "windows", "seconds"],
+                       rows),
         "## Quantized (round to nearest, per-block scales as each format defines)",
         "",
         f"First {config.quant_max_tokens} tokens of the same corpus, windows of "

@@ -1,6 +1,7 @@
 """Evaluation: perplexity, token KL, tensor statistics, results tables.
 
-Contents: sliding-window perplexity with a progress bar; `token_kl(ref, lm, texts)`: mean token
+Contents: sliding-window perplexity with a progress bar (and bits per byte of the scored text,
+comparable across tokenizers); `token_kl(ref, lm, texts)`: mean token
 KL divergence of a model's next-token distribution from a reference's, and `kl_and_perplexity`
 (both from one pass); tensor statistics: `tensor_stats(x, formats, kind)` (dynamic range in
 binades, kurtosis, crest factor per block of 32, each format's quantization SNR with float64

@@ -25,10 +25,13 @@ class PerplexityResult:
     """Attributes:
     perplexity: exp(mean negative log-likelihood).
     nll: mean negative log-likelihood per token (nats).
-    num_tokens: scored tokens (every token but the first, each exactly once).
+    num_tokens: scored tokens (every token but the first, each exactly once; every token
+      when the tokenizer has a prefix token).
     num_windows: windows evaluated.
     seq_len, stride: the window geometry.
     corpus: the corpus name ("text" for raw strings).
+    num_bytes: UTF-8 bytes of the scored tokens' decoded text, or None when the tokenizer
+      cannot decode.
     """
 
     perplexity: float
@@ -38,6 +41,15 @@ class PerplexityResult:
     seq_len: int
     stride: int
     corpus: str
+    num_bytes: int | None = None
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        """Total negative log-likelihood in bits per UTF-8 byte of the scored text: unlike
+        perplexity, comparable between models with different tokenizers."""
+        if not self.num_bytes:
+            return None
+        return self.nll * self.num_tokens / math.log(2) / self.num_bytes
 
 
 def sliding_windows(n: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
@@ -165,6 +177,9 @@ def perplexity(
         total += float(np.sum(np.asarray(sums, np.float64)))
     count = int(weights.sum())
     nll = total / count
+    scored = ids[len(ids) - count:]  # the text's tokens after the first, or all with a prefix
+    num_bytes = (len(lm.tokenizer.decode(scored.tolist()).encode("utf-8"))
+                 if hasattr(lm.tokenizer, "decode") else None)
     return PerplexityResult(perplexity=math.exp(nll), nll=nll, num_tokens=count,
                             num_windows=len(windows), seq_len=seq_len, stride=stride,
-                            corpus=corpus_name)
+                            corpus=corpus_name, num_bytes=num_bytes)

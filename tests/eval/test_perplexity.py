@@ -98,6 +98,27 @@ def test_prefix_token_leads_every_window(tiny):
     assert abs(plain.nll - r.nll) > 1e-3  # the prefix changes what is scored
 
 
+class DecodingByteTokenizer(ByteTokenizer):
+    """Decodes id i as the character 200 + i: two UTF-8 bytes per token."""
+
+    def decode(self, ids):
+        return "".join(chr(200 + i) for i in ids)
+
+
+def test_bits_per_byte_counts_the_scored_texts_bytes(tiny):
+    lm, _ = tiny
+    text = "the quick brown fox; " * 4
+    plain = perplexity(lm, text, seq_len=32, stride=32, progress=False)
+    assert plain.num_bytes is None and plain.bits_per_byte is None  # no decode
+    lm = dataclasses.replace(lm, tokenizer=DecodingByteTokenizer(lm.config.vocab_size))
+    r = perplexity(lm, text, seq_len=32, stride=32, progress=False)
+    ids = lm.tokenizer(text)["input_ids"]
+    want_bytes = len(lm.tokenizer.decode(ids[1:]).encode("utf-8"))  # every token but the first
+    assert r.num_bytes == want_bytes == 2 * r.num_tokens
+    assert r.bits_per_byte == pytest.approx(r.nll * r.num_tokens / np.log(2) / want_bytes,
+                                            rel=1e-12)
+
+
 def test_perplexity_params_override_and_max_tokens(tiny):
     lm, _ = tiny
     docs = ["first document text", "second document, a little longer than the first"]
