@@ -24,7 +24,12 @@ import numpy as np
 
 from effjax.formats import QArray, dequantize
 from effjax.models.config import LMConfig
-from effjax.models.gguf_loader import _GEMMA_LAYER_NAMES, _LAYER_NAMES, _TOP_NAMES
+from effjax.models.gguf_loader import (
+    _GEMMA_LAYER_NAMES,
+    _LAYER_NAMES,
+    _TOP_NAMES,
+    _permute_rows,
+)
 from effjax.models.records import LM
 
 EXACT = ("mxfp4",)
@@ -50,13 +55,6 @@ class TensorRecord:
     ggml_type: str
     exact: bool
     max_abs_error: float
-
-
-def _permute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """llama.cpp's interleaving of each head's rotary halves (undone by the loader)."""
-    rows = w.shape[0]
-    return (w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
 
 
 def _mxfp4_blocks(q: QArray, name: str) -> np.ndarray:

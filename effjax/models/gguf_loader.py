@@ -108,6 +108,14 @@ def _open(path: str) -> gguf.GGUFReader:
                          f"{type(e).__name__}: {e}") from e
 
 
+def _permute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's interleaving of each head's rotary halves (what `_unpermute` undoes;
+    the GGUF exporter writes q/k rows this way)."""
+    rows = w.shape[0]
+    return (w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
 def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undoes llama.cpp's interleaving of the rotary halves in q/k projection rows.
 
