@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["effjax", "effjax.models", "effjax.decoding", "effjax.eval", "effjax.data",
-           "effjax.checkpoint", "effjax.formats", "effjax.memory", "effjax.quant", "effjax.ptq",
+           "effjax.checkpoint", "effjax.export", "effjax.formats", "effjax.memory",
+           "effjax.quant", "effjax.ptq",
            "effjax.transforms", "effjax.agents", "effjax.serve", "effjax.qat", "effjax.pruning",
            "effjax.data.arithmetic", "effjax.data.gsm8k", "effjax.data.shapes_vqa",
            "effjax.durable", "effjax.demo", "pallas_kernels"]

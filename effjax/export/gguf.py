@@ -3,9 +3,13 @@
 A kernel whose effjax format GGML has bit for bit is written as it is stored: MXFP4 (E8M0
 block scale, E2M1 elements, blocks of 32; GGML keeps element j of a block in the low nibble
 of byte j and element j + 16 in the high one, effjax packs neighbours, so only the nibbles
-move). Every other quantized kernel is dequantized and re-quantized to the GGML type asked
-for (`requantize`), float tensors are cast to `float_type`, norms stay float32; each tensor's
-record says which happened and the largest difference from effjax's values it caused.
+move). INT8 / INT4 per 32 go to Q8_0 / Q4_0 (symmetric) and Q4_1 (with a zero point) with
+their codes unchanged and each scale stored as GGML's float16: bit for bit when the scales
+are float16 values (a GGUF file loaded with `quantized=True` and written back), else off by
+that rounding alone. Every other quantized kernel is dequantized and re-quantized to the
+GGML type asked for (`requantize`), float tensors are cast to `float_type`, norms stay
+float32; each tensor's record says which happened and the largest difference from effjax's
+values it caused (measured by the `gguf` package's dequantization of what was written).
 
 Architectures: "llama" (q/k rows interleaved as llama.cpp's converter does) and "gemma3"
 (llama.cpp's fixed layout: every 6th layer global, local RoPE base 1e4, Gemma's norms as the
@@ -19,10 +23,11 @@ import dataclasses
 import os
 import pathlib
 
-import jax
 import numpy as np
 
-from effjax.formats import QArray, dequantize
+from effjax.export.common import TensorRecord, refuse_online_transforms
+from effjax.formats import Format, QArray, dequantize, parse_format_spec
+from effjax.formats.core import unpack_codes
 from effjax.models.config import LMConfig
 from effjax.models.gguf_loader import (
     _GEMMA_LAYER_NAMES,
@@ -32,29 +37,12 @@ from effjax.models.gguf_loader import (
 )
 from effjax.models.records import LM
 
-EXACT = ("mxfp4",)
-"""effjax formats written bit for bit (their GGML type has the same arithmetic)."""
+EXACT = {"mxfp4": "MXFP4", "int8:32": "Q8_0", "int4:32": "Q4_0", "int4:32@asym": "Q4_1"}
+"""effjax format spec -> the GGML type its kernels are written in, codes as they are: MXFP4
+bit for bit; the INT types with each scale (and Q4_1's minimum, -zero_point * scale) as a
+float16, bit for bit where those are float16 values (the record says)."""
 GGML_TYPES = ("q8_0", "q4_0", "q4_1", "bf16", "f16", "f32")
 """What `requantize` and `float_type` may name (GGML types the `gguf` package encodes)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorRecord:
-    """How one tensor was written.
-
-    Attributes:
-      name: the GGUF tensor name ("blk.3.attn_q.weight").
-      source: the effjax format name, or "float32" for a float tensor.
-      ggml_type: the GGML type written ("MXFP4", "Q8_0", "F32", ...).
-      exact: the file's values equal effjax's bit for bit.
-      max_abs_error: the largest |file value - effjax value| (0 when exact).
-    """
-
-    name: str
-    source: str
-    ggml_type: str
-    exact: bool
-    max_abs_error: float
 
 
 def _mxfp4_blocks(q: QArray, name: str) -> np.ndarray:
@@ -70,6 +58,38 @@ def _mxfp4_blocks(q: QArray, name: str) -> np.ndarray:
     return np.concatenate([scale[..., None], packed], axis=-1).reshape(rows, nb * 17)
 
 
+def _exact_type(fmt: Format) -> str | None:
+    """The GGML type of `EXACT` that holds a format's codes (any MX scale mode), or None."""
+    key = (fmt.name, fmt.granularity, fmt.group_size, fmt.symmetric)
+    for spec, ggml in EXACT.items():
+        f = parse_format_spec(spec)
+        if (f.name, f.granularity, f.group_size, f.symmetric) == key:
+            return ggml
+    return None
+
+
+def _int_blocks(q: QArray, ggml: str) -> np.ndarray:
+    """An INT kernel per 32 as GGML Q8_0 / Q4_0 / Q4_1 blocks (out, in / 32 * block bytes),
+    its codes unchanged and its scales (and Q4_1 minima) rounded to float16."""
+    k = q.shape[0]
+    codes = np.asarray(unpack_codes(q.codes, q.fmt.bits, k)).astype(np.int32)
+    rows, nb = codes.shape[0], k // 32
+    scale = np.asarray(q.scale, np.float32).reshape(rows, nb)
+    head = [scale.astype(np.float16)]
+    if ggml == "Q8_0":
+        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
+    else:
+        if ggml == "Q4_0":  # two's-complement nibbles -> q + 8
+            codes = np.where(codes >= 8, codes - 16, codes) + 8
+        else:
+            zero = np.asarray(q.zero_point, np.float32).reshape(rows, nb)
+            head.append((-zero * scale).astype(np.float16))
+        nib = codes.astype(np.uint8).reshape(rows, nb, 32)
+        body = nib[..., :16] | (nib[..., 16:] << 4)
+    parts = [h.view(np.uint8).reshape(rows, nb, 2) for h in head] + [body]
+    return np.concatenate(parts, axis=-1).reshape(rows, -1)
+
+
 def _encode(value, name: str, *, requantize: str, float_type: str, heads: int | None,
             kernel: bool):
     """(data, GGML type, record) of one tensor; `heads` permutes q/k rows for llama."""
@@ -81,12 +101,25 @@ def _encode(value, name: str, *, requantize: str, float_type: str, heads: int | 
             raise ValueError(f"{name}: a quantized tensor must be a 2-D kernel quantized along "
                              f"its input axis, got shape {value.shape}, axis {value.axis}")
         source = value.fmt.name
-        if source in EXACT and value.shape[0] % 32 == 0:
-            data = _mxfp4_blocks(value, name)
-            if heads:
-                data = _permute_rows(data, heads)
-            return data, types.MXFP4, TensorRecord(name, source, "MXFP4", True, 0.0)
+        exact = _exact_type(value.fmt)
         rows = np.asarray(dequantize(value, np.float32)).T  # (out, in)
+        if exact and value.shape[0] % 32 == 0:
+            ggml = getattr(types, exact)
+            if exact == "MXFP4":
+                data = _mxfp4_blocks(value, name)
+            elif value.fmt.symmetric and (np.asarray(unpack_codes(
+                    value.codes, value.fmt.bits, value.shape[0])).astype(np.int8) == -(
+                    1 << (value.fmt.bits - 1))).any():
+                raise ValueError(f"{name}: NaN elements (effjax's code "
+                                 f"{-(1 << (value.fmt.bits - 1))}) have no {ggml.name} encoding")
+            else:
+                data = _int_blocks(value, ggml.name)
+            if heads:
+                data, rows = _permute_rows(data, heads), _permute_rows(rows, heads)
+            back = gguf.quants.dequantize(data, ggml).reshape(rows.shape)
+            err = float(np.max(np.abs(back - rows), initial=0.0))
+            same = bool(np.array_equal(back, rows, equal_nan=True))
+            return data, ggml, TensorRecord(name, source, ggml.name, same, 0.0 if same else err)
         target = requantize
     else:
         source = "float32"
@@ -123,12 +156,7 @@ def _check_exportable(config: LMConfig, params) -> str:
         unsupported.append(f"rope_scaling={config.rope_scaling.rope_type}")
     if unsupported:
         raise ValueError(f"GGUF's {arch} architecture cannot hold this model's {unsupported}")
-    online = {getattr(k, "key", None) for path, _ in jax.tree_util.tree_flatten_with_path(
-        params, is_leaf=lambda x: isinstance(x, QArray))[0] for k in path} & {
-        "input_transform", "kv_rotation", "rotation"}
-    if online:
-        raise ValueError(f"the params hold online transforms ({sorted(online)}) that GGUF "
-                         "files cannot express; export the model before rotating it")
+    refuse_online_transforms(params, "GGUF")
     return arch
 
 
@@ -197,7 +225,8 @@ def export_gguf(lm: LM, path: str | os.PathLike, *, params=None, requantize: str
       lm: the model: its config, and tokenizer metadata when `lm.source` is a GGUF file.
       path: the .gguf file to write (through a temporary file: a crash leaves no half file).
       params: the parameters to write (default `lm.params`), e.g. `PTQResult.lm.params`.
-      requantize: the GGML type of quantized kernels whose format GGML lacks (`GGML_TYPES`).
+      requantize: the GGML type of quantized kernels whose format has no `EXACT` type
+        (`GGML_TYPES`).
       float_type: the GGML type of float matrices (embeddings, float kernels); norms stay F32.
 
     Returns:
@@ -205,7 +234,8 @@ def export_gguf(lm: LM, path: str | os.PathLike, *, params=None, requantize: str
 
     Raises:
       ValueError: a type outside `GGML_TYPES`, a model GGUF's llama / gemma3 layouts cannot
-        hold (biases, online transforms, another family), a NaN MXFP4 block, or a file whose
+        hold (biases, online transforms, another family), a NaN MXFP4 block or INT element,
+        or a file whose
         config reads back different from the model's (the file is then removed).
     """
     import gguf  # noqa: PLC0415

@@ -14,7 +14,8 @@ optional q/k norm and biases, tied or untied embeddings, explicit
 windows led by the tokenizer's `<bos>` where it adds one); runs of like layers under one
 `lax.scan`, `layer_runs`, pre-stacked once by `stack_layers`); every projection goes through
 one function, `effjax.models.linear`; loaders for Hugging Face directories (safetensors,
-sharded too) and llama GGUF files; `shard_params` for FSDP + head-parallel meshes. The
+sharded too; compressed-tensors kernels as `QArray`s, `effjax.models.ct_loader`) and llama /
+gemma3 GGUF files (`load`, `load_gguf`); `LMConfig.to_hf` (config.json); `shard_params` for FSDP + head-parallel meshes. The
 masked-diffusion LM is the same decoder without the causal mask: `forward(..., attn_mask=...)`
 takes any (query, key) structure, with or without a cache; `bidirectional_forward`; the LLaDA
 objective (`noise_tokens`: t ~ U(0, 1], each answer token masked with probability t;

@@ -26,6 +26,11 @@ _REQUIRED_HF_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hi
                        "num_attention_heads")
 
 
+def _int_if_whole(x: float | None) -> float | int | None:
+    """x as an int where it is whole (`transformers` types some float fields int)."""
+    return int(x) if x is not None and float(x).is_integer() else x
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RopeScaling:
     """RoPE frequency scaling as found in real configs.
@@ -335,3 +340,65 @@ class LMConfig:
                                    else None),
             local_rope_theta=None if local_theta is None else float(local_theta),
         )
+
+    def to_hf(self) -> dict[str, Any]:
+        """The Hugging Face `config.json` dictionary of this config (inverse of `from_hf`).
+
+        Returns:
+          A dict `transformers` builds the same model from (its `rope_parameters` layout).
+
+        Raises:
+          ValueError: the family's Hugging Face config cannot express this one (e.g. a
+            llama with `qkv_bias` != `o_bias`, or multimodal RoPE), naming the fields that
+            would read back different.
+        """
+        gemma = self.family == "gemma3"
+        arch = next(a for a, f in SUPPORTED_ARCHITECTURES.items() if f == self.family)
+        rope: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling is not None:
+            s = self.rope_scaling
+            rope.update(rope_type=s.rope_type, factor=s.factor)
+            if s.rope_type == "llama3":
+                rope.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor,
+                            original_max_position_embeddings=s.original_max_position_embeddings)
+        act = next(k for k, v in _HF_ACTIVATIONS.items() if v == self.hidden_act)
+        hf: dict[str, Any] = {
+            "architectures": [arch],
+            "model_type": "gemma3_text" if gemma else self.family,
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim, "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.o_bias if self.family == "qwen2" else self.qkv_bias,
+            "mlp_bias": self.mlp_bias,
+            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            ("hidden_activation" if gemma else "hidden_act"): act,
+        }
+        if gemma:
+            local = {"rope_type": "default", "rope_theta": self.local_rope_theta or self.rope_theta}
+            hf.update(rope_parameters={"full_attention": rope, "sliding_attention": local},
+                      query_pre_attn_scalar=_int_if_whole(self.query_pre_attn_scalar),
+                      sliding_window=self.sliding_window,
+                      attn_logit_softcapping=None, final_logit_softcapping=None)
+        else:
+            hf.update(rope_parameters=rope, use_sliding_window=self.sliding_window is not None,
+                      sliding_window=self.sliding_window)
+        if self.layer_types is not None:
+            hf["layer_types"] = list(self.layer_types)
+            if not gemma:
+                hf["max_window_layers"] = 0
+        try:
+            back = LMConfig.from_hf(hf)
+        except ValueError as e:
+            raise ValueError(f"{self.family}'s Hugging Face config cannot express this config: "
+                             f"{e}") from e
+        diff = [f.name for f in dataclasses.fields(self)
+                if getattr(back, f.name) != getattr(self, f.name)]
+        if diff:
+            raise ValueError(f"{self.family}'s Hugging Face config cannot express this config's "
+                             f"{diff}: they would read back as "
+                             f"{ {k: getattr(back, k) for k in diff} }")
+        return hf

@@ -128,10 +128,10 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _exact_blocks(tensor, gguf) -> bool:
-    """Whether a GGUF tensor's blocks are an effjax format bit for bit (MXFP4; Q8_0 without
-    the code -128, which effjax's symmetric INT8 reserves for NaN)."""
+    """Whether a GGUF tensor's blocks are an effjax format bit for bit (MXFP4; Q4_0; Q8_0
+    without the code -128, which effjax's symmetric INT8 reserves for NaN)."""
     kind = tensor.tensor_type
-    if kind == gguf.GGMLQuantizationType.MXFP4:
+    if kind in (gguf.GGMLQuantizationType.MXFP4, gguf.GGMLQuantizationType.Q4_0):
         return True
     if kind == gguf.GGMLQuantizationType.Q8_0:
         codes = np.asarray(tensor.data).reshape(-1, 34)[:, 2:].view(np.int8)
@@ -144,23 +144,33 @@ def _blocks_qarray(blocks: np.ndarray, inputs: int, kind: str, dtype) -> QArray:
 
     MXFP4: the E8M0 bytes become the scales and the nibbles (element j low, j + 16 high in
     GGML) are repacked as effjax's neighbours (element 2i low, 2i + 1 high). Q8_0: the f16
-    scales as float32, the int8 codes as they are.
+    scales as float32, the int8 codes as they are. Q4_0 (value = d * (nibble - 8)): INT4
+    per 32, symmetric when no nibble is 0 (effjax's NaN code -8), else with zero points 8.
     """
     rows, nb = blocks.shape[0], inputs // 32
+    head = {"Q8_0": 2, "Q4_0": 2, "MXFP4": 1}[kind]
+    b = blocks.reshape(rows, nb, -1)
+    zero = None
     if kind == "Q8_0":
-        b = blocks.reshape(rows, nb, 34)
-        scale = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0].astype(np.float32)
         codes = np.ascontiguousarray(b[..., 2:]).view(np.int8).reshape(rows, inputs)
         fmt = get_format("int8", granularity="group", group_size=32)
     else:
-        b = blocks.reshape(rows, nb, 17)
-        packed = b[..., 1:]
+        packed = b[..., head:]
         elements = np.concatenate([packed & 0xF, packed >> 4], axis=-1).reshape(rows, inputs)
+        fmt = get_format("mxfp4")
+        if kind == "Q4_0":
+            symmetric = not (elements == 0).any()
+            elements = (elements - 8) & 0xF if symmetric else elements
+            zero = None if symmetric else np.full((rows, nb), 8.0, np.float32)
+            fmt = get_format("int4", granularity="group", group_size=32, symmetric=symmetric)
         codes = (elements[:, 0::2] | (elements[:, 1::2] << 4)).astype(np.uint8)
-        scale, fmt = np.ascontiguousarray(b[..., 0]), get_format("mxfp4")
+    if head == 2:
+        scale = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0].astype(np.float32)
+    else:
+        scale = np.ascontiguousarray(b[..., 0])
     return QArray(codes=jax.numpy.asarray(codes), scale=jax.numpy.asarray(scale),
-                  global_scale=None, zero_point=None, levels=None, fmt=fmt, axis=0,
-                  shape=(inputs, rows), dtype=np.dtype(dtype).name)
+                  global_scale=None, zero_point=None if zero is None else jax.numpy.asarray(zero),
+                  levels=None, fmt=fmt, axis=0, shape=(inputs, rows), dtype=np.dtype(dtype).name)
 
 
 def read_gguf_config(reader: gguf.GGUFReader, path: str) -> LMConfig:
@@ -248,7 +258,8 @@ def load_gguf(path: str | pathlib.Path, *, dtype=np.float32, tokenizer: bool = F
       tokenizer: also build the file's tokenizer (`transformers`).
       quantized: load the projection kernels whose GGML type effjax has exactly as `QArray`s,
         with no float round trip: MXFP4 as "mxfp4", Q8_0 (an f16 scale per 32 int8 codes,
-        none of them -128) as "int8:32"; other tensors are dequantized.
+        none of them -128) as "int8:32", Q4_0 as "int4:32" (with zero points 8 where a
+        code is -8); other tensors are dequantized.
 
     Returns:
       An `LM` whose params have (in, out) kernels and q/k rows in Hugging Face order.

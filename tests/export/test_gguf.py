@@ -44,7 +44,7 @@ def test_mxfp4_round_trip_is_exact(tmp_path, gemma):
     records = export_gguf(lm, path, params=q)
     kernels = [r for r in records if r.source == "mxfp4"]
     assert len(kernels) == 14 + (not gemma)  # 7 per layer, and an untied head
-    assert all(r.ggml_type == "MXFP4" and r.exact for r in kernels)
+    assert all(r.encoding == "MXFP4" and r.exact for r in kernels)
     assert not (tmp_path / "m.gguf.partial").exists()
     back = load_gguf(path, quantized=True)
     f32 = lambda x: float(np.float32(x))  # noqa: E731 (GGUF stores float32)
@@ -69,8 +69,8 @@ def test_mxfp4_round_trip_is_exact(tmp_path, gemma):
 
 def test_requantized_tensors_report_their_error(tmp_path):
     lm = _lm()
-    # no GGML type has effjax's INT4 scales (float32, codes -7..7)
-    q = quantize_params(lm.params, recipe(parse_format_spec("int4:32")))
+    # no GGML type has effjax's INT4 per 64
+    q = quantize_params(lm.params, recipe(parse_format_spec("int4:64")))
     path = tmp_path / "m.gguf"
     records = export_gguf(lm, path, params=q, requantize="q8_0", float_type="f16")
     by_name = {r.name: r for r in records}
@@ -78,10 +78,10 @@ def test_requantized_tensors_report_their_error(tmp_path):
     up = by_name["blk.1.ffn_up.weight"]
     ours = np.asarray(dequantize(q["layers"][1]["mlp"]["up_proj"]["kernel"], jnp.float32)).T
     err = float(np.max(np.abs(values[up.name] - ours)))
-    assert (up.source, up.ggml_type) == ("int4", "Q8_0")
+    assert (up.source, up.encoding) == ("int4", "Q8_0")
     assert up.max_abs_error == err and 0 < err < 0.01 * np.abs(ours).max()
-    assert by_name["token_embd.weight"].ggml_type == "F16"
-    assert by_name["output_norm.weight"].ggml_type == "F32" and by_name["output_norm.weight"].exact
+    assert by_name["token_embd.weight"].encoding == "F16"
+    assert by_name["output_norm.weight"].encoding == "F32" and by_name["output_norm.weight"].exact
     back = load_gguf(path)
     assert not isinstance(back.params["layers"][0]["mlp"]["up_proj"]["kernel"], QArray)
     # Q8_0 is effjax's INT8 per 32 (scales f16-valued): loaded as QArrays, the file's values
@@ -90,6 +90,43 @@ def test_requantized_tensors_report_their_error(tmp_path):
     np.testing.assert_array_equal(np.asarray(dequantize(exact, jnp.float32)).T, values[up.name])
     rel = np.abs(np.asarray(back.apply(back.params, TOKENS)) - np.asarray(lm.apply(q, TOKENS)))
     assert rel.max() < 0.05 * np.abs(np.asarray(lm.apply(q, TOKENS))).max()
+
+
+def _f16_scales(params):
+    """params with every QArray's scale rounded to float16 values (GGML's scale type)."""
+    return jax.tree.map(lambda a: dataclasses.replace(a, scale=a.scale.astype(
+        jnp.float16).astype(jnp.float32)) if isinstance(a, QArray) else a, params,
+        is_leaf=lambda a: isinstance(a, QArray))
+
+
+@pytest.mark.parametrize("spec,ggml", [("int8:32", "Q8_0"), ("int4:32", "Q4_0"),
+                                       ("int4:32@asym", "Q4_1")])
+def test_int_per_32_keeps_its_codes(tmp_path, spec, ggml):
+    """INT per 32 goes to its GGML type with the codes unchanged: the gguf package reads
+    effjax's values with each scale as a float16; with float16-valued scales, Q8_0 and Q4_0
+    are bit for bit and load back as the same QArrays."""
+    lm = _lm()
+    q = quantize_params(lm.params, recipe(parse_format_spec(spec)))
+    records = export_gguf(lm, tmp_path / "m.gguf", params=q, requantize="f32")
+    values = _file_values(tmp_path / "m.gguf")
+    down = q["layers"][0]["mlp"]["down_proj"]["kernel"]
+    rec = next(r for r in records if r.name == "blk.0.ffn_down.weight")
+    ours = np.asarray(dequantize(down, jnp.float32)).T
+    assert rec.encoding == ggml
+    assert rec.max_abs_error == np.max(np.abs(values[rec.name] - ours))
+    assert rec.max_abs_error < 2**-10 * np.abs(ours).max()  # float16 scales, same codes
+    f16 = _f16_scales(q)
+    records = export_gguf(lm, tmp_path / "f.gguf", params=f16)
+    kernels = [r for r in records if r.source == "int8" or r.source == "int4"]
+    assert len(kernels) == 15 and all(r.encoding == ggml for r in kernels)
+    if ggml == "Q4_1":  # d * c + m rounds differently from (c - zero) * scale
+        return
+    assert all(r.exact for r in kernels)
+    back = load_gguf(tmp_path / "f.gguf", quantized=True)
+    kernel = back.params["layers"][0]["mlp"]["down_proj"]["kernel"]
+    assert isinstance(kernel, QArray) and kernel.fmt.name == parse_format_spec(spec).name
+    np.testing.assert_array_equal(np.asarray(back.apply(back.params, TOKENS)),
+                                  np.asarray(lm.apply(f16, TOKENS)))
 
 
 def test_bad_input(tmp_path):
@@ -137,7 +174,7 @@ def test_smollm2_mxfp4_export_read_by_transformers(smollm2, tmp_path):
 
     q = quantize_params(smollm2.params, recipe("mxfp4"))
     records = export_gguf(smollm2, tmp_path / "s.gguf", params=q)
-    assert sum(r.ggml_type == "MXFP4" and r.exact for r in records) == 210  # 7 x 30 layers
+    assert sum(r.encoding == "MXFP4" and r.exact for r in records) == 210  # 7 x 30 layers
     model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="s.gguf",
                                                  dtype=torch.float32).eval()
     for prompt in ("The capital of France is a city that", "def add(a, b):\n    return"):

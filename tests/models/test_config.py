@@ -1,5 +1,7 @@
 """LMConfig from Hugging Face config.json dicts; RoPE frequencies against transformers."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import transformers
@@ -140,3 +142,20 @@ def test_from_hf_names_a_missing_or_mistyped_required_field():
         LMConfig.from_hf({**BASE, "hidden_size": "64"})
     with pytest.raises(ValueError, match=r"rope scaling of type 'linear' lacks its 'factor'"):
         LMConfig.from_hf({**BASE, "rope_scaling": {"rope_type": "linear"}})
+
+
+def test_to_hf_round_trip_through_transformers():
+    """config.json as effjax writes it reads back the same, in effjax and in transformers."""
+    from tests.models.hf_tiny import TINY
+
+    for name, (config_cls, model_cls, extra) in TINY.items():
+        hf = config_cls(vocab_size=97, hidden_size=48, intermediate_size=80,
+                        num_hidden_layers=2, **extra).to_dict()
+        config = LMConfig.from_hf({**hf, "architectures": [model_cls.__name__]})
+        written = config.to_hf()
+        assert LMConfig.from_hf(written) == config, name
+        theirs = transformers.AutoConfig.for_model(**written).to_dict()
+        assert LMConfig.from_hf(theirs) == config, name
+        if name == "llama_mha_untied":
+            with pytest.raises(ValueError, match=r"cannot express this config's \['o_bias'\]"):
+                dataclasses.replace(config, qkv_bias=True).to_hf()
