@@ -203,8 +203,7 @@ def export_hf(lm: LM, path: str | os.PathLike, *, params=None,
         written = array.astype(np_dtype)
         tensors[name] = np.ascontiguousarray(written)
         err = float(np.max(np.abs(written.astype(np.float32) - array), initial=0.0))
-        records.append(TensorRecord(name, source, "dense", err == 0.0 and source == "float32",
-                                    err))
+        records.append(TensorRecord(name, source, "dense", err == 0.0, err))
         if kernel:
             ignore.append(module)
     if groups:

@@ -152,11 +152,10 @@ def _int_qarray(q: np.ndarray, zero: np.ndarray | None, scale: np.ndarray, bits:
     return _qarray(codes, scale, fmt, k, zero_point=zero_point)
 
 
-def _qarray(codes, scale, fmt: Format, k: int, *, zero_point=None, global_scale=None) -> QArray:
+def _qarray(codes, scale, fmt: Format, k: int, *, zero_point=None) -> QArray:
     """A float32 (k, out) kernel QArray from unpacked codes (out, k) (packed here)."""
     return QArray(codes=jnp.asarray(pack_codes(jnp.asarray(codes), fmt.bits)),
-                  scale=jnp.asarray(scale),
-                  global_scale=None if global_scale is None else jnp.asarray(global_scale),
+                  scale=jnp.asarray(scale), global_scale=None,
                   zero_point=None if zero_point is None else jnp.asarray(zero_point),
                   levels=None, fmt=fmt, axis=0, shape=(k, codes.shape[0]), dtype="float32")
 

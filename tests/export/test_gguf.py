@@ -161,7 +161,7 @@ def test_truncated_export_is_refused_on_load(tmp_path):
     export_gguf(lm, path, params=quantize_params(lm.params, recipe("mxfp4")))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 1000])
-    with pytest.raises(ValueError, match="m.gguf"):
+    with pytest.raises(ValueError, match=r"m.gguf' is truncated: tensor '[a-z_.0-9]+' needs"):
         load_gguf(path, quantized=True)
 
 
@@ -183,3 +183,26 @@ def test_smollm2_mxfp4_export_read_by_transformers(smollm2, tmp_path):
             ref = model(torch.tensor(tokens)).logits.numpy()
         ours = np.asarray(smollm2.apply(q, tokens))
         assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()  # 2.2e-6 seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec,ggml", [("mxfp4", "MXFP4"), ("int8:32", "Q8_0")])
+def test_smollm2_export_run_by_llama_cpp(smollm2, tmp_path, spec, ggml):
+    """llama.cpp (llama-cpp-python, the `interop` extra) runs the exported SmolLM2 and its
+    next-token logits follow effjax's: llama.cpp quantizes activations to 8 bits in its
+    matmuls, so they agree to a few percent of the largest logit (5.6e-2 seen for MXFP4),
+    and its top token is effjax's."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    q = quantize_params(smollm2.params, recipe(parse_format_spec(spec)))
+    records = export_gguf(smollm2, tmp_path / "s.gguf", params=q)
+    assert sum(r.encoding == ggml for r in records) == 210
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "s.gguf"), n_ctx=64, logits_all=True,
+                          verbose=False, n_threads=2)
+    for prompt in ("The capital of France is a city that", "def add(a, b):\n    return"):
+        tokens = smollm2.tokenizer(prompt)["input_ids"]
+        llm.reset()
+        llm.eval(tokens)
+        theirs = np.array(llm.scores[:len(tokens)], np.float32)
+        ours = np.asarray(smollm2.apply(q, np.asarray([tokens])))[0]
+        assert np.abs(theirs - ours).max() <= 0.1 * np.abs(ours).max()
+        assert theirs[-1].argmax() == ours[-1].argmax()
