@@ -47,7 +47,7 @@ def test_diffusion_objective_depends_on_the_mask_choice():
     assert np.isfinite(float(aligned)) and float(aligned) != float(unaligned)
 
 
-@pytest.mark.parametrize("paradigm", ["ar", "diffusion"])
+@pytest.mark.parametrize("paradigm", ["ar", pytest.param("diffusion", marks=pytest.mark.slow)])
 def test_train_agent_lowers_the_loss_and_round_trips(tmp_path, paradigm):
     run = AgentTraining(paradigm=paradigm, steps=200, batch_size=4, learning_rate=3e-3)
     params, info = train_agent(run, config=TINY, path=tmp_path, progress=False)

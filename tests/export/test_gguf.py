@@ -99,8 +99,9 @@ def _f16_scales(params):
         is_leaf=lambda a: isinstance(a, QArray))
 
 
-@pytest.mark.parametrize("spec,ggml", [("int8:32", "Q8_0"), ("int4:32", "Q4_0"),
-                                       ("int4:32@asym", "Q4_1")])
+@pytest.mark.parametrize("spec,ggml", [
+    ("int8:32", "Q8_0"), ("int4:32", "Q4_0"),
+    pytest.param("int4:32@asym", "Q4_1", marks=pytest.mark.slow)])
 def test_int_per_32_keeps_its_codes(tmp_path, spec, ggml):
     """INT per 32 goes to its GGML type with the codes unchanged: the gguf package reads
     effjax's values with each scale as a float16; with float16-valued scales, Q8_0 and Q4_0

@@ -43,15 +43,19 @@ def diffusion_windows(position: int, n: int, seed: int):
     return noised, LayerContext(attn_mask=attn, token_types=masked.astype(jnp.int32))
 
 
+def _train_args():
+    """Layer 0's calibration windows and the training options FreeAct and FlatQuant share."""
+    tokens, ctx = diffusion_windows(0, 32, 0)
+    return tokens, dict(steps=20, batch_size=8, context=ctx, progress=False)
+
+
 @pytest.fixture(scope="module")
 def trained():
     params = load_agent(AgentTraining()).params
     one = dict(params, layers={0: params["layers"][0]})  # layer 0 alone
-    tokens, ctx = diffusion_windows(0, 32, 0)
-    train = dict(steps=20, batch_size=8, context=ctx, progress=False)  # the same for both
-    shared, shared_losses = flatquant(one, tokens, R, **train, config=AGENT_CONFIG)
+    tokens, train = _train_args()
     free, info = freeact(one, tokens, R, **train, config=AGENT_CONFIG)
-    return params, one, shared, free, info, shared_losses[0]
+    return params, one, free, info
 
 
 def _group_inputs(layer, x, ctx):
@@ -93,7 +97,7 @@ def test_type_grams_split_the_layer_inputs_by_type(trained):
 def test_float_layer_is_kept_on_each_types_subspace_while_t_k_is_not_m_inverse(trained):
     """x T_k M W = x W on held-out inputs projected onto type k's calibration row space,
     with the learned (trained) transforms, and T_k differs from M^-1."""
-    params, one, _, _, info, _ = trained
+    params, one, _, info = trained
     tokens, ctx = diffusion_windows(1000, 8, 1)
     inputs = _group_inputs(one["layers"][0], embed(params, tokens, config=AGENT_CONFIG), ctx)
     types = np.asarray(ctx.token_types).reshape(-1)
@@ -133,13 +137,16 @@ def _per_type(t):
     return online.PerType(type_transforms(t))
 
 
-@pytest.mark.slow  # 33 s; the fast tier keeps the other properties of the same training
+@pytest.mark.slow  # 70 s with FlatQuant's training; the fast tier keeps FreeAct's properties
 def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
     """FreeAct's search space holds FlatQuant's (Z_k = 0: T_k = M^-1 = P for every type), and
     the two trainings start at the same point: the same first loss and the same gradient in
     the shared parameters. (Which one ends lower after training is a noisy claim, measured
     with its uncertainty in experiments/freeact.py, not here.)"""
-    params, one, shared, _, info, shared_losses = trained
+    params, one, _, info = trained
+    tokens, train = _train_args()  # FlatQuant trained as FreeAct was
+    shared, shared_losses = flatquant(one, tokens, R, **train, config=AGENT_CONFIG)
+    shared_losses = shared_losses[0]
     layer, learned = one["layers"][0], info["learned"][0]
 
     def with_zero_z(t, name):
@@ -193,7 +200,7 @@ def test_freeact_holds_flatquant_at_z_zero_and_starts_where_it_starts(trained):
 
 
 def test_token_types_route_inside_one_compiled_forward(trained):
-    params, _, _, free, *_ = trained
+    params, _, free, _ = trained
     model = dict(params, layers={0: free["layers"][0]})
     config = dataclasses.replace(AGENT_CONFIG, num_layers=1)
     tokens, ctx = diffusion_windows(5, 2, 5)

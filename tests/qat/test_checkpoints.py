@@ -52,6 +52,7 @@ def _run(directory, kill_after):
                           capture_output=True, text=True, timeout=300, env=os.environ.copy())
 
 
+@pytest.mark.slow  # 32 s: real SIGKILLed runs; the fast tier kills saves at every point below
 def test_killed_run_resumes_bit_identically(tmp_path):
     killed = _run(tmp_path / "a", 4)
     assert killed.returncode == -9, killed.stderr[-2000:]
