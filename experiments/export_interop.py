@@ -96,33 +96,30 @@ def run(config) -> str:
                                           max_windows=config.windows)
     prompts = [lm.tokenizer(p)["input_ids"] for p in config.prompts]
     tmp = tempfile.TemporaryDirectory()
-    hf_rows, gguf_rows = [], []
-    for label, spec in tqdm(config.hf_schemes, desc="compressed-tensors", unit="scheme"):
+
+    def row(label, spec, write, reader, suffix=""):
+        """Quantizes, writes with `write(lm, path, params)`, reads with `reader(path)`."""
         q = quantize_params(lm.params, recipe(parse_format_spec(spec)))
-        path = f"{tmp.name}/{spec.replace(':', '_').replace('@', '_')}"
-        records = effjax.export.export_hf(lm, path, params=q)
-        kernels = [r for r in records if r.encoding != "dense"]
+        path = f"{tmp.name}/{spec.replace(':', '_').replace('@', '_')}{suffix}"
+        kernels = [r for r in write(lm, path, params=q) if r.source != "float32"]
         exact = f"{sum(r.exact for r in kernels)}/{len(kernels)}"
         worst = max(r.max_abs_error for r in kernels)
-        hf_rows.append([label, kernels[0].encoding, exact, f"{worst:.1e}",
-                        *_compare(_effjax_reader(lm, q), _transformers_reader(path), windows,
-                                  prompts)])
+        return [label, kernels[0].encoding, exact, f"{worst:.1e}",
+                *_compare(_effjax_reader(lm, q), reader(path), windows, prompts)]
+
+    hf_rows = [row(label, spec, effjax.export.export_hf, _transformers_reader)
+               for label, spec in tqdm(config.hf_schemes, desc="compressed-tensors",
+                                       unit="scheme")]
     try:
         import llama_cpp  # noqa: F401, PLC0415
         have_llama = True
     except ImportError:
         have_llama = False
-    for label, spec in tqdm(config.gguf_schemes if have_llama else (), desc="GGUF",
-                            unit="scheme"):
-        q = quantize_params(lm.params, recipe(parse_format_spec(spec)))
-        path = f"{tmp.name}/{spec.replace(':', '_')}.gguf"
-        records = effjax.export.export_gguf(lm, path, params=q)
-        kernels = [r for r in records if r.source != "float32"]
-        exact = f"{sum(r.exact for r in kernels)}/{len(kernels)}"
-        worst = max(r.max_abs_error for r in kernels)
-        gguf_rows.append([label, kernels[0].encoding, exact, f"{worst:.1e}",
-                          *_compare(_effjax_reader(lm, q), _llama_cpp_reader(
-                              path, config.window, config.threads), windows, prompts)])
+    gguf_rows = [row(label, spec, effjax.export.export_gguf,
+                     lambda path: _llama_cpp_reader(path, config.window, config.threads),
+                     ".gguf")
+                 for label, spec in tqdm(config.gguf_schemes if have_llama else (),
+                                         desc="GGUF", unit="scheme")]
     tmp.cleanup()
     head = ["scheme", "written as", "kernels bit for bit", "largest kernel error",
             "max logit diff / max logit (prompts)", "effjax perplexity", "reader perplexity",

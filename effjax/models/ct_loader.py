@@ -182,8 +182,11 @@ def decode_kernel(tensors: Mapping[str, np.ndarray], ct_format: str,
                              f"files lack (they hold {sorted(tensors)})")
         return np.asarray(tensors[key])
 
-    bits, strategy = int(args.get("num_bits", 8)), args.get("strategy")
-    group = args.get("group_size")
+    bits, group = int(args.get("num_bits", 8)), args.get("group_size")
+    # compressed-tensors infers a missing strategy from group_size: > 0 group, -1 channel
+    strategy = args.get("strategy") or (
+        "group" if (group or 0) > 0 else "channel" if group == -1 else "tensor")
+    group = group if strategy == "group" else None
     kind = args.get("type", "int")
     scale = need("weight_scale")
     if ct_format == "pack-quantized":

@@ -20,6 +20,7 @@ from effjax.formats import QArray, dequantize, parse_format_spec
 from effjax.models.ct_loader import (
     EXPORTABLE,
     ct_scheme,
+    decode_kernel,
     module_scheme,
     pack_int32,
     read_safetensors,
@@ -222,3 +223,21 @@ def test_real_model_export_read_by_transformers(request, tmp_path, name, kernels
             ref = model(torch.tensor(tokens)).logits.numpy()
         ours = np.asarray(lm.apply(q, tokens))
         assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_decode_kernel_infers_a_missing_strategy(tmp_path):
+    """compressed-tensors' rule when a scheme omits `strategy`: group_size -1 is per channel,
+    > 0 per group, None per tensor; effjax reads each as that granularity."""
+    lm = _lm()
+    for spec, args in (("int8", {"group_size": -1}), ("int4:32", {"group_size": 32})):
+        q = quantize_params(lm.params, recipe(parse_format_spec(spec)))
+        export_hf(lm, tmp_path / spec, params=q)
+        tensors, _ = read_safetensors(tmp_path / spec / "model.safetensors")
+        prefix = "model.layers.0.mlp.up_proj."
+        parts = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        bits = parse_format_spec(spec).bits
+        got = decode_kernel(parts, "pack-quantized", {"num_bits": bits, "type": "int", **args},
+                            prefix)
+        want = q["layers"][0]["mlp"]["up_proj"]["kernel"]
+        assert got.fmt == want.fmt
+        np.testing.assert_array_equal(dequantize(got, jnp.float32), dequantize(want, jnp.float32))
