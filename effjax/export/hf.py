@@ -44,11 +44,11 @@ def _hf_names(family: str) -> dict[tuple, str]:
             **{("layer", *v): k for k, v in layer.items()}}
 
 
-def _reader_values(q: QArray, tensors: dict[str, np.ndarray], fmt_name: str) -> np.ndarray:
-    """(out, in) float32 values compressed-tensors decompresses from the written tensors:
-    INT / FP8 (q - zero) * scale in float32 (effjax's arithmetic); FP4 / MX through bfloat16,
-    NVFP4 as e2m1 * (scale / global) rounded to bfloat16."""
-    values = np.asarray(dequantize(q, np.float32)).T
+def _reader_values(q: QArray, ours: np.ndarray, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """(out, in) float32 values compressed-tensors decompresses from the written tensors,
+    given effjax's (out, in) values `ours`: INT / FP8 (q - zero) * scale in float32 (effjax's
+    arithmetic); FP4 / MX through bfloat16, NVFP4 as e2m1 * (scale / global) rounded so."""
+    values, fmt_name = ours, q.fmt.name
     if fmt_name == "nvfp4":
         k = q.shape[0]
         elements = np.asarray(decode_elements(unpack_codes(q.codes, 4, k), q.fmt))
@@ -108,7 +108,7 @@ def _encode(q: QArray, module: str) -> tuple[dict[str, np.ndarray], str, dict, T
         g = 1.0 if q.global_scale is None else float(np.asarray(q.global_scale))
         tensors["weight_global_scale"] = np.array([1.0 / g], np.float32)
     ours = np.asarray(dequantize(q, np.float32)).T
-    theirs = _reader_values(q, tensors, fmt.name)
+    theirs = _reader_values(q, ours, tensors)
     err = float(np.max(np.abs(theirs - ours), initial=0.0))
     same = bool(np.array_equal(theirs, ours, equal_nan=True))
     record = TensorRecord(module, fmt.name, ct_format, same, 0.0 if same else err)
