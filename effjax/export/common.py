@@ -1,12 +1,15 @@
-"""What every exporter shares: the per-tensor record and the refusal of online transforms."""
+"""What every exporter shares: the per-tensor record, the refusal of online transforms and
+INT kernels' codes."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import jax
+import numpy as np
 
 from effjax.formats import QArray
+from effjax.formats.core import decode_elements, unpack_codes
 
 ONLINE_TRANSFORMS = ("input_transform", "kv_rotation", "rotation")
 """Parameter keys of transforms applied at run time (QuaRot / SpinQuant / FlatQuant), which
@@ -43,3 +46,19 @@ def refuse_online_transforms(params, target: str) -> None:
     if found:
         raise ValueError(f"the params hold online transforms ({sorted(found)}) that {target} "
                          "files cannot express; export the model before rotating it")
+
+
+def int_codes(q: QArray, name: str, target: str) -> np.ndarray:
+    """An INT kernel's element codes (out, in) as int32: signed when symmetric, the stored
+    0 .. 2^bits - 1 otherwise.
+
+    Raises:
+      ValueError: an element is NaN (symmetric INT's reserved code -2^(bits-1)), which
+        `target` cannot encode, naming the tensor.
+    """
+    values = np.asarray(decode_elements(unpack_codes(q.codes, q.fmt.bits, q.shape[q.axis]),
+                                        q.fmt))
+    if np.isnan(values).any():
+        raise ValueError(f"{name}: NaN elements (effjax's code {-(1 << (q.fmt.bits - 1))}) "
+                         f"have no {target} encoding")
+    return values.astype(np.int32)

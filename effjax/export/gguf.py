@@ -25,9 +25,8 @@ import pathlib
 
 import numpy as np
 
-from effjax.export.common import TensorRecord, refuse_online_transforms
+from effjax.export.common import TensorRecord, int_codes, refuse_online_transforms
 from effjax.formats import Format, QArray, dequantize, parse_format_spec
-from effjax.formats.core import unpack_codes
 from effjax.models.config import LMConfig
 from effjax.models.gguf_loader import (
     _GEMMA_LAYER_NAMES,
@@ -68,19 +67,18 @@ def _exact_type(fmt: Format) -> str | None:
     return None
 
 
-def _int_blocks(q: QArray, ggml: str) -> np.ndarray:
-    """An INT kernel per 32 as GGML Q8_0 / Q4_0 / Q4_1 blocks (out, in / 32 * block bytes),
-    its codes unchanged and its scales (and Q4_1 minima) rounded to float16."""
-    k = q.shape[0]
-    codes = np.asarray(unpack_codes(q.codes, q.fmt.bits, k)).astype(np.int32)
-    rows, nb = codes.shape[0], k // 32
+def _int_blocks(q: QArray, codes: np.ndarray, ggml: str) -> np.ndarray:
+    """An INT kernel per 32 with its `int_codes` (out, in) as GGML Q8_0 / Q4_0 / Q4_1 blocks
+    (out, in / 32 * block bytes), the codes unchanged and the scales (and Q4_1 minima)
+    rounded to float16."""
+    rows, nb = codes.shape[0], q.shape[0] // 32
     scale = np.asarray(q.scale, np.float32).reshape(rows, nb)
     head = [scale.astype(np.float16)]
     if ggml == "Q8_0":
         body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
     else:
-        if ggml == "Q4_0":  # two's-complement nibbles -> q + 8
-            codes = np.where(codes >= 8, codes - 16, codes) + 8
+        if ggml == "Q4_0":  # signed -7..7 -> q + 8
+            codes = codes + 8
         else:
             zero = np.asarray(q.zero_point, np.float32).reshape(rows, nb)
             head.append((-zero * scale).astype(np.float16))
@@ -107,13 +105,8 @@ def _encode(value, name: str, *, requantize: str, float_type: str, heads: int | 
             ggml = getattr(types, exact)
             if exact == "MXFP4":
                 data = _mxfp4_blocks(value, name)
-            elif value.fmt.symmetric and (np.asarray(unpack_codes(
-                    value.codes, value.fmt.bits, value.shape[0])).astype(np.int8) == -(
-                    1 << (value.fmt.bits - 1))).any():
-                raise ValueError(f"{name}: NaN elements (effjax's code "
-                                 f"{-(1 << (value.fmt.bits - 1))}) have no {ggml.name} encoding")
             else:
-                data = _int_blocks(value, ggml.name)
+                data = _int_blocks(value, int_codes(value, name, ggml.name), ggml.name)
             if heads:
                 data, rows = _permute_rows(data, heads), _permute_rows(rows, heads)
             back = gguf.quants.dequantize(data, ggml).reshape(rows.shape)

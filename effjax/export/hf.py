@@ -24,7 +24,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from effjax.export.common import TensorRecord, refuse_online_transforms
+from effjax.export.common import TensorRecord, int_codes, refuse_online_transforms
 from effjax.formats import QArray, dequantize
 from effjax.formats.core import decode_elements, unpack_codes
 from effjax.models.ct_loader import _PACKED, NVFP4_KEY, ct_scheme, pack_int32
@@ -76,17 +76,8 @@ def _encode(q: QArray, module: str) -> tuple[dict[str, np.ndarray], str, dict, T
     scale = np.asarray(q.scale)
     tensors: dict[str, np.ndarray] = {}
     if fmt.kind == "int":
-        codes = np.asarray(unpack_codes(q.codes, fmt.bits, k)).astype(np.int32)
-        offset = 1 << (fmt.bits - 1)
-        if fmt.symmetric:
-            if fmt.bits == 4:
-                codes = np.where(codes >= 8, codes - 16, codes)
-            if (codes == -offset).any():
-                raise ValueError(f"{module}: NaN elements (effjax's code {-offset}) have no "
-                                 "compressed-tensors encoding")
-            unsigned = codes + offset
-        else:
-            unsigned = codes
+        codes = int_codes(q, module, "compressed-tensors")
+        unsigned = codes + (1 << (fmt.bits - 1)) if fmt.symmetric else codes
         tensors["weight_packed"] = pack_int32(unsigned, fmt.bits)
         tensors["weight_shape"] = np.array([out, k], np.int64)
         tensors["weight_scale"] = scale.astype(np.float32).reshape(

@@ -154,6 +154,10 @@ def test_bad_input(tmp_path):
         "kernel": lm.params["layers"][0]["mlp"]["up_proj"]["kernel"].at[0, 0].set(jnp.nan)}}}
     with pytest.raises(ValueError, match="blk.0.ffn_up.weight: a block scale is NaN"):
         export_gguf(lm, tmp_path / "e.gguf", params=quantize_params(nan, recipe("mxfp4")))
+    with pytest.raises(ValueError, match=r"blk.0.ffn_up.weight: NaN elements \(effjax's code "
+                                         r"-128\) have no Q8_0 encoding"):
+        export_gguf(lm, tmp_path / "f.gguf",
+                    params=quantize_params(nan, recipe(parse_format_spec("int8:32"))))
 
 
 def test_truncated_export_is_refused_on_load(tmp_path):

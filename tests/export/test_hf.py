@@ -180,6 +180,13 @@ def test_bad_input(tmp_path):
     rotated, rconfig = effjax.ptq.quarot(lm.params, config=lm.config, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="online transforms"):
         export_hf(effjax.models.LM(rconfig, rotated, None, "x"), tmp_path / "c")
+    nan = jax.tree_util.tree_map_with_path(
+        lambda p, a: a.at[0, 0].set(jnp.nan) if "up_proj" in jax.tree_util.keystr(p) else a,
+        lm.params)
+    with pytest.raises(ValueError, match=r"model.layers.0.mlp.up_proj: NaN elements \(effjax's "
+                                         r"code -8\) have no compressed-tensors encoding"):
+        export_hf(lm, tmp_path / "e", params=quantize_params(nan, recipe(
+            parse_format_spec("int4:32"))))
     assert not list(tmp_path.iterdir())  # nothing left behind
     export_hf(lm, tmp_path / "d")
     with pytest.raises(ValueError, match="exists"):
