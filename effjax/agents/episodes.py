@@ -192,8 +192,17 @@ class DiffusionPolicy:
         self.params, self.config, self.sampling = params, config, sampling
         self.aligned, self.pad_to_multiple = aligned, pad_to_multiple
 
-    def act(self, contexts: Sequence[Context]) -> tuple[list[str], int]:
-        """One action per context: (action texts, forward passes for the batch)."""
+    def inputs(self, contexts: Sequence[Context]
+               ) -> tuple[Int[Array, "b p"], Bool[Array, "b p"], Bool[Array, "b l l"]]:
+        """What the sampler reads for a batch of contexts (l = p + ACTION_LEN).
+
+        Args:
+          contexts: one `Context` per episode.
+
+        Returns:
+          (left-padded context tokens, True on real tokens, the span attention mask over
+          context + canvas): the arguments of `effjax.decoding.diffusion_sample`.
+        """
         tokens, mask, _, _ = prepare_prompts(
             [c.tokens for c in contexts], self.config, max_new_tokens=ACTION_LEN,
             context=self.config.max_position_embeddings, pad_to_multiple=self.pad_to_multiple,
@@ -207,8 +216,13 @@ class DiffusionPolicy:
             turn[i, width:], action[i, width:] = c.current_turn, True
         attn = span_attention_mask(jnp.asarray(turn), jnp.asarray(action),
                                    aligned=self.aligned)
-        out, nfe = sample(self.params, tokens, mask, jax.random.PRNGKey(0), attn,
-                          config=self.config, sampling=self.sampling, mask_id=MASK_ID)
+        return tokens, mask, attn
+
+    def act(self, contexts: Sequence[Context]) -> tuple[list[str], int]:
+        """One action per context: (action texts, forward passes for the batch)."""
+        tokens, mask, attn = self.inputs(contexts)
+        out, nfe, _ = sample(self.params, tokens, mask, jax.random.PRNGKey(0), attn,
+                             config=self.config, sampling=self.sampling, mask_id=MASK_ID)
         texts = []
         for row in np.asarray(out).tolist():
             row = row[: row.index(NEWLINE)] if NEWLINE in row else row

@@ -15,7 +15,8 @@ masked-diffusion sampler (`DiffusionSampling`, `diffusion_generate`, the jitted
 parallel decoding (at least one token a step), max-probability / top-2 margin / negative-entropy
 confidence, Gumbel sampling at a temperature, prefix or dual KV caches per block,
 classifier-free guidance, a structured attention mask; `lax` loops, no recompilation across
-calls of one shape).
+calls of one shape; it returns a `Sampled` whose `order` says which forward pass revealed each
+token, so the canvas can be replayed pass by pass).
 """
 
 from effjax.decoding.autojudge import Mismatches, mine_mismatches, train_judge
@@ -23,6 +24,7 @@ from effjax.decoding.diffusion import (
     CACHES,
     CONFIDENCES,
     DiffusionSampling,
+    Sampled,
     confidence_scores,
     diffusion_generate,
     transfer_schedule,
@@ -44,7 +46,7 @@ from effjax.decoding.speculative import (
 )
 
 __all__ = ["CACHES", "CONFIDENCES", "AcceptanceRule", "AutoJudge", "DiffusionSampling",
-           "ExactSampling", "GreedyMatch", "KLJudge", "Mismatches", "SamplingConfig",
+           "ExactSampling", "GreedyMatch", "KLJudge", "Mismatches", "Sampled", "SamplingConfig",
            "SpeculativeOutput", "TypicalAcceptance", "Verdict", "confidence_scores",
            "diffusion_generate", "diffusion_sample", "early_exit_draft", "generate",
            "kl_divergence", "mine_mismatches", "sample_logits", "speculative_generate",

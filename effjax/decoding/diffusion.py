@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -151,6 +152,22 @@ def _reveal(x_blk, logits, key, count, sampling: DiffusionSampling, mask_id: int
     return jnp.where(reveal, pred, x_blk)
 
 
+class Sampled(NamedTuple):
+    """What the masked-diffusion sampler returns.
+
+    Attributes:
+      canvas: (b, gen_length) int32, the denoised tokens.
+      nfe: () int32, forward passes run (a guided pair counts as one).
+      order: (b, gen_length) int32, which forward pass's logits revealed each canvas
+        token (1 .. nfe); the canvas after forward pass n is `where(order <= n, canvas,
+        mask_id)`.
+    """
+
+    canvas: Int[Array, "b g"]
+    nfe: Int[Array, ""]
+    order: Int[Array, "b g"]
+
+
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "mask_id", "dtype", "recipe"))
 def sample(
     params: Params,
@@ -164,7 +181,7 @@ def sample(
     mask_id: int,
     dtype=jnp.float32,
     recipe: Recipe | None = None,
-) -> tuple[Int[Array, "b g"], Int[Array, ""]]:
+) -> Sampled:
     """Denoises a canvas after left-padded prompts (the jitted core of `diffusion_generate`).
 
     Args:
@@ -181,7 +198,7 @@ def sample(
       recipe: activation formats for quantized params.
 
     Returns:
-      (the canvas, (b, gen_length) int32; forward passes run, counting a guided pair as one).
+      A `Sampled`: the canvas, the forward passes run and the pass that revealed each token.
     """
     s = sampling
     b, p = tokens.shape
@@ -235,10 +252,11 @@ def sample(
         return logits[:, :blk]
 
     def block(nb, carry):
-        x, key, nfe = carry
+        x, order, key, nfe = carry
         start = p + nb * blk
         logits, cache = refresh(x, start)
         x_blk = jax.lax.dynamic_slice_in_dim(x, start, blk, axis=1)
+        order_blk = jax.lax.dynamic_slice_in_dim(order, start - p, blk, axis=1)
         counts = transfer_schedule(jnp.sum(x_blk == mask_id, axis=1), s.steps_per_block)
 
         def cond(state):
@@ -246,21 +264,25 @@ def sample(
             return (step < s.steps_per_block) & jnp.any(x_blk == mask_id)
 
         def body(state):
-            step, x_blk, logits, key, nfe = state
+            step, x_blk, order_blk, logits, key, nfe = state
             key, sub = jax.random.split(key)
-            x_blk = _reveal(x_blk, logits, sub, counts[:, step], s, mask_id)
-            more = jnp.any(x_blk == mask_id)
-            x_new = jax.lax.dynamic_update_slice(x, x_blk, (zero, start))
+            new_blk = _reveal(x_blk, logits, sub, counts[:, step], s, mask_id)
+            order_blk = jnp.where((x_blk == mask_id) & (new_blk != mask_id), nfe, order_blk)
+            more = jnp.any(new_blk == mask_id)
+            x_new = jax.lax.dynamic_update_slice(x, new_blk, (zero, start))
             logits = jax.lax.cond(more, lambda: step_logits(x_new, start, cache),
                                   lambda: logits)
-            return step + 1, x_blk, logits, key, nfe + more.astype(jnp.int32)
+            return step + 1, new_blk, order_blk, logits, key, nfe + more.astype(jnp.int32)
 
-        _, x_blk, _, key, nfe = jax.lax.while_loop(
-            cond, body, (zero, x_blk, logits, key, nfe + 1))
-        return jax.lax.dynamic_update_slice(x, x_blk, (zero, start)), key, nfe
+        _, x_blk, order_blk, _, key, nfe = jax.lax.while_loop(
+            cond, body, (zero, x_blk, order_blk, logits, key, nfe + 1))
+        x = jax.lax.dynamic_update_slice(x, x_blk, (zero, start))
+        order = jax.lax.dynamic_update_slice(order, order_blk, (zero, start - p))
+        return x, order, key, nfe
 
-    x, _, nfe = jax.lax.fori_loop(0, s.num_blocks, block, (x, key, zero))
-    return x[:, p:], nfe
+    order = jnp.zeros((b, g), jnp.int32)
+    x, order, _, nfe = jax.lax.fori_loop(0, s.num_blocks, block, (x, order, key, zero))
+    return Sampled(x[:, p:], nfe, order)
 
 
 def diffusion_generate(
@@ -300,6 +322,6 @@ def diffusion_generate(
         prompts, config, max_new_tokens=sampling.gen_length,
         context=config.max_position_embeddings, pad_to_multiple=pad_to_multiple,
         eos_id=eos_id, key=key)
-    out, nfe = sample(params, tokens, mask, key, config=config, sampling=sampling,
-                      mask_id=mask_id, dtype=dtype, recipe=recipe)
-    return cut_at_eos(np.asarray(out).tolist(), eos_id), int(nfe)
+    out = sample(params, tokens, mask, key, config=config, sampling=sampling,
+                 mask_id=mask_id, dtype=dtype, recipe=recipe)
+    return cut_at_eos(np.asarray(out.canvas).tolist(), eos_id), int(out.nfe)

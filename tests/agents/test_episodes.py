@@ -141,8 +141,14 @@ def test_policies_with_a_random_model(params):
     assert len(texts) == 3 and 1 < nfe <= ACTION_LEN and all("\n" not in t for t in texts)
     sampling = DiffusionSampling(gen_length=ACTION_LEN, block_length=ACTION_LEN // 2,
                                  steps=ACTION_LEN // 2, threshold=0.9)
-    texts, nfe = DiffusionPolicy(params, CFG, sampling).act(contexts)
+    policy = DiffusionPolicy(params, CFG, sampling)
+    texts, nfe = policy.act(contexts)
     assert len(texts) == 3 and 2 <= nfe <= ACTION_LEN
+    tokens, mask, attn = policy.inputs(contexts)
+    width = tokens.shape[1]
+    assert width % 32 == 0 and attn.shape == (3, width + ACTION_LEN, width + ACTION_LEN)
+    assert [int(m) for m in mask.sum(1)] == [len(c.tokens) for c in contexts]
+    assert bool(attn[:, width:, width:].all())          # the canvas sees all of itself
     assert all(chr(MASK_ID) not in t and "\n" not in t for t in texts)
     with pytest.raises(ValueError, match="gen_length"):
         DiffusionPolicy(params, CFG, DiffusionSampling(gen_length=16, block_length=16, steps=16))

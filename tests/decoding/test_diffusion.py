@@ -76,11 +76,15 @@ def test_fixed_schedule_fills_every_block_in_its_steps(params):
     s = DiffusionSampling(gen_length=16, block_length=8, steps=6)
     tokens = jnp.asarray([[0, 0, 5, 6], [1, 2, 3, 4]], jnp.int32)
     mask = jnp.asarray([[False, False, True, True], [True] * 4])
-    out, nfe = sample(params, tokens, mask, jax.random.PRNGKey(0), config=CFG, sampling=s,
-                      mask_id=MASK)
+    out, nfe, order = sample(params, tokens, mask, jax.random.PRNGKey(0), config=CFG,
+                             sampling=s, mask_id=MASK)
     assert not bool(jnp.any(out == MASK)) and int(nfe) == 6
     np.testing.assert_array_equal(transfer_schedule(jnp.asarray([8, 7, 2]), 3),
                                   [[3, 3, 2], [3, 2, 2], [1, 1, 0]])
+    # each block of 8 is revealed 3, 3, 2 tokens per forward pass (passes 1-3, then 4-6)
+    for row in np.asarray(order):
+        np.testing.assert_array_equal(np.bincount(row, minlength=7)[1:], [3, 3, 2, 3, 3, 2])
+        assert row[:8].max() <= 3 < row[8:].min()
 
 
 def test_threshold_decoding_reveals_at_least_one_token_a_step(params):
@@ -89,10 +93,30 @@ def test_threshold_decoding_reveals_at_least_one_token_a_step(params):
     run = lambda thr: sample(params, tokens, mask, jax.random.PRNGKey(0), config=CFG,
                              sampling=DiffusionSampling(gen_length=16, block_length=8, steps=2,
                                                         threshold=thr), mask_id=MASK)
-    strict, nfe_strict = run(1.0)  # nothing passes: exactly the one most confident a step
-    loose, nfe_loose = run(0.01)
+    strict, nfe_strict, order = run(1.0)  # nothing passes: exactly the most confident one
+    loose, nfe_loose, _ = run(0.01)
     assert int(nfe_strict) == 16 and not bool(jnp.any(strict == MASK))
     assert int(nfe_loose) < 16 and not bool(jnp.any(loose == MASK))
+    np.testing.assert_array_equal(np.sort(np.asarray(order[0])), np.arange(1, 17))
+
+
+def test_order_replays_the_canvas_pass_by_pass(params):
+    """Rerunning the sampler's reveal rule by hand (cache "none": one full forward a pass)
+    reveals, at each pass, exactly the tokens `order` names, with the final tokens."""
+    s = DiffusionSampling(gen_length=8, block_length=8, steps=8, threshold=0.3)
+    tokens, mask = jnp.asarray([[3, 1, 4, 1]], jnp.int32), jnp.ones((1, 4), bool)
+    out, nfe, order = sample(params, tokens, mask, jax.random.PRNGKey(0), config=CFG,
+                             sampling=s, mask_id=MASK)
+    x = jnp.concatenate([tokens, jnp.full((1, 8), MASK, jnp.int32)], 1)
+    for n in range(1, int(nfe) + 1):
+        logits = forward(params, x, config=CFG, attn_mask=jnp.ones((1, 12, 12), bool))[0]
+        pred = jnp.argmax(logits[:, 4:], -1)
+        masked = x[:, 4:] == MASK
+        conf = jnp.where(masked, jnp.max(jax.nn.softmax(logits[:, 4:]), -1), -jnp.inf)
+        reveal = masked & ((conf > 0.3) | (jnp.arange(8)[None] == jnp.argmax(conf)))
+        np.testing.assert_array_equal(reveal, order == n)
+        x = x.at[:, 4:].set(jnp.where(reveal, pred, x[:, 4:]))
+    np.testing.assert_array_equal(x[:, 4:], out)
 
 
 def test_the_jitted_sampler_does_not_recompile(params):
@@ -124,8 +148,8 @@ def test_prefix_cache_is_exact_when_the_prompt_does_not_read_the_canvas(params):
 def test_gumbel_sampling_draws_from_the_tempered_distribution(params):
     prompt = jnp.tile(jnp.asarray([[5, 6, 7]], jnp.int32), (4000, 1))
     s = DiffusionSampling(gen_length=1, block_length=1, steps=1, temperature=2.0)
-    out, _ = sample(params, prompt, jnp.ones_like(prompt, bool), jax.random.PRNGKey(1),
-                    config=CFG, sampling=s, mask_id=MASK)
+    out, _, _ = sample(params, prompt, jnp.ones_like(prompt, bool), jax.random.PRNGKey(1),
+                       config=CFG, sampling=s, mask_id=MASK)
     logits = forward(params, jnp.asarray([[5, 6, 7, MASK]]), config=CFG,
                      attn_mask=jnp.ones((1, 4, 4), bool))[0][0, -1]
     want = np.asarray(jax.nn.softmax(logits / 2.0))
