@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-all bench lint clean
+.PHONY: venv demo test test-slow test-all notebooks lab bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-runs every notebook top to bottom in a fresh kernel and writes its outputs (plots included).
+notebooks: $(STAMP)
+	EFFJAX_WRITE_NOTEBOOKS=1 $(PY) -m pytest -m slow tests/test_notebooks.py -s --durations=0 $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,notebooks]"
+	$(PY) -m jupyter lab notebooks
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,benchmark]"
