@@ -8,12 +8,14 @@ binades, kurtosis, crest factor per block of 32, each format's quantization SNR 
 sums), `model_tensors` / `model_tensor_stats` (every kernel, every distinct projection input,
 the cached keys and values after RoPE, captured by one jitted forward), `format_wins`
 (narrow-range vs high-variance split, wins per format); Markdown tables and atomic writes for
-reports.
+reports; `paired_bootstrap` (the mean paired difference of two arms on the same windows or
+items, with its 95% bootstrap interval).
 """
 
 from effjax.eval.kl import Comparison, kl_and_perplexity, token_kl
 from effjax.eval.perplexity import PerplexityResult, perplexity, sliding_windows
 from effjax.eval.report import markdown_table, write_atomic
+from effjax.eval.stats import paired_bootstrap
 from effjax.eval.tensor_stats import (
     TENSOR_KINDS,
     TensorStats,
@@ -26,5 +28,5 @@ from effjax.eval.tensor_stats import (
 
 __all__ = ["TENSOR_KINDS", "Comparison", "PerplexityResult", "TensorStats", "format_wins",
            "kl_and_perplexity", "markdown_table", "model_tensor_stats", "model_tensors",
-           "perplexity", "quantization_snr", "sliding_windows", "tensor_stats", "token_kl",
-           "write_atomic"]
+           "paired_bootstrap", "perplexity", "quantization_snr", "sliding_windows",
+           "tensor_stats", "token_kl", "write_atomic"]

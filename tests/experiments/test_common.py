@@ -7,7 +7,6 @@ import sys
 import time
 
 import ml_collections
-import numpy as np
 import pytest
 
 from effjax.formats import get_format
@@ -25,7 +24,6 @@ from experiments.common import (
     load_cells,
     median_seconds,
     model_line,
-    paired_bootstrap,
     percent_change,
     plus_minus,
     projection_recipe,
@@ -115,19 +113,6 @@ def test_noise_bands():
     assert within_two_se(0.5, 0.6, se, se)  # 0.1 <= 2 * 0.0707
     assert not within_two_se(0.5, 0.7, se, se)
     assert within_two_se(1.0, 1.0, 0.0, 0.0) and not within_two_se(1.0, 0.9, 0.0, 0.0)
-
-
-def test_paired_bootstrap():
-    b = np.arange(10.0)
-    assert paired_bootstrap(b + 0.5, b) == (0.5, 0.5, 0.5)  # a constant difference
-    rng = np.random.default_rng(1)
-    d = rng.normal(0.3, 1.0, 2000)
-    mean, lo, hi = paired_bootstrap(d, np.zeros_like(d))
-    half = 1.96 * d.std() / np.sqrt(len(d))  # the normal interval, ~0.044
-    assert mean == pytest.approx(d.mean())
-    assert abs(lo - (mean - half)) < 0.2 * half and abs(hi - (mean + half)) < 0.2 * half
-    with pytest.raises(ValueError, match="same length >= 2"):
-        paired_bootstrap([1.0, 2.0], [1.0])
 
 
 def test_value_rendering():
