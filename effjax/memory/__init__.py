@@ -20,13 +20,23 @@ session, O(log N) range queries) with `parse_time_hint` ("last week", "in May 20
 June 2023", "between ... and ...", "after the trip" resolved by searching for the event); tags
 from `KeyphraseTagger` (TF-IDF keyphrases, no LLM; any `Tagger` plugs in); a `TagDAG` broad
 topic -> fine topic -> keyphrase from spherical k-means (k-means++), each node covering no more
-episodes than its parents; a query also reaches the episodes of the keyphrases and speakers it
-names (entity tags); co-consolidation lays embeddings out one fine topic after another.
-Baselines in the same harness: `FlatNumpy`, `FlatJax`, `FaissFlat`, `FaissHNSW`; `load_locomo`,
-`synthetic_episodes`.
+episodes than its parents; a query also reaches the episodes of the specific keyphrases it
+names; co-consolidation lays embeddings out one fine topic after another.
+Baselines in the same harness: `FlatNumpy` (optionally filtered to rows), `FlatJax`, `FaissFlat`,
+`FaissIVF`, `FaissHNSW`; `load_locomo`, `answer_f1` (LoCoMo's answer F1), `synthetic_episodes`,
+`corpus_episodes` (real WikiText-2 / GSM8K sentences as distractors); `embedding_text` (what an
+episode is embedded from: by default "{speaker} ({date}): {text}").
 """
 
-from effjax.memory.baselines import BASELINES, FaissFlat, FaissHNSW, FlatJax, FlatNumpy
+from effjax.memory.baselines import (
+    BASELINES,
+    FaissFlat,
+    FaissHNSW,
+    FaissIVF,
+    FlatJax,
+    FlatNumpy,
+)
+from effjax.memory.embedtext import DEFAULT_TEMPLATE, embedding_text
 from effjax.memory.encoder import (
     Encoder,
     EncoderConfig,
@@ -36,9 +46,10 @@ from effjax.memory.encoder import (
     quantize_weights,
     read_encoder_config,
 )
-from effjax.memory.locomo import Conversation, Question, Turn, load_locomo
+from effjax.memory.locomo import Conversation, Question, Turn, answer_f1, load_locomo
 from effjax.memory.repair import RepairReport, repair_store
 from effjax.memory.store import (
+    EXHAUSTIVE_BELOW,
     MODES,
     CorruptStoreError,
     Episode,
@@ -46,7 +57,12 @@ from effjax.memory.store import (
     MemoryStore,
     SearchResult,
 )
-from effjax.memory.synthetic import SyntheticEpisodes, synthetic_episodes
+from effjax.memory.synthetic import (
+    SyntheticEpisodes,
+    corpus_episodes,
+    corpus_sentences,
+    synthetic_episodes,
+)
 from effjax.memory.tags import (
     STOPWORDS,
     KeyphraseTagger,
@@ -63,6 +79,8 @@ from effjax.memory.timeparse import TimeHint, parse_time_hint, parse_timestamp
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_TEMPLATE",
+    "EXHAUSTIVE_BELOW",
     "MODES",
     "STOPWORDS",
     "Conversation",
@@ -72,6 +90,7 @@ __all__ = [
     "Episode",
     "FaissFlat",
     "FaissHNSW",
+    "FaissIVF",
     "FlatJax",
     "FlatNumpy",
     "Hit",
@@ -86,9 +105,13 @@ __all__ = [
     "TemporalIndex",
     "TimeHint",
     "Turn",
+    "answer_f1",
     "assign",
     "build_dag",
     "candidates",
+    "corpus_episodes",
+    "corpus_sentences",
+    "embedding_text",
     "encode_tokens",
     "load_encoder_params",
     "load_locomo",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jaxtyping import Float, Int
 
-from effjax.memory.tags import TagDAG, assign, build_dag, spherical_kmeans, words
+from effjax.memory.tags import TagDAG, assign, build_dag, spherical_kmeans
 from effjax.memory.temporal import TemporalIndex
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class Index:
       offsets: (fine topics + 1,) int64 row range of each fine topic.
       dag: the tag DAG of the last consolidation, or None.
       keyphrases: keyphrase tag -> ids of the episodes carrying it.
-      speaker_words: a word of a speaker's name (3+ letters, lower case) -> speakers.
       temporal: timelines of episode ids (global, per speaker, per session).
     """
 
@@ -57,18 +56,14 @@ class Index:
         self.offsets: Int[np.ndarray, " k1"] = np.zeros(1, np.int64)
         self.dag: TagDAG | None = None
         self.keyphrases: dict[str, set[int]] = {}
-        self.speaker_words: dict[str, set[str]] = {}
         self.temporal = TemporalIndex()
 
     # ------------------------------------------------------------------- maintenance
     def add(self, ep: Episode) -> None:
-        """Puts an episode on its timelines, its keyphrase tags and its speaker's name."""
+        """Puts an episode on its timelines and its keyphrase tags."""
         self.temporal.add(ep.timestamp, ep.id, timeline_keys(ep))
         for t in ep.tags:
             self.keyphrases.setdefault(t, set()).add(ep.id)
-        for w in words(ep.speaker):
-            if len(w) >= 3:
-                self.speaker_words.setdefault(w, set()).add(ep.speaker)
 
     def remove(self, ep: Episode) -> None:
         """Takes an episode off its timelines and tags and marks its row dead."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import pathlib
+import re
+import string
+
+import numpy as np
 
 from effjax.data.corpora import data_dir
 from effjax.memory.timeparse import parse_timestamp
@@ -79,3 +84,51 @@ def load_locomo(folder: str | pathlib.Path | None = None) -> list[Conversation]:
                      for q in raw["qa"]]
         out.append(Conversation(f.stem, turns, questions))
     return out
+
+
+def _answer_tokens(text: str) -> list[str]:
+    """LoCoMo's normalisation (lower case, no punctuation, no a/an/the/and), Porter-stemmed."""
+    from nltk.stem import PorterStemmer
+
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    stem = PorterStemmer().stem
+    return [stem(w) for w in re.sub(r"\b(a|an|the|and)\b", " ", text).split()]
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    p, g = _answer_tokens(prediction), _answer_tokens(gold)
+    same = sum((collections.Counter(p) & collections.Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_f1(prediction: str, answer: str, category: int) -> float:
+    """LoCoMo's question-answering F1 of one prediction (as its evaluation defines it).
+
+    Token F1 after normalising and Porter-stemming both sides. Multi-hop answers
+    (category 1) are split at commas on both sides: the mean over gold parts of the best
+    F1 against any predicted part. Open-domain gold answers (category 3) keep the part
+    before the first ";".
+
+    Args:
+      prediction: the reader's answer.
+      answer: the gold answer.
+      category: the question's category, 1-4 (5, adversarial, is judged differently).
+
+    Returns:
+      F1 in [0, 1].
+
+    Raises:
+      ValueError: category is not 1-4.
+    """
+    if category not in (1, 2, 3, 4):
+        raise ValueError(f"expected category in 1-4, got {category!r}")
+    if category == 3:
+        answer = answer.split(";")[0].strip()
+    if category == 1:
+        preds = [p.strip() for p in prediction.split(",")]
+        return float(np.mean([max(_token_f1(p, g.strip()) for p in preds)
+                              for g in answer.split(",")]))
+    return _token_f1(prediction, answer)

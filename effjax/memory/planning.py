@@ -1,9 +1,14 @@
 """Query planning: which rows of the memory store's index a search scores, and why.
 
-A search is first restricted by time and speaker / session (the temporal index), then
-routed: through the tags it names, or down the tag DAG to the nearest fine topics (widened
-until enough episodes are in reach), plus the episodes of the keyphrases and speakers the
-query names. Each route that cannot serve falls back to a wider one and says why.
+A search is first restricted by time and speaker / session (the temporal index). If what
+is left is small (at most `exhaustive_below` rows) every row of it is scored: below that
+size one matrix-vector product is faster than routing. Otherwise it is routed: through the
+tags it names, or down the tag DAG to the nearest fine topics (widened until enough episodes
+are in reach), plus the episodes of the specific keyphrases the query names. Each route
+that cannot serve falls back to a wider one and says why.
+
+Speakers are not a route: the store embeds each episode with its speaker (see
+`effjax.memory.embedtext`), and `speaker=` is an explicit filter.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from effjax.memory.index import Index
-from effjax.memory.tags import candidates, words
+from effjax.memory.tags import candidates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +29,11 @@ class Plan:
     Attributes:
       rows: (m,) int64 rows to score one by one.
       slices: (start, end) row ranges to score whole (consolidated fine topics, or every row).
-      path: the index path, e.g. "temporal(40)+dag(coarse=8,fine=16,keyphrases=0,speakers=1)",
-        "tags(x)" or "flat".
+      path: the index path, e.g. "temporal(40)+dag(coarse=8,fine=16,keyphrases=0)",
+        "tags(x)", "exhaustive(600)" (a small store or restriction scored whole) or "flat".
       fallback: why a wider search was run than asked for; None otherwise.
-      tags: the tags the candidates came from: fine topics ("fine:j"), keyphrases and
-        speakers ("speaker:name") of a DAG route, or the known tags asked for.
+      tags: the tags the candidates came from: fine topics ("fine:j") and keyphrases of a
+        DAG route, or the known tags asked for.
     """
 
     rows: Int[np.ndarray, " m"]
@@ -41,12 +46,12 @@ class Plan:
 def plan(index: Index, query: str, q: Float[np.ndarray, " d"], k: int, *, mode: str,
          span: tuple[float | None, float | None] | None, tags: str | list[str] | None,
          speaker: str | None, session: str | None, nprobe: int, beam: int,
-         min_candidates: int, max_tag_episodes: int, max_entity_episodes: int) -> Plan:
+         min_candidates: int, max_tag_episodes: int, exhaustive_below: int) -> Plan:
     """Chooses the rows a search scores (call it under the store's lock).
 
     Args:
       index: the store's index.
-      query: the query text (for the keyphrases and speakers it names).
+      query: the query text (for the keyphrases it names).
       q: (d,) the query's embedding.
       k: hits wanted.
       mode: "swift" (routed) or "flat" (every row within the restriction).
@@ -57,8 +62,8 @@ def plan(index: Index, query: str, q: Float[np.ndarray, " d"], k: int, *, mode: 
       min_candidates: fewest episodes in reach before the DAG route widens.
       max_tag_episodes: a keyphrase the query names adds its episodes when it tags at most
         this many.
-      max_entity_episodes: a speaker the query names adds their episodes when they said at
-        most this many.
+      exhaustive_below: a swift search scores every row when the store (or what the
+        restriction leaves) has at most this many.
 
     Returns:
       The `Plan`.
@@ -68,9 +73,13 @@ def plan(index: Index, query: str, q: Float[np.ndarray, " d"], k: int, *, mode: 
         if restrict is None:
             return Plan(np.zeros(0, np.int64), [(0, index.n)], "+".join(notes + ["flat"]))
         return Plan(restrict, [], "+".join(notes + ["flat"]))
+    if tags is None and (index.n if restrict is None else len(restrict)) <= exhaustive_below:
+        if restrict is None:
+            return Plan(np.zeros(0, np.int64), [(0, index.n)],
+                        "+".join(notes + [f"exhaustive({index.n})"]))
+        return Plan(restrict, [], "+".join(notes + [f"exhaustive({len(restrict)})"]))
     routed = _route(index, query, q, k, tags, restrict, nprobe=nprobe, beam=beam,
-                    min_candidates=min_candidates, max_tag_episodes=max_tag_episodes,
-                    max_entity_episodes=max_entity_episodes)
+                    min_candidates=min_candidates, max_tag_episodes=max_tag_episodes)
     return dataclasses.replace(routed, path="+".join(notes + [routed.path]))
 
 
@@ -90,7 +99,7 @@ def _restriction(index: Index, span, speaker, session
 
 
 def _route(index: Index, query, q, k, tags, restrict, *, nprobe, beam, min_candidates,
-           max_tag_episodes, max_entity_episodes) -> Plan:
+           max_tag_episodes) -> Plan:
     """The candidates of a swift search within a restriction (its path without the
     restriction's note)."""
     fallback = None
@@ -118,18 +127,13 @@ def _route(index: Index, query, q, k, tags, restrict, *, nprobe, beam, min_candi
         extra = order[~np.isin(order, fines)]
         cum = sizes.sum() + np.cumsum(offsets[extra + 1] - offsets[extra])
         fines = np.concatenate([fines, extra[:int(np.searchsorted(cum, min_candidates)) + 1]])
-    # Keyphrase tags and speakers (entity tags) the query names add their episodes.
+    # Specific keyphrase tags the query names add their episodes.
     named = sorted(t for t in set(candidates(query)) & index.keyphrases.keys()
                    if len(index.keyphrases[t]) <= max_tag_episodes)
-    people = named_speakers(index, query, max_entity_episodes)
-    extra = [index.tag_rows(named) if named else np.zeros(0, np.int64)]
-    extra += [index.live_rows(ids) for ids in people.values()]
-    extra = np.unique(np.concatenate(extra))
+    extra = index.tag_rows(named) if named else np.zeros(0, np.int64)
     extra = extra[(extra >= index.ncons) | ~np.isin(index.row_fine[extra], fines)]
-    used = (tuple(f"fine:{f}" for f in fines) + tuple(named)
-            + tuple(f"speaker:{p}" for p in people))
-    route = (f"dag(coarse={beam},fine={len(fines)},keyphrases={len(named)},"
-             f"speakers={len(people)})")
+    used = tuple(f"fine:{f}" for f in fines) + tuple(named)
+    route = f"dag(coarse={beam},fine={len(fines)},keyphrases={len(named)})"
     if restrict is None:
         tail = np.arange(index.ncons, index.n)
         tail = tail[np.isin(index.row_fine[tail], fines)]
@@ -142,13 +146,3 @@ def _route(index: Index, query, q, k, tags, restrict, *, nprobe, beam, min_candi
                                           "the routed topics; searched the whole range"), used)
     return Plan(rows, [], route, fallback, used)
 
-
-def named_speakers(index: Index, query: str, max_entity_episodes: int
-                    ) -> dict[str, Int[np.ndarray, " m"]]:
-    """Episode ids of each speaker the query names (a word of the name, 3+ letters,
-    case-insensitive) whose timeline holds at most `max_entity_episodes` episodes."""
-    found = set()
-    for w in words(query):
-        found |= index.speaker_words.get(w, set())
-    timelines = {p: index.temporal.range(None, None, ("speaker", p)) for p in sorted(found)}
-    return {p: ids for p, ids in timelines.items() if len(ids) <= max_entity_episodes}

@@ -64,6 +64,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from effjax.durable import fsync_dir
+from effjax.memory.embedtext import DEFAULT_TEMPLATE, check_template, embedding_text
 from effjax.memory.index import Index
 from effjax.memory.planning import Plan, plan
 from effjax.memory.snapshot import (
@@ -93,6 +94,7 @@ MODES = ("swift", "flat")
 MIN_TIMESTAMP = 0.0
 MAX_TIMESTAMP = 253370764800.0  # 9999-01-01T00:00:00Z, excluded
 SNAPSHOT_FILES = ("arrays.npz", "episodes.jsonl", "meta.json")
+EXHAUSTIVE_BELOW = 16384  # swift searches of at most this many rows score them all
 _log = logging.getLogger(__name__)
 
 
@@ -246,8 +248,15 @@ class MemoryStore:
         descended, fewest episodes scored before widening).
       max_tag_episodes: a keyphrase the query names adds its episodes to the candidates
         when it tags at most this many (specific tags only).
-      max_entity_episodes: a speaker the query names (entity tag) adds their episodes when
-        they said at most this many.
+      exhaustive_below: a swift search scores every row, without routing, when the store
+        (or what its time / speaker / session restriction leaves) holds at most this many
+        episodes; the default is where routing starts to pay on a 2-core CPU
+        (`experiments/results/swiftmem.md`). Said in `SearchResult.path` ("exhaustive(n)").
+      embed_template: what each episode's embedding is computed from, a format string over
+        {speaker}, {date}, {session} and {text} (default "{speaker} ({date}): {text}";
+        "{text}" embeds the bare text; see `effjax.memory.embedtext`). Texts are stored and
+        returned unchanged and queries are embedded as written. Embeddings are logged, so
+        a store reopened with another template keeps the old episodes' embeddings.
 
     Raises (of `open`):
       CorruptStoreError: the store's files are damaged; see the module docstring.
@@ -257,14 +266,16 @@ class MemoryStore:
     def __init__(self, path, *, encoder=None, tagger: Tagger | None = None, readonly=False,
                  cluster_size: int = 128, auto_consolidate: bool = True, nprobe: int = 16,
                  beam: int = 8, min_candidates: int = 512, max_tag_episodes: int = 1024,
-                 max_entity_episodes: int = 4096):
+                 exhaustive_below: int = EXHAUSTIVE_BELOW,
+                 embed_template: str = DEFAULT_TEMPLATE):
+        self.embed_template = check_template(embed_template)
         cluster_size, nprobe, beam = (_check_int(v, name, 1) for name, v in (
             ("cluster_size", cluster_size), ("nprobe", nprobe), ("beam", beam)))
-        min_candidates, max_tag_episodes, max_entity_episodes = (
+        min_candidates, max_tag_episodes, exhaustive_below = (
             _check_int(v, name, 0) for name, v in (
                 ("min_candidates", min_candidates), ("max_tag_episodes", max_tag_episodes),
-                ("max_entity_episodes", max_entity_episodes)))
-        self.max_tag_episodes, self.max_entity_episodes = max_tag_episodes, max_entity_episodes
+                ("exhaustive_below", exhaustive_below)))
+        self.max_tag_episodes, self.exhaustive_below = max_tag_episodes, exhaustive_below
         self.path = None if path is None else pathlib.Path(path)
         self._encoder = encoder
         self.tagger = tagger if tagger is not None else KeyphraseTagger()
@@ -516,7 +527,9 @@ class MemoryStore:
             sessions[i] = _check_session(sessions[i], f"sessions[{i}]")
             _check_metadata(metadatas[i], f"metadatas[{i}]")
         stamps = [_check_timestamp(t, f"timestamps[{i}]") for i, t in enumerate(timestamps)]
-        emb = self._embeddings(texts, embeddings)
+        emb = self._embeddings([self._embedding_text(texts[i], speakers[i], stamps[i],
+                                                     sessions[i]) for i in range(m)],
+                               embeddings)
         self._check_writable()
         with self._lock:
             self.tagger.observe(list(texts))
@@ -534,7 +547,8 @@ class MemoryStore:
 
     def update(self, episode_id: int, *, text: str | None = None, speaker: str | None = None,
                timestamp=None, session: str | None = None, metadata: dict | None = None) -> None:
-        """Changes an episode's fields (a new text is re-embedded and re-tagged).
+        """Changes an episode's fields (re-embedded when the string it is embedded from
+        changes, re-tagged when the text does).
 
         Raises:
           ValueError: an argument breaks the input rules.
@@ -547,8 +561,11 @@ class MemoryStore:
                   else _check_timestamp(timestamp, "timestamp"),
                   "session": old.session if session is None else _check_session(session),
                   "metadata": old.metadata if metadata is None else _check_metadata(metadata)}
-        emb = (self.embedding(old.id) if text is None
-               else self._embeddings([fields["text"]], None)[0])
+        embedded = self._embedding_text(fields["text"], fields["speaker"], fields["timestamp"],
+                                        fields["session"])
+        emb = (self.embedding(old.id) if embedded == self._embedding_text(
+            old.text, old.speaker, old.timestamp, old.session)
+            else self._embeddings([embedded], None)[0])
         self._check_writable()
         with self._lock:
             tags = list(old.tags) if text is None else self.tagger.tag([fields["text"]])[0]
@@ -574,6 +591,10 @@ class MemoryStore:
     def _check_writable(self) -> None:
         if self.readonly:
             raise RuntimeError(f"store {self.path} was opened readonly")
+
+    def _embedding_text(self, text, speaker, timestamp, session) -> str:
+        return embedding_text(text, speaker=speaker, timestamp=timestamp, session=session,
+                              template=self.embed_template)
 
     def _embeddings(self, texts, embeddings) -> np.ndarray:
         if embeddings is None:
@@ -779,16 +800,16 @@ class MemoryStore:
             found = plan(self._index, query, q, k, mode=mode, span=span, tags=tags,
                          speaker=speaker, session=session, nprobe=nprobe, beam=beam,
                          min_candidates=min_candidates, max_tag_episodes=self.max_tag_episodes,
-                         max_entity_episodes=self.max_entity_episodes)
+                         exhaustive_below=self.exhaustive_below)
         fallback = "; ".join(f for f in (hint_note, found.fallback) if f) or None
         scores, cand = _score(q, emb, row_id, found)
         best = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
         best = best[np.argsort(-scores[best], kind="stable")]
         hits = []
-        for b in best:
-            ep = self._episodes.get(int(row_id[cand[b]]))
-            if np.isfinite(scores[b]) and ep is not None:
-                hits.append(Hit(ep, float(scores[b])))
+        for i, score in zip(row_id[cand[best]].tolist(), scores[best].tolist(), strict=True):
+            ep = self._episodes.get(i)
+            if math.isfinite(score) and ep is not None:
+                hits.append(Hit(ep, score))
         return SearchResult(hits, found.path, int(np.isfinite(scores).sum()), fallback, span,
                             found.tags)
 

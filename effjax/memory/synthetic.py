@@ -9,6 +9,8 @@ LoCoMo-style conversations.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 
 import numpy as np
 
@@ -122,4 +124,91 @@ def synthetic_episodes(n: int, *, seed: int = 0, turns_per_session: int = 20,
             sessions.append(f"synthetic_{s}")
             stamps.append(t + 60.0 * i)
         s += 1
+    return SyntheticEpisodes(texts, speakers, sessions, np.asarray(stamps))
+
+
+def _detokenize(s: str) -> str:
+    """WikiText-2's tokenized spacing back to plain text ("3 @.@ 5 , and" -> "3.5, and")."""
+    s = re.sub(r" @(.)@ ", r"\1", s)
+    s = re.sub(r" ([,.;:!?)]|'s|n't)", r"\1", s)
+    return re.sub(r"([(]) ", r"\1", s).strip()
+
+
+def corpus_sentences(root: str | None = None) -> list[str]:
+    """The distinct 5-40 word sentences of WikiText-2 (valid, test; articles' text, no
+    headings, none with <unk>) and GSM8K (train, test; questions and solution steps,
+    calculator annotations removed), in file order.
+
+    Args:
+      root: the data directory (default `effjax.data.data_dir()`).
+    """
+    from effjax.data.corpora import data_file
+
+    out: dict[str, None] = {}
+    for split in ("valid", "test"):
+        for line in data_file("wikitext-2", split, ".txt", root=root).read_text(
+                encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("="):
+                for s in re.split(r"(?<= \.) (?=[A-Z])", line):
+                    if "<unk>" not in s:
+                        out[_detokenize(s)] = None
+    for split in ("train", "test"):
+        for line in data_file("gsm8k", split, ".jsonl", root=root).read_text(
+                encoding="utf-8").splitlines():
+            row = json.loads(line)
+            body = row["question"] + "\n" + re.sub(r"<<[^>]*>>", "",
+                                                   row["answer"].rpartition("####")[0])
+            for s in re.split(r"(?<=[.?!])\s+|\n", body):
+                out[s.strip()] = None
+    return [s for s in out if 5 <= len(s.split()) <= 40]
+
+
+def corpus_episodes(n: int, *, seed: int = 0, turns_per_session: int = 20,
+                    start: float = 1.5778368e9, days: float = 1827.0,
+                    root: str | None = None) -> SyntheticEpisodes:
+    """n distinct episodes of real text (not templates), said by synthetic speakers.
+
+    The texts are `corpus_sentences` in a seeded random order, one per episode; past
+    those (~64k), two distinct random sentences joined by a space, each pair used once.
+    Each session is a pair of synthetic speakers taking turns a minute apart; sessions
+    start at uniform random times in [start, start + days), so the first m episodes of
+    any memory span the same years (by default 2020-2024, around LoCoMo's 2022-2023).
+
+    Args:
+      n: number of episodes (>= 0).
+      seed: generator seed (the same seed gives the same memory).
+      turns_per_session: turns in each two-speaker session.
+      start: epoch seconds where the sessions' span begins (2020-01-01 UTC).
+      days: length of that span.
+      root: the data directory (default `effjax.data.data_dir()`).
+
+    Returns:
+      `SyntheticEpisodes`, session after session (not in time order); texts are unique.
+
+    Raises:
+      ValueError: n < 0.
+    """
+    if n < 0:
+        raise ValueError(f"expected n >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    pool = corpus_sentences(root)
+    texts = [pool[i] for i in rng.permutation(len(pool))[:n]]
+    seen = set(texts)
+    while len(texts) < n:
+        a, b = rng.integers(len(pool), size=(2, 2 * (n - len(texts))))
+        for i, j in zip(a.tolist(), b.tolist(), strict=True):
+            text = f"{pool[i]} {pool[j]}"
+            if i != j and text not in seen and len(texts) < n:
+                seen.add(text)
+                texts.append(text)
+    speakers, sessions, stamps = [], [], []
+    n_sessions = -(-n // turns_per_session)
+    starts = rng.uniform(start, start + days * 86400, n_sessions)
+    for s, t in enumerate(starts.tolist()):
+        a, b = rng.choice(len(_NAMES), 2, replace=False)
+        for i in range(min(turns_per_session, n - s * turns_per_session)):
+            speakers.append(_NAMES[a] if i % 2 == 0 else _NAMES[b])
+            sessions.append(f"corpus_{s}")
+            stamps.append(t + 60.0 * i)
     return SyntheticEpisodes(texts, speakers, sessions, np.asarray(stamps))

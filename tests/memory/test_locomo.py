@@ -2,7 +2,7 @@
 
 import pytest
 
-from effjax.memory import load_locomo
+from effjax.memory import answer_f1, load_locomo
 
 
 def test_load_locomo():
@@ -27,3 +27,16 @@ def test_load_locomo_empty_folder(tmp_path):
         load_locomo(tmp_path)
     with pytest.raises(ValueError, match="no such folder"):
         load_locomo(tmp_path / "absent")
+
+
+def test_answer_f1():
+    assert answer_f1("The Running shoes!", "running shoe", 4) == 1.0  # normalised, stemmed
+    # "she" "went" "to" "paris" vs "paris": precision 1/4, recall 1 -> 0.4
+    assert answer_f1("she went to Paris", "Paris", 2) == pytest.approx(0.4)
+    assert answer_f1("Paris", "Rome", 2) == 0.0
+    assert answer_f1("", "Rome", 2) == 0.0
+    # multi-hop: gold parts each take their best predicted part, then the mean
+    assert answer_f1("pottery, camping", "camping, pottery, painting", 1) == pytest.approx(2 / 3)
+    assert answer_f1("hiking", "hiking; likely in spring", 3) == 1.0  # open-domain: before ";"
+    with pytest.raises(ValueError, match="category"):
+        answer_f1("x", "y", 5)

@@ -13,7 +13,6 @@ import pytest
 
 from effjax.memory import CorruptStoreError, MemoryStore, SearchResult, synthetic_episodes
 from effjax.memory import tags as tags_module
-from effjax.memory.planning import named_speakers
 
 DAY = 86400.0
 
@@ -32,7 +31,8 @@ def _brute(store, q, k, keep=lambda ep: True):
 
 
 def test_add_get_and_search_match_brute_force(bow, tmp_path):
-    with MemoryStore.open(tmp_path / "m", encoder=bow, auto_consolidate=False) as store:
+    with MemoryStore.open(tmp_path / "m", encoder=bow, auto_consolidate=False,
+                          exhaustive_below=0) as store:
         ids, s = _fill(store, 300)
         assert ids == list(range(300)) and len(store) == 300
         ep = store.get(7)
@@ -47,7 +47,8 @@ def test_add_get_and_search_match_brute_force(bow, tmp_path):
 
 
 def test_consolidated_swift_search(bow):
-    store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False)
+    store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False,
+                             exhaustive_below=0)
     _fill(store, 1200)
     store.consolidate()
     dag = store.dag
@@ -74,7 +75,7 @@ def test_query_keyphrases_add_their_episodes(bow):
     text = "went hiking at the lake with my sister, quokka"  # a hiking topic + a rare word
     for limit in (5, 0):
         store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False,
-                                 max_tag_episodes=limit)
+                                 max_tag_episodes=limit, exhaustive_below=0)
         _fill(store, 800)
         rare = store.add("The quokka parade was amazing", speaker="Z", timestamp=5e9)
         store.consolidate()
@@ -87,17 +88,46 @@ def test_query_keyphrases_add_their_episodes(bow):
         MemoryStore.open(None, max_tag_episodes=-1)
 
 
-def test_query_naming_a_speaker_adds_their_episodes(bow):
-    store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False)
-    _fill(store, 800)
-    said = store.add("The quokka parade was amazing", speaker="Zelda Quill", timestamp=5e9)
+def test_small_stores_and_restrictions_are_searched_exhaustively(bow):
+    store = MemoryStore.open(None, encoder=bow, cluster_size=40, auto_consolidate=False,
+                             exhaustive_below=500)
+    _, s = _fill(store, 800)
     store.consolidate()
-    r = store.search("what did zelda say about hiking at the lake", 1000, min_candidates=0,
-                     nprobe=1, beam=1)
-    assert "speaker:Zelda Quill" in r.tags and said in r.ids
-    small = MemoryStore.open(None, encoder=bow, max_entity_episodes=0)
-    small.add("hello", speaker="Zelda", timestamp=1)
-    assert named_speakers(small._index, "zelda?", small.max_entity_episodes) == {}
+    text = "went kayaking at the lake with my sister"
+    q = bow.encode([text])[0]
+    routed = store.search(text, 10, min_candidates=0, nprobe=1)
+    assert routed.path.startswith("dag(") and routed.candidates < 800
+    t0, t1 = s.timestamps[100], s.timestamps[400]
+    small = store.search(text, 10, time_range=(t0, t1), min_candidates=0, nprobe=1)
+    inside = [e for e in store.episodes() if t0 <= e.timestamp < t1]  # [start, end)
+    assert small.path.endswith(f"exhaustive({len(inside)})") and small.candidates == len(inside)
+    order = np.argsort([-(store.embedding(e.id) @ q) for e in inside], kind="stable")[:10]
+    assert small.ids == [inside[i].id for i in order]
+    store.exhaustive_below = 800
+    whole = store.search(text, 10, min_candidates=0, nprobe=1)
+    assert whole.path == "exhaustive(800)" and whole.ids == _brute(store, q, 10)
+    with pytest.raises(ValueError, match="exhaustive_below"):
+        MemoryStore.open(None, exhaustive_below=-1)
+
+
+def test_episodes_are_embedded_with_their_speaker_and_date(bow):
+    store = MemoryStore.open(None, encoder=bow)
+    i = store.add("we went kayaking", speaker="Zelda", timestamp=1683504000.0)  # 8 May 2023
+    assert store.get(i).text == "we went kayaking"
+    want = bow.encode(["Zelda (8 May 2023): we went kayaking"])[0]
+    np.testing.assert_array_equal(store.embedding(i), want)
+    store.update(i, speaker="Quinn")
+    np.testing.assert_array_equal(store.embedding(i),
+                                  bow.encode(["Quinn (8 May 2023): we went kayaking"])[0])
+    before = store.embedding(i)
+    store.update(i, metadata={"note": 1})  # the embedded string is unchanged
+    np.testing.assert_array_equal(store.embedding(i), before)
+    bare = MemoryStore.open(None, encoder=bow, embed_template="{text}")
+    j = bare.add("we went kayaking", speaker="Zelda", timestamp=1683504000.0)
+    np.testing.assert_array_equal(bare.embedding(j), bow.encode(["we went kayaking"])[0])
+    for bad in ("{speaker}", "{text} {who}", "{text} {0}", "{text", 3):
+        with pytest.raises(ValueError, match="embed_template"):
+            MemoryStore.open(None, encoder=bow, embed_template=bad)
 
 
 def test_time_speaker_and_tag_restrictions(bow):
