@@ -1,20 +1,26 @@
 """The SwiftMem experiment: its helpers and report (fast), its real loop on the tiny config
 (slow)."""
 
-import math
-
 import numpy as np
 import pytest
 
 from configs.swiftmem import get_config
+from effjax.memory import Turn, corpus_episodes
 from experiments.swiftmem import (
+    FLAT,
+    PLANNER,
+    ROUTED,
     _report,
+    agree_at_10,
+    best_points,
+    distractor_embeddings,
     evidence_recall,
     exact_top,
-    growth_exponent,
+    median_difference,
+    paired_latency,
     percentiles,
+    reader_prompt,
     run,
-    synthetic_embeddings,
 )
 
 
@@ -26,65 +32,120 @@ def test_evidence_recall_and_percentiles():
     assert p50 == pytest.approx(50.5) and p95 == pytest.approx(95.05)
 
 
-def test_exact_top():
+def test_exact_top_and_agreement():
     rng = np.random.default_rng(0)
     emb, q = rng.standard_normal((500, 8)), rng.standard_normal((70, 8))
     want = np.argsort(-(emb @ q.T), axis=0, kind="stable")[:5].T
     np.testing.assert_array_equal(exact_top(emb, q, 5, chunk=16), want)
+    exact = [list(range(10)), list(range(10))]
+    assert agree_at_10([list(range(10)), list(range(5)) + [90, 91, 92, 93, 94]], exact) == 0.75
 
 
-def test_growth_exponent():
-    ns = [1e4, 1e5, 1e6]
-    assert growth_exponent(ns, [2 * n for n in ns]) == pytest.approx(1.0)
-    assert growth_exponent(ns, [math.sqrt(n) for n in ns]) == pytest.approx(0.5)
+def test_best_points():
+    pts = [dict(method="a", knob="1", agree10=0.90, p50_us=10.0),
+           dict(method="a", knob="2", agree10=0.96, p50_us=30.0),
+           dict(method="a", knob="3", agree10=0.99, p50_us=50.0),
+           dict(method="b", knob="1", agree10=0.80, p50_us=5.0),
+           dict(method="b", knob="2", agree10=0.93, p50_us=9.0)]
+    best = best_points(pts, 0.95)
+    assert best["a"]["knob"] == "2" and best["a"]["reached"]
+    assert best["b"]["knob"] == "2" and not best["b"]["reached"]
 
 
-def _method(r10, p50):
-    cell = {f"r@{k}": r10 for k in (5, 10, 25)}
-    cell.update({f"r@{k}/c{c}": r10 for k in (5, 10, 25) for c in (1, 2, 3, 4)})
-    return dict(cell, p50_us=p50, p95_us=2 * p50, build_s=1.0, candidates=10.0)
+def test_paired_latency_and_median_difference():
+    calls = []
+    a, b = paired_latency(lambda i: calls.append(("a", i)), lambda i: calls.append(("b", i)),
+                          [3, 4, 5])
+    assert len(a) == len(b) == 3
+    assert calls == [("a", 3), ("b", 3), ("a", 3), ("b", 3), ("b", 4), ("a", 4),
+                     ("a", 5), ("b", 5)]  # warm-ups, then alternating order
+    d, lo, hi = median_difference([2.0] * 50 + [3.0] * 51, [1.0] * 101)
+    assert d == 2.0 and lo <= 2.0 <= hi and lo >= 1.0
+    d, lo, hi = median_difference([1.0] * 100, [1.0] * 100)
+    assert d == lo == hi == 0.0
+
+
+def test_reader_prompt_orders_turns_by_time():
+    turns = [Turn("D1:2", "Bo", "second", "s", 1683504060.0),
+             Turn("D1:1", "Al", "first", "s", 1683504000.0)]
+    p = reader_prompt(turns, "Who spoke first?")
+    assert "(8 May 2023) Al: first\n(8 May 2023) Bo: second" in p
+    assert p.endswith("Question: Who spoke first?\nAnswer:")
+
+
+def _recall(r):
+    cell = {f"r@{k}": r for k in (5, 10, 25)}
+    cell.update({f"r@{k}/c{c}": r for k in (5, 10, 25) for c in (1, 2, 3, 4)})
+    return cell
 
 
 def test_report_states_the_claims():
     config = get_config()
-    rows = {"flat (store, exhaustive)": _method(0.30, 100.0)}
-    rows.update({label: _method(0.29, 200.0) for label, _ in config.locomo_settings})
+    names = [n for n, _ in config.templates]
+    rows = {}
+    for name, r in zip(names, (0.30, 0.45, 0.55), strict=True):
+        rows[f"{name} / {FLAT}"] = dict(_recall(r), p50_us=100.0, p95_us=150.0,
+                                        candidates=500.0, paths=["flat"])
+        rows[f"{name} / {ROUTED}"] = dict(_recall(r - 0.02), p50_us=300.0, p95_us=400.0,
+                                          candidates=150.0, paths=["dag"])
+    rows[f"{names[-1]} / {PLANNER}"] = dict(_recall(0.55), p50_us=101.0, p95_us=150.0,
+                                            candidates=500.0, paths=["exhaustive"])
+    rng = np.random.default_rng(0)
+    flat = list(100 + rng.normal(0, 5, 400))
     cells = {"locomo": dict(rows=rows, questions=10, conversations=1, episodes=400,
-                            ingest_s=1.0, encode_p50_us=900.0)}
-    for n, flat_us in ((10_000, 1_000.0), (1_000_000, 100_000.0)):
-        methods = {name: dict(_method(0.20, flat_us), agree10=1.0)
-                   for name in ("flat-numpy", "flat-jax", "faiss-flat", "faiss-hnsw")}
-        methods["SwiftMem nprobe=16"] = dict(_method(0.195, 300.0 * (n / 10_000) ** 0.2),
-                                             agree10=0.9)
-        methods["SwiftMem nprobe=64"] = dict(_method(0.17, 900.0), agree10=0.95)
-        cells[f"scale/{n}"] = dict(methods=methods, layout=dict(contiguous_us=10.0,
-                                                                scattered_us=25.0))
+                            ingest_s={n: 1.0 for n in names}, fine_topics=12.5,
+                            paired=dict(planner_us=list(rng.permutation(flat)), flat_us=flat)),
+             "reader": dict(questions=list(range(40)), f1={
+                 f"{names[0]} / {FLAT}": [0.1] * 20 + [0.0] * 20,
+                 f"{names[-1]} / {FLAT}": [0.3] * 20 + [0.2] * 20,
+                 f"{names[-1]} / {ROUTED}": [0.3] * 20 + [0.2] * 19 + [0.0]})}
+    pts = [dict(_recall(0.2), method="SwiftMem", knob="nprobe=16, beam=8", agree10=0.96,
+                p50_us=1500.0, p95_us=2000.0, build_s=50.0, bytes=2**30),
+           dict(_recall(0.2), method="faiss-ivf", knob="nprobe=32", agree10=0.97,
+                p50_us=900.0, p95_us=1000.0, build_s=20.0, bytes=2**30),
+           dict(_recall(0.2), method="flat-numpy", knob="", agree10=1.0, p50_us=90000.0,
+                p95_us=95000.0, build_s=0.0, bytes=2**30)]
+    cells["scale/1000000"] = dict(points=pts, fine_topics=1953,
+                                  layout=dict(contiguous_us=10.0, scattered_us=25.0))
     text = _report(config, cells)
-    assert "within 3 points **holds**" in text
-    assert "N=1,000,000, SwiftMem nprobe=16: p50 132.7x lower" in text and "**holds**" in text
-    assert "SwiftMem nprobe=64: p50 111.1x lower than flat at R@10 3.0 points below it: " \
-           "**fails**" in text
-    assert "exponent 0.20" in text and "2.50x" in text
+    assert "flat R@10 30.0 (bare text) -> 55.0 (speaker + date)" in text
+    assert "not measurably slower) **holds**" in text
+    assert "| speaker + date / flat (exhaustive) - bare text / flat (exhaustive) | +20.0 |" in text
+    assert "nprobe=16, beam=8, agree@10 96.0, p50 1.50 ms, build 50.0 s" in text
+    assert "build <= 60 s: **holds**" in text and "faiss-ivf nprobe=32 0.90 ms" in text
+    assert "60.0x" in text and "2.50x" in text
+    cells["locomo"]["paired"]["planner_us"] = [x + 1.0 for x in flat]  # slower every time
+    assert "not measurably slower) **fails**" in _report(config, cells)
 
 
-def test_synthetic_embeddings_resume(tmp_path):
+def test_distractor_embeddings_resume(tmp_path):
     class Counting:
         def __init__(self):
-            self.dim, self.calls = 4, 0
+            self.dim, self.calls, self.seen = 4, 0, []
 
         def encode(self, texts):
             self.calls += 1
+            self.seen += texts
             return np.full((len(texts), 4), float(len(texts)), np.float32)
 
     enc = Counting()
-    a = synthetic_embeddings(25, seed=0, chunk=10, cache=tmp_path, encoder=enc)
+    eps = corpus_episodes(40, seed=0)
+    a = distractor_embeddings(eps, 25, seed=0, chunk=10, cache=tmp_path, encoder=enc,
+                              template="{speaker}: {text}")
     assert a.shape == (25, 4) and enc.calls == 3 and a[-1, 0] == 5.0
-    (tmp_path / "synthetic-s0-00000010-00000020.npy").unlink()
-    b = synthetic_embeddings(25, seed=0, chunk=10, cache=tmp_path, encoder=enc)
+    assert enc.seen[0] == f"{eps.speakers[0]}: {eps.texts[0]}"
+    (chunk,) = tmp_path.glob("corpus-n40-s0-t*-00000010-00000020.npy")
+    chunk.unlink()
+    b = distractor_embeddings(eps, 25, seed=0, chunk=10, cache=tmp_path, encoder=enc,
+                              template="{speaker}: {text}")
     assert enc.calls == 4 and np.array_equal(a, b)
+    distractor_embeddings(eps, 10, seed=0, chunk=10, cache=tmp_path, encoder=enc,
+                          template="{text}")  # another template: its own files
+    assert enc.calls == 5
 
 
 @pytest.mark.slow
 def test_tiny_run():
     report = run(get_config("tiny"))
-    assert "## LoCoMo" in report and "N=4,000" in report and "faiss-hnsw" in report
+    assert "## LoCoMo" in report and "N = 4,000" in report and "faiss-ivf" in report
+    assert "answer F1" in report
