@@ -667,6 +667,16 @@ def _claims(config, cells) -> list[str]:
                    f" (forced routing: {rows[f'{last} / {ROUTED}']['p50_us']:.0f} us).")
     sizes = _sizes(cells)
     if sizes:
+        parts = []
+        for m in sizes:
+            best = best_points(cells[f"scale/{m}"]["points"], config.target_agree)
+            routed, whole = best["SwiftMem"], best["SwiftMem exhaustive path"]
+            parts.append(f"N={m:,}: routed {routed['p50_us']:.0f} us ({routed['knob']}) vs "
+                         f"exhaustive {whole['p50_us']:.0f} us")
+        out.append(f"- Where routing starts to pay (the planner's exhaustive_below = "
+                   f"{EXHAUSTIVE_BELOW:,}): SwiftMem's fastest point at agree@10 >= "
+                   f"{config.target_agree} against the store's exhaustive path; "
+                   + "; ".join(parts) + ".")
         n = sizes[-1]
         best = best_points(cells[f"scale/{n}"]["points"], config.target_agree)
         s = best["SwiftMem"]

@@ -5,7 +5,7 @@ memory name both ("What did Caroline do in May 2023?"). The store embeds each ep
 `template.format(speaker=..., date=..., session=..., text=...)` and returns the text
 unchanged; queries are embedded as they are written. On the six shipped LoCoMo
 conversations (MiniLM-L6, exhaustive search, categories 1-4) evidence recall@10 is 30.9
-for the bare text, 48.7 with "{speaker}: {text}" and 54.7 with the default
+for the bare text, 48.7 with "{speaker}: {text}" and 55.4 with the default
 "{speaker} ({date}): {text}" (`experiments/results/swiftmem.md` has the table).
 """
 
