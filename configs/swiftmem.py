@@ -26,8 +26,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.distractor_seed, c.encode_chunk = 0, 20_000
     c.distractor_pool = 1_000_000  # every size is a prefix of this one memory (>= max(sizes))
     c.scale_cluster_size = 512
-    # SwiftMem's (nprobe, beam): fine topics probed, broad topics descended
-    c.swift_sweep = ((4, 2), (8, 4), (16, 8), (32, 8), (64, 16), (128, 32), (256, 64))
+    # SwiftMem's (nprobe, beam): fine topics probed, broad topics descended (64 = every broad
+    # topic up to 3 x 10^5 episodes, i.e. IVF over the fine topics)
+    c.swift_sweep = ((4, 2), (8, 4), (16, 8), (16, 64), (32, 8), (32, 64), (64, 16), (64, 64),
+                     (128, 64), (256, 64))
     c.ivf_nprobe = (4, 8, 16, 32, 64, 128, 256)  # IVF-Flat with SwiftMem's number of fine topics
     c.hnsw_m, c.hnsw_ef_construction = 32, (40, 200)
     c.hnsw_ef_search = (16, 32, 64, 128, 256, 512)

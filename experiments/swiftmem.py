@@ -66,12 +66,13 @@ def distractor_embeddings(episodes: SyntheticEpisodes, n: int, *, seed: int, chu
     """Embeddings of the first n of `episodes` (= `corpus_episodes(len(episodes), seed=seed)`)
     as the store embeds them (`embedding_text` with `template`), encoded chunk by chunk into
     cache files keyed by that memory's size and seed, the template and the rows (an
-    interrupted run resumes at the first missing chunk)."""
+    interrupted run resumes at the first missing chunk). Whole chunks are encoded (the last
+    one of the memory may be short), so every n reuses the same files."""
     cache.mkdir(parents=True, exist_ok=True)
     tag = hashlib.sha256(template.encode()).hexdigest()[:8]
     parts = []
     for start in tqdm(range(0, n, chunk), desc="encoding distractors", unit="chunk"):
-        end = min(n, start + chunk)
+        end = min(len(episodes.texts), start + chunk)
         f = cache / f"corpus-n{len(episodes.texts)}-s{seed}-t{tag}-{start:08d}-{end:08d}.npy"
         if not f.exists():
             emb = encoder.encode([embedding_text(episodes.texts[i], speaker=episodes.speakers[i],
@@ -81,7 +82,7 @@ def distractor_embeddings(episodes: SyntheticEpisodes, n: int, *, seed: int, chu
                                   for i in range(start, end)])
             atomic_write(f, lambda fh, emb=emb: np.save(fh, emb))
         parts.append(np.load(f))
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+    return np.concatenate(parts)[:n] if parts else np.zeros((0, encoder.dim), np.float32)
 
 
 def evidence_recall(ranked: list, evidence: tuple, k: int) -> float:

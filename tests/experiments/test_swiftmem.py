@@ -101,6 +101,8 @@ def test_report_states_the_claims():
                  f"{names[-1]} / {ROUTED}": [0.3] * 20 + [0.2] * 19 + [0.0]})}
     pts = [dict(_recall(0.2), method="SwiftMem", knob="nprobe=16, beam=8", agree10=0.96,
                 p50_us=1500.0, p95_us=2000.0, build_s=50.0, bytes=2**30),
+           dict(_recall(0.2), method="SwiftMem exhaustive path", knob="", agree10=1.0,
+                p50_us=95000.0, p95_us=99000.0, build_s=0.0, bytes=2**30),
            dict(_recall(0.2), method="faiss-ivf", knob="nprobe=32", agree10=0.97,
                 p50_us=900.0, p95_us=1000.0, build_s=20.0, bytes=2**30),
            dict(_recall(0.2), method="flat-numpy", knob="", agree10=1.0, p50_us=90000.0,
@@ -114,6 +116,7 @@ def test_report_states_the_claims():
     assert "nprobe=16, beam=8, agree@10 96.0, p50 1.50 ms, build 50.0 s" in text
     assert "build <= 60 s: **holds**" in text and "faiss-ivf nprobe=32 0.90 ms" in text
     assert "60.0x" in text and "2.50x" in text
+    assert "N=1,000,000: routed 1500 us (nprobe=16, beam=8) vs exhaustive 95000 us" in text
     cells["locomo"]["paired"]["planner_us"] = [x + 1.0 for x in flat]  # slower every time
     assert "not measurably slower) **fails**" in _report(config, cells)
 
@@ -132,13 +135,16 @@ def test_distractor_embeddings_resume(tmp_path):
     eps = corpus_episodes(40, seed=0)
     a = distractor_embeddings(eps, 25, seed=0, chunk=10, cache=tmp_path, encoder=enc,
                               template="{speaker}: {text}")
-    assert a.shape == (25, 4) and enc.calls == 3 and a[-1, 0] == 5.0
+    assert a.shape == (25, 4) and enc.calls == 3 and a[-1, 0] == 10.0  # whole chunks
     assert enc.seen[0] == f"{eps.speakers[0]}: {eps.texts[0]}"
     (chunk,) = tmp_path.glob("corpus-n40-s0-t*-00000010-00000020.npy")
     chunk.unlink()
     b = distractor_embeddings(eps, 25, seed=0, chunk=10, cache=tmp_path, encoder=enc,
                               template="{speaker}: {text}")
     assert enc.calls == 4 and np.array_equal(a, b)
+    distractor_embeddings(eps, 30, seed=0, chunk=10, cache=tmp_path, encoder=enc,
+                          template="{speaker}: {text}")  # within the cached chunks
+    assert enc.calls == 4
     distractor_embeddings(eps, 10, seed=0, chunk=10, cache=tmp_path, encoder=enc,
                           template="{text}")  # another template: its own files
     assert enc.calls == 5
