@@ -201,7 +201,9 @@ def locomo_cells(config, convs, encoder, cells) -> None:
             key = f"{name} / {label}"
             rows[key] = dict(_recall_cell(ranked, questions, config.ks), p50_us=p50, p95_us=p95,
                              candidates=float(np.mean([r.candidates for r in found])),
-                             paths=sorted({r.path.split("(")[0] for r in found}))
+                             paths=sorted({r.path.split("(")[0] for r in found}),
+                             r10_per_question=[evidence_recall(rk, q.evidence, 10) for rk, q
+                                               in zip(ranked, questions, strict=True)])
             retrieved[key] = [[h.episode.id for h in r.hits[:config.reader_k]] for r in found]
         if template == config.templates[-1][1]:
             rows.update(_locomo_baselines(config, stores, questions, qemb, owner, name))
@@ -652,10 +654,17 @@ def _claims(config, cells) -> list[str]:
         rows = loc["rows"]
         first, last = config.templates[0][0], config.templates[-1][0]
         before, after = rows[f"{first} / {FLAT}"], rows[f"{last} / {FLAT}"]
+        routed = rows[f"{last} / {ROUTED}"]
+        gain = paired_bootstrap(after["r10_per_question"], before["r10_per_question"])
+        loss = paired_bootstrap(routed["r10_per_question"], after["r10_per_question"])
         out.append(f"- What is embedded: flat R@10 {100 * before['r@10']:.1f} ({first}) -> "
-                   f"{100 * after['r@10']:.1f} ({last}); SwiftMem routed "
+                   f"{100 * after['r@10']:.1f} ({last}), {100 * gain[0]:+.1f} points, 95% "
+                   f"interval [{100 * gain[1]:+.1f}, {100 * gain[2]:+.1f}] (paired bootstrap "
+                   f"over questions); SwiftMem routed "
                    f"{100 * rows[f'{first} / {ROUTED}']['r@10']:.1f} -> "
-                   f"{100 * rows[f'{last} / {ROUTED}']['r@10']:.1f}.")
+                   f"{100 * routed['r@10']:.1f}. Forced routing vs exhaustive with "
+                   f"{last}: {100 * loss[0]:+.1f} points [{100 * loss[1]:+.1f}, "
+                   f"{100 * loss[2]:+.1f}].")
         planner = rows[f"{last} / {PLANNER}"]
         pair = loc["paired"]
         d, lo, hi = median_difference(pair["planner_us"], pair["flat_us"])

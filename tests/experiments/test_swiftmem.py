@@ -85,9 +85,11 @@ def test_report_states_the_claims():
     rows = {}
     for name, r in zip(names, (0.30, 0.45, 0.55), strict=True):
         rows[f"{name} / {FLAT}"] = dict(_recall(r), p50_us=100.0, p95_us=150.0,
-                                        candidates=500.0, paths=["flat"])
+                                        candidates=500.0, paths=["flat"],
+                                        r10_per_question=[r] * 10)
         rows[f"{name} / {ROUTED}"] = dict(_recall(r - 0.02), p50_us=300.0, p95_us=400.0,
-                                          candidates=150.0, paths=["dag"])
+                                          candidates=150.0, paths=["dag"],
+                                          r10_per_question=[r - 0.02] * 10)
     rows[f"{names[-1]} / {PLANNER}"] = dict(_recall(0.55), p50_us=101.0, p95_us=150.0,
                                             candidates=500.0, paths=["exhaustive"])
     rng = np.random.default_rng(0)
@@ -110,7 +112,9 @@ def test_report_states_the_claims():
     cells["scale/1000000"] = dict(points=pts, fine_topics=1953,
                                   layout=dict(contiguous_us=10.0, scattered_us=25.0))
     text = _report(config, cells)
-    assert "flat R@10 30.0 (bare text) -> 55.0 (speaker + date)" in text
+    assert "flat R@10 30.0 (bare text) -> 55.0 (speaker + date), +25.0 points, 95% " \
+           "interval [+25.0, +25.0]" in text
+    assert "Forced routing vs exhaustive with speaker + date: -2.0 points [-2.0, -2.0]" in text
     assert "not measurably slower) **holds**" in text
     assert "| speaker + date / flat (exhaustive) - bare text / flat (exhaustive) | +20.0 |" in text
     assert "nprobe=16, beam=8, agree@10 96.0, p50 1.50 ms, build 50.0 s" in text
