@@ -15,7 +15,6 @@ import datetime
 import string
 
 DEFAULT_TEMPLATE = "{speaker} ({date}): {text}"
-BARE_TEMPLATE = "{text}"
 FIELDS = ("speaker", "date", "session", "text")
 
 

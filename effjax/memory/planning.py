@@ -62,8 +62,8 @@ def plan(index: Index, query: str, q: Float[np.ndarray, " d"], k: int, *, mode: 
       min_candidates: fewest episodes in reach before the DAG route widens.
       max_tag_episodes: a keyphrase the query names adds its episodes when it tags at most
         this many.
-      exhaustive_below: a swift search scores every row when the store (or what the
-        restriction leaves) has at most this many.
+      exhaustive_below: a swift search without tags scores every row when the store (or
+        what the restriction leaves) has at most this many.
 
     Returns:
       The `Plan`.

@@ -527,9 +527,9 @@ class MemoryStore:
             sessions[i] = _check_session(sessions[i], f"sessions[{i}]")
             _check_metadata(metadatas[i], f"metadatas[{i}]")
         stamps = [_check_timestamp(t, f"timestamps[{i}]") for i, t in enumerate(timestamps)]
-        emb = self._embeddings([self._embedding_text(texts[i], speakers[i], stamps[i],
-                                                     sessions[i]) for i in range(m)],
-                               embeddings)
+        emb = self._embeddings(texts if embeddings is not None else [
+            self._embedding_text(texts[i], speakers[i], stamps[i], sessions[i])
+            for i in range(m)], embeddings)
         self._check_writable()
         with self._lock:
             self.tagger.observe(list(texts))

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from effjax.data.corpora import data_file
+
 _NAMES = """Aaron Abby Adam Aisha Alex Alice Amir Ana Andre Anna Ben Bianca Blake Brooke Caleb
 Carla Carlos Chen Chloe Chris Clara Dan Dana Daniel Devi Diego Dylan Eli Elena Emma Eric Eva
 Farah Felix Fiona Gabe Grace Hana Hank Hugo Ian Ines Isaac Ivy Jack Jade Jamal James Jana Jay
@@ -142,8 +144,6 @@ def corpus_sentences(root: str | None = None) -> list[str]:
     Args:
       root: the data directory (default `effjax.data.data_dir()`).
     """
-    from effjax.data.corpora import data_file
-
     out: dict[str, None] = {}
     for split in ("valid", "test"):
         for line in data_file("wikitext-2", split, ".txt", root=root).read_text(
